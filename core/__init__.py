@@ -1,0 +1,1 @@
+"""Trainboard core engine: data, models, training, run store, jobs. Never imports streamlit."""

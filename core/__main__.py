@@ -1,0 +1,176 @@
+"""Command line: `python -m core train|runs|show|resume` on the same run store as the app.
+
+Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from core.config import DATASETS, MODELS, ConfigError, RunConfig
+from core.store import RESUMABLE_STATES, InvalidRunId, RunNotFound, RunStore, default_runs_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+
+
+class Rejected(Exception):
+    """Bad input: printed to stderr, exit code 2, nothing written."""
+
+    def __init__(self, problems):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def _progress_callback(total_steps_hint: int):
+    from tqdm import tqdm
+    from core.trainer import Callback
+
+    class TqdmProgress(Callback):
+        """A tqdm bar over optimizer steps, the latest loss in its postfix."""
+
+        def on_fit_start(self, trainer):
+            s = trainer.state
+            self.bar = tqdm(total=s.total_steps, initial=s.step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+
+        def on_batch_end(self, trainer):
+            self.bar.update(1)
+
+        def on_log_interval(self, trainer, row):
+            self.bar.set_postfix(epoch=row["epoch"], loss=f"{row['loss']:.4f}", acc=f"{row['acc']:.3f}")
+
+        def on_epoch_end(self, trainer, rows):
+            val = rows[1]
+            self.bar.set_postfix(epoch=val["epoch"], val_loss=f"{val['loss']:.4f}", val_acc=f"{val['acc']:.3f}")
+
+        def on_fit_end(self, trainer, outcome):
+            self.bar.close()
+
+    return TqdmProgress()
+
+
+def _train_and_report(store: RunStore, run_id: str) -> int:
+    from core.worker import run_training
+    state = run_training(store, run_id, [_progress_callback(0)])
+    status = store.read_status(run_id)
+    best = status.get("best") or {}
+    line = f"run {run_id}: {state}"
+    if best:
+        line += f", best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
+    if status.get("error"):
+        line += f"\nerror: {status['error']}"
+    print(line)
+    return EXIT_OK if state in ("completed", "stopped") else EXIT_FAILED
+
+
+def cmd_train(args, store: RunStore) -> int:
+    from core.data import validate_run_config
+    overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs),
+                                   ("batch_size", args.batch_size), ("lr", args.lr),
+                                   ("data_path", args.data), ("name", args.name)) if v is not None}
+    try:
+        config = RunConfig.for_dataset(args.dataset, **overrides).with_updates(args.set or [])
+    except (ConfigError, TypeError) as error:
+        raise Rejected(getattr(error, "problems", [str(error)]))
+    problems = validate_run_config(config)
+    if problems:
+        raise Rejected(problems)
+    run_id = store.create_run(config)
+    print(f"run {run_id} created in {store.root}", flush=True)
+    return _train_and_report(store, run_id)
+
+
+def cmd_resume(args, store: RunStore) -> int:
+    status = store.read_status(args.run_id)
+    if status["state"] not in RESUMABLE_STATES:
+        raise Rejected(f"run {args.run_id} is {status['state']}; only "
+                       f"{', '.join(sorted(RESUMABLE_STATES))} runs can be resumed")
+    store.stop_path(args.run_id).unlink(missing_ok=True)
+    return _train_and_report(store, args.run_id)
+
+
+def _fmt_duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def cmd_runs(args, store: RunStore) -> int:
+    runs = store.list_runs()
+    if not runs:
+        print(f"no runs in {store.root}")
+        return EXIT_OK
+    header = f"{'RUN ID':<44} {'STATE':<11} {'PROGRESS':>8} {'EPOCH':>7} {'BEST':>14} {'DURATION':>9}  CREATED"
+    print(header)
+    for r in runs:
+        best = f"{r.best_metric.removeprefix('val_')} {r.best_value:.4f}" if r.best_value is not None else "-"
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        print(f"{r.run_id:<44} {r.state:<11} {r.progress:>8.0%} {f'{r.epoch}/{r.epochs}':>7} {best:>14} "
+              f"{_fmt_duration(r.duration_s):>9}  {created}")
+    return EXIT_OK
+
+
+def cmd_show(args, store: RunStore) -> int:
+    config = store.read_config(args.run_id)
+    status = store.read_status(args.run_id)
+    metrics = store.read_metrics(args.run_id)
+    last = {}
+    for row in metrics:
+        last[(row.get("split"), row.get("kind"))] = row
+    print(json.dumps({"run_id": args.run_id, "config": config.to_dict(), "status": status,
+                      "last_metrics": {f"{split}/{kind}": row for (split, kind), row in last.items()},
+                      "metric_lines": len(metrics)}, indent=2, default=str))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--runs", default=None, help="runs folder (default: $TRAINBOARD_RUNS or ./runs)")
+    parser = argparse.ArgumentParser(prog="python -m core", description="Trainboard from the command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", parents=[common], help="train a classifier")
+    train.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    train.add_argument("--model", help=f"one of {', '.join(MODELS)}")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--data", help="folder of images (image-folder, csv-folder)")
+    train.add_argument("--name")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any RunConfig setting, e.g. --set optimizer=sgd --set aug_flip=true")
+    train.set_defaults(func=cmd_train)
+
+    runs = sub.add_parser("runs", parents=[common], help="list runs")
+    runs.set_defaults(func=cmd_runs)
+    for name, func, text in (("show", cmd_show, "config, status and last metrics of a run"),
+                             ("resume", cmd_resume, "resume a stopped, interrupted or failed run")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("run_id")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_REJECTED if exit_.code else EXIT_OK
+    store = RunStore(args.runs if args.runs else default_runs_dir())
+    try:
+        return args.func(args, store)
+    except Rejected as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_REJECTED
+    except (RunNotFound, InvalidRunId) as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return EXIT_REJECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Batch preprocessing on the device: uint8 -> normalised float, plus per-sample augmentation.
+
+One affine grid per sample covers random crop (translation), horizontal flip and rotation in a
+single grid_sample call, so augmentation costs one kernel per batch instead of a Python loop per image.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from core.config import RunConfig
+
+
+class BatchPreprocessor:
+    def __init__(self, mean: list[float], std: list[float], config: RunConfig | None = None,
+                 device: torch.device | str = "cpu"):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.config = config
+
+    @property
+    def augments(self) -> bool:
+        c = self.config
+        return bool(c and (c.aug_random_crop or c.aug_flip or c.aug_rotation > 0 or c.aug_color_jitter > 0))
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().div_(255)
+
+    def normalise(self, unit: torch.Tensor) -> torch.Tensor:
+        return (unit - self.mean) / self.std
+
+    def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        unit = self.to_unit(images)
+        if train and self.augments:
+            unit = self.augment(unit)
+        return self.normalise(unit)
+
+    def augment(self, unit: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random crop / flip / rotation / colour jitter, drawn per sample; input and output in 0..1."""
+        c = self.config
+        n, device = unit.shape[0], unit.device
+
+        def uniform(low, high):
+            return torch.rand(n, device=device, generator=generator) * (high - low) + low
+
+        if c.aug_random_crop or c.aug_flip or c.aug_rotation > 0:
+            angle = uniform(-c.aug_rotation, c.aug_rotation) * (math.pi / 180) if c.aug_rotation > 0 \
+                else torch.zeros(n, device=device)
+            flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if c.aug_flip else torch.ones(n, device=device)
+            # A random crop of size S from the image padded by S/8 is a shift of up to 1/4 of the
+            # normalised half-width [-1, 1].
+            shift = 0.25 if c.aug_random_crop else 0.0
+            tx, ty = uniform(-shift, shift), uniform(-shift, shift)
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
+                                 torch.stack([sin * flip, cos, ty], 1)], 1)
+            grid = F.affine_grid(theta, list(unit.shape), align_corners=False)
+            unit = F.grid_sample(unit, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if c.aug_color_jitter > 0:
+            s = c.aug_color_jitter
+            brightness = uniform(1 - s, 1 + s).view(n, 1, 1, 1)
+            contrast = uniform(1 - s, 1 + s).view(n, 1, 1, 1)
+            mean = unit.mean(dim=(1, 2, 3), keepdim=True)
+            unit = ((unit - mean) * contrast + mean) * brightness
+        return unit.clamp_(0, 1)

@@ -1,0 +1,404 @@
+"""Datasets: load, split (stratified, seeded), describe, and batch images for training.
+
+Everything is held as uint8 [N, C, H, W] tensors when it fits in memory; batches are then index
+slices (no per-sample Python in the hot loop). Folders too large for memory stream through a
+DataLoader with workers. Normalisation and augmentation happen later, on whole batches
+(core.augment), so both paths hand the trainer the same thing: (uint8 images, int64 labels).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.config import RunConfig
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SPLITS = ("train", "val", "test")
+IN_MEMORY_LIMIT_BYTES = int(os.environ.get("TRAINBOARD_IN_MEMORY_LIMIT", 2 * 1024**3))
+TORCHVISION_SETS = {"mnist": ("MNIST", 60_000, 10_000, 10),
+                    "fashion-mnist": ("FashionMNIST", 60_000, 10_000, 10),
+                    "cifar10": ("CIFAR10", 50_000, 10_000, 10)}
+
+
+class DatasetError(ValueError):
+    """The data cannot be used; the message says why and what to do."""
+
+
+# --- splits ---------------------------------------------------------------------------------
+class MemorySplit:
+    """One split held as a uint8 tensor; batches are index slices."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, order: torch.Tensor, batch_size: int, **_):
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            yield self.images[index], self.labels[index]
+
+    def to(self, device) -> "MemorySplit":
+        return MemorySplit(self.images.to(device), self.labels.to(device))
+
+    def sample(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+class _FileImages(torch.utils.data.Dataset):
+    def __init__(self, files, labels, size, channels):
+        self.files, self.labels, self.size, self.channels = files, labels, size, channels
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        image = decode_file(self.files[i], self.size, self.channels)
+        return None if image is None else (torch.from_numpy(image), self.labels[i])
+
+
+def _collate_skipping_unreadable(items):
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+class StreamingSplit:
+    """One split of a large folder, decoded on the fly by DataLoader workers."""
+
+    def __init__(self, files: list[str], labels: list[int], size: int, channels: int, workers: int):
+        self.files, self.label_list = files, labels
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.size, self.channels, self.workers = size, channels, workers
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batches(self, order: torch.Tensor, batch_size: int, pin_memory: bool = False):
+        loader = torch.utils.data.DataLoader(
+            _FileImages(self.files, self.label_list, self.size, self.channels),
+            batch_size=batch_size, sampler=order.tolist(), num_workers=self.workers,
+            collate_fn=_collate_skipping_unreadable, pin_memory=pin_memory,
+            persistent_workers=False)
+        for batch in loader:
+            if batch is not None:
+                yield batch
+
+    def to(self, device) -> "StreamingSplit":
+        return self
+
+    def sample(self, index: int) -> torch.Tensor:
+        image = decode_file(self.files[index], self.size, self.channels)
+        return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8) if image is None \
+            else torch.from_numpy(image)
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    splits: dict                      # "train" / "val" / "test" -> MemorySplit | StreamingSplit
+    mean: list[float]
+    std: list[float]
+    skipped: list[str] = field(default_factory=list)   # unreadable files left out
+    streaming: bool = False
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        split = self.splits["train"]
+        if isinstance(split, MemorySplit):
+            return tuple(split.images.shape[1:])
+        return (split.channels, split.size, split.size)
+
+    def counts(self) -> dict[str, list[int]]:
+        """Samples per class in each split."""
+        return {name: torch.bincount(split.labels.cpu(), minlength=len(self.classes)).tolist()
+                for name, split in self.splits.items()}
+
+    def info(self) -> dict:
+        return {"name": self.name, "classes": self.classes, "input_shape": list(self.input_shape),
+                "counts": self.counts(), "sizes": {k: len(v) for k, v in self.splits.items()},
+                "mean": self.mean, "std": self.std, "skipped": len(self.skipped),
+                "streaming": self.streaming}
+
+
+# --- decoding -------------------------------------------------------------------------------
+def decode_file(path: str, size: int, channels: int) -> np.ndarray | None:
+    """An image file as uint8 [C, size, size], or None when it cannot be read."""
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except Exception:  # any unreadable file is skipped, never a crash: the caller counts it
+        return None
+    return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
+
+
+def _decode_many(files: list[str], size: int, channels: int) -> list[np.ndarray | None]:
+    # PIL releases the GIL while decoding, so a few threads help even on 2 cores.
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        return list(pool.map(lambda f: decode_file(f, size, channels), files, chunksize=64))
+
+
+# --- splitting ------------------------------------------------------------------------------
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """(train, val, test) sizes for one class of n samples; train keeps at least one."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    while n_val + n_test >= n and (n_val or n_test):
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float,
+                     seed: int) -> dict[str, np.ndarray]:
+    """Indices of each split, the same class proportions in each, reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    parts = {name: [] for name in SPLITS}
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_train, n_val, _ = split_counts(len(members), val_fraction, test_fraction)
+        parts["train"].append(members[:n_train])
+        parts["val"].append(members[n_train:n_train + n_val])
+        parts["test"].append(members[n_train + n_val:])
+    return {name: np.sort(np.concatenate(chunks)) if chunks else np.array([], dtype=np.int64)
+            for name, chunks in parts.items()}
+
+
+# --- sources --------------------------------------------------------------------------------
+def _resize_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """[N, C, H, W] uint8 -> [N, channels, size, size] uint8."""
+    if images.shape[1] == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    elif images.shape[1] == 1 and channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[-1] != size or images.shape[-2] != size:
+        chunks = [torch.nn.functional.interpolate(chunk.float(), size=(size, size), mode="bilinear",
+                                                  align_corners=False, antialias=True)
+                  for chunk in images.split(4096)]
+        images = torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous()
+
+
+def _digits(config: RunConfig):
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
+    return [str(name) for name in bunch.target_names], images, bunch.target.astype(np.int64)
+
+
+def _folder_files(root: Path) -> tuple[list[str], list[str], list[int]]:
+    classes, files, labels = [], [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        members = sorted(str(f) for f in class_dir.rglob("*")
+                         if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+        if members:
+            files += members
+            labels += [len(classes)] * len(members)
+            classes.append(class_dir.name)
+    return classes, files, labels
+
+
+def _csv_files(root: Path, labels_csv: Path) -> tuple[list[str], list[str], list[int]]:
+    with open(labels_csv, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["filename", "label"]:
+        rows = rows[1:]
+    bad = [i for i, row in enumerate(rows) if len(row) < 2]
+    if bad:
+        raise DatasetError(f"{labels_csv}: rows need two columns filename,label (row {bad[0] + 2} has "
+                           f"{len(rows[bad[0]])})")
+    names = [row[1].strip() for row in rows]
+    classes = sorted(set(names), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    index = {name: i for i, name in enumerate(classes)}
+    root_resolved = root.resolve()
+    files = []
+    for row in rows:
+        path = (root / row[0].strip()).resolve()
+        if root_resolved not in path.parents:
+            raise DatasetError(f"{labels_csv}: {row[0]!r} points outside {root}")
+        files.append(str(path))
+    return classes, files, [index[name] for name in names]
+
+
+def _list_folder(config: RunConfig) -> tuple[list[str], list[str], list[int]]:
+    root = Path(config.data_path).expanduser()
+    if not root.exists():
+        raise DatasetError(f"data_path {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"data_path {root} is a file; it must be a folder of images")
+    if config.dataset == "csv-folder":
+        labels_csv = Path(config.labels_csv).expanduser() if config.labels_csv else root / "labels.csv"
+        if not labels_csv.is_file():
+            raise DatasetError(f"labels CSV {labels_csv} not found: csv-folder needs a filename,label CSV")
+        classes, files, labels = _csv_files(root, labels_csv)
+    else:
+        classes, files, labels = _folder_files(root)
+    if not files:
+        raise DatasetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                           + ("" if config.dataset == "csv-folder" else " in class sub-folders"))
+    if len(classes) < 2:
+        raise DatasetError(f"{root} has a single class ({classes[0]}); a classifier needs at least two")
+    return classes, files, labels
+
+
+def _torchvision(config: RunConfig):
+    cls_name, *_ = TORCHVISION_SETS[config.dataset]
+    import torchvision.datasets as tvd
+    cls = getattr(tvd, cls_name)
+    root = Path(config.data_path or os.environ.get("TRAINBOARD_DATA", "data")).expanduser()
+    loaded = []
+    for train in (True, False):
+        try:
+            part = cls(str(root), train=train, download=False)
+        except Exception:
+            try:
+                part = cls(str(root), train=train, download=True)
+            except Exception as error:
+                raise DatasetError(
+                    f"{config.dataset} is not on disk under {root} and could not be downloaded "
+                    f"({type(error).__name__}: {error}). Put torchvision's {cls_name} files in "
+                    f"{root / cls_name} (or set data_path) and try again.") from None
+        data = torch.as_tensor(np.asarray(part.data))
+        data = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)
+        loaded.append((data, np.asarray(part.targets, dtype=np.int64)))
+    return [str(c) for c in part.classes], loaded
+
+
+def load_dataset(config: RunConfig) -> Dataset:
+    """The dataset of a config, split and ready to batch; DatasetError when it cannot be used."""
+    size, channels = config.image_size, config.channels
+    skipped: list[str] = []
+    streaming = False
+    if config.dataset == "digits":
+        classes, images, labels = _digits(config)
+        images = _resize_uint8(images, size, channels)
+    elif config.dataset in TORCHVISION_SETS:
+        classes, ((train_x, train_y), (test_x, test_y)) = _torchvision(config)
+        images = _resize_uint8(torch.cat([train_x, test_x]), size, channels)
+        labels = np.concatenate([train_y, test_y])
+    elif config.dataset in ("image-folder", "csv-folder"):
+        classes, files, label_list = _list_folder(config)
+        streaming = len(files) * channels * size * size > IN_MEMORY_LIMIT_BYTES
+        if not streaming:
+            decoded = _decode_many(files, size, channels)
+            keep = [i for i, image in enumerate(decoded) if image is not None]
+            skipped = [files[i] for i, image in enumerate(decoded) if image is None]
+            if skipped:
+                warnings.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+            if not keep:
+                raise DatasetError(f"none of the {len(files)} images in {config.data_path} could be read")
+            images = torch.from_numpy(np.stack([decoded[i] for i in keep]))
+            labels = np.asarray(label_list, dtype=np.int64)[keep]
+            files = [files[i] for i in keep]
+        else:
+            labels = np.asarray(label_list, dtype=np.int64)
+    else:
+        raise DatasetError(f"unknown dataset {config.dataset!r}")
+
+    if config.dataset in TORCHVISION_SETS:
+        n_train = len(train_y)
+        inner = stratified_split(labels[:n_train], config.val_fraction, 0.0, config.seed)
+        index = {"train": inner["train"], "val": inner["val"],
+                 "test": np.arange(n_train, len(labels))}
+    else:
+        index = stratified_split(labels, config.val_fraction, config.test_fraction, config.seed)
+
+    if streaming:
+        splits = {name: StreamingSplit([files[i] for i in idx], labels[idx].tolist(), size, channels,
+                                       config.num_workers) for name, idx in index.items()}
+        mean, std = _streaming_stats(splits["train"])
+    else:
+        splits = {name: MemorySplit(images[torch.from_numpy(idx)], torch.from_numpy(labels[idx]))
+                  for name, idx in index.items()}
+        mean, std = channel_stats(splits["train"].images)
+    return Dataset(config.dataset, classes, splits, mean, std, skipped, streaming)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, on the 0..1 scale."""
+    if len(images) == 0:
+        return [0.5] * images.shape[1], [0.25] * images.shape[1]
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(8192):
+        values = chunk.to(torch.float64).div_(255).transpose(0, 1).flatten(1)
+        total += values.sum(1)
+        squares += (values * values).sum(1)
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def _streaming_stats(split: StreamingSplit, limit: int = 2000):
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(split), size=min(limit, len(split)), replace=False)
+    decoded = [x for x in _decode_many([split.files[i] for i in picks], split.size, split.channels)
+               if x is not None]
+    return channel_stats(torch.from_numpy(np.stack(decoded)))
+
+
+def count_split_sizes(config: RunConfig) -> dict[str, int]:
+    """Split sizes without decoding a single image (for validating a config quickly)."""
+    if config.dataset == "digits":
+        per_class = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]   # sklearn's digits
+        labels = None
+    elif config.dataset in TORCHVISION_SETS:
+        _, n_train, n_test, n_classes = TORCHVISION_SETS[config.dataset]
+        per_class = [n_train // n_classes] * n_classes
+        sizes = {"train": 0, "val": 0, "test": n_test}
+        for n in per_class:
+            tr, va, _ = split_counts(n, config.val_fraction, 0.0)
+            sizes["train"] += tr
+            sizes["val"] += va
+        return sizes
+    else:
+        _, _, labels = _list_folder(config)
+        per_class = np.bincount(labels).tolist()
+    del labels
+    sizes = dict.fromkeys(SPLITS, 0)
+    for n in per_class:
+        for name, value in zip(SPLITS, split_counts(n, config.val_fraction, config.test_fraction)):
+            sizes[name] += value
+    return sizes
+
+
+def check_data(config: RunConfig) -> list[str]:
+    """Problems with the data a config names, found without decoding images."""
+    try:
+        sizes = count_split_sizes(config)
+    except DatasetError as error:
+        return [str(error)]
+    except OSError as error:
+        return [f"cannot read {config.data_path}: {error}"]
+    problems = []
+    if isinstance(config.batch_size, int) and config.batch_size > sizes["train"]:
+        problems.append(f"batch_size {config.batch_size} is larger than the training split "
+                        f"({sizes['train']} samples)")
+    if sizes["val"] == 0:
+        problems.append("the validation split is empty: raise val_fraction or add images")
+    return problems
+
+
+def validate_run_config(config: RunConfig) -> list[str]:
+    """Every problem with a config, its data included; [] means it can be launched."""
+    problems = config.validate()
+    if not problems:
+        problems = check_data(config)
+    return problems

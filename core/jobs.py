@@ -1,0 +1,163 @@
+"""JobManager: a queue of runs; worker threads that each supervise a training child process.
+
+The training loop runs in `python -m core.worker RUN_DIR`, not in a thread of this process: inside a
+Streamlit server a training thread fights the page scripts for the GIL (DESIGN.md measured 0.075x).
+Workers only start, watch and stop children and write the run folder; they never touch the UI.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from core.store import ACTIVE_STATES, HOST, RESUMABLE_STATES, RunStore, effective_state
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_concurrency() -> int:
+    return max(1, int(os.environ.get("TRAINBOARD_MAX_CONCURRENT", "1")))
+
+
+class JobManager:
+    def __init__(self, store: RunStore, max_concurrent: int | None = None, stop_grace_s: float = 30.0,
+                 poll_s: float = 0.2):
+        self.store = store
+        self.max_concurrent = max_concurrent or default_concurrency()
+        self.stop_grace_s, self.poll_s = stop_grace_s, poll_s
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._children: dict[str, subprocess.Popen] = {}
+        self._stop_asked_at: dict[str, float] = {}
+        self._closed = False
+        self.recovered = store.mark_interrupted_runs()
+        self._workers = [threading.Thread(target=self._work, name=f"trainboard-worker-{i}", daemon=True)
+                         for i in range(self.max_concurrent)]
+        for worker in self._workers:
+            worker.start()
+
+    # --- public API (thread-safe) ---------------------------------------------------------------
+    def submit(self, run_id: str) -> None:
+        """Queue a created (or resumable) run; it starts when a worker is free."""
+        status = self.store.read_status(run_id)
+        if status["state"] in ACTIVE_STATES:
+            raise RuntimeError(f"run {run_id} is already {status['state']}")
+        self.store.stop_path(run_id).unlink(missing_ok=True)
+        with self._lock:
+            self._stop_asked_at.pop(run_id, None)
+        self.store.update_status(run_id, state="queued", pid=os.getpid(), host=HOST, error=None,
+                                 ended_at=None, queued_at=time.time())
+        self._queue.put(run_id)
+
+    def resume(self, run_id: str) -> None:
+        state = self.store.read_status(run_id)["state"]
+        if state not in RESUMABLE_STATES:
+            raise RuntimeError(f"run {run_id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} "
+                               "runs can be resumed")
+        self.submit(run_id)
+
+    def stop(self, run_id: str) -> None:
+        """Ask a run to end: a queued run is stopped at once; a running one ends within one batch
+        (the child checks the stop file after every batch), killed if it ignores it for too long."""
+        with self._lock:
+            status = self.store.read_raw_status(run_id)
+            if status.get("state") == "queued":
+                self.store.update_status(run_id, state="stopped", pid=None, ended_at=time.time())
+                return
+            if effective_state(status) != "running":
+                return
+            self._stop_asked_at.setdefault(run_id, time.time())
+        stop_file = self.store.stop_path(run_id)
+        stop_file.write_text(str(time.time()))
+
+    def is_busy(self) -> bool:
+        with self._lock:
+            return bool(self._children) or not self._queue.empty()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not self.is_busy() and self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def shutdown(self, stop_runs: bool = True, timeout: float = 30.0) -> None:
+        self._closed = True
+        if stop_runs:
+            with self._lock:
+                running = list(self._children)
+            for run_id in running:
+                self.stop(run_id)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout)
+
+    # --- workers ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            run_id = self._queue.get()
+            try:
+                if run_id is None:
+                    return
+                if not self._closed:
+                    self._supervise(run_id)
+            except Exception as error:   # a broken run folder must not kill the worker thread
+                try:
+                    self.store.update_status(run_id, state="failed", pid=None, ended_at=time.time(),
+                                             error=f"supervisor: {type(error).__name__}: {error}")
+                except Exception:
+                    pass
+            finally:
+                self._queue.task_done()
+
+    def _supervise(self, run_id: str) -> None:
+        run_dir = self.store.run_dir(run_id).resolve()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
+        with self._lock:   # the same lock as stop(): a run stopped while queued never starts
+            # A run stopped while queued, or queued twice, is skipped here.
+            status = self.store.read_raw_status(run_id)
+            if status.get("state") != "queued":
+                return
+            with open(self.store.log_path(run_id), "ab") as log:
+                child = subprocess.Popen([sys.executable, "-m", "core.worker", str(run_dir)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env)
+            self._children[run_id] = child
+            self.store.update_status(run_id, state="running", pid=child.pid, host=HOST,
+                                     heartbeat=time.time(),
+                                     started_at=status.get("started_at") or time.time())
+        try:
+            while child.poll() is None:
+                time.sleep(self.poll_s)
+                with self._lock:
+                    asked = self._stop_asked_at.get(run_id)
+                if asked and time.time() - asked > self.stop_grace_s:
+                    child.kill()
+                    child.wait()
+        finally:
+            with self._lock:
+                self._children.pop(run_id, None)
+                stop_asked = self._stop_asked_at.pop(run_id, None) is not None
+        status = self.store.read_raw_status(run_id)
+        # The child died without recording an outcome (killed, out of memory, segfault). A status
+        # with another pid means the run was already queued again (a quick resume): leave it be.
+        if status.get("state") in ACTIVE_STATES and status.get("pid") == child.pid:
+            self.store.update_status(
+                run_id, state="stopped" if stop_asked else "failed", pid=None, ended_at=time.time(),
+                error=None if stop_asked else f"training process exited with code {child.returncode}; "
+                f"last log lines: {self._log_tail(run_id)}")
+            self.store.stop_path(run_id).unlink(missing_ok=True)
+
+    def _log_tail(self, run_id: str, lines: int = 5) -> str:
+        try:
+            text = self.store.log_path(run_id).read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])

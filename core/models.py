@@ -1,0 +1,87 @@
+"""Model registry: classifiers built for any (channels, height, width, classes), Kaiming-initialised."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, channels: int, height: int, width: int, classes: int, hidden=(256, 128)):
+        super().__init__()
+        layers, width_in = [nn.Flatten()], channels * height * width
+        for size in hidden:
+            layers += [nn.Linear(width_in, size), nn.ReLU(inplace=True), nn.Dropout(0.2)]
+            width_in = size
+        layers.append(nn.Linear(width_in, classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SimpleCNN(nn.Module):
+    """Three conv+pool blocks and two linear layers (the SimpleCNN of the seed documents),
+    with the flattened size computed from the input instead of fixed to 32x32."""
+
+    def __init__(self, channels: int, height: int, width: int, classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        flat = 64 * (height // 8) * (width // 8)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, 512), nn.ReLU(inplace=True),
+                                        nn.Dropout(0.5), nn.Linear(512, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def _small_input_resnet(factory: Callable, channels: int, classes: int) -> nn.Module:
+    """torchvision's ResNet with a 3x3 stride-1 stem and no max-pool, for 8..64 pixel inputs."""
+    model = factory(num_classes=classes)
+    model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _resnet(name: str):
+    def build(channels, height, width, classes):
+        import torchvision.models as tvm
+        return _small_input_resnet(getattr(tvm, name), channels, classes)
+    return build
+
+
+def kaiming_init(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+MODEL_BUILDERS: dict[str, Callable[[int, int, int, int], nn.Module]] = {
+    "mlp": lambda c, h, w, k: kaiming_init(MLP(c, h, w, k)),
+    "simple-cnn": lambda c, h, w, k: kaiming_init(SimpleCNN(c, h, w, k)),
+    "resnet18": _resnet("resnet18"),   # torchvision already Kaiming-initialises its convolutions
+    "resnet34": _resnet("resnet34"),
+}
+
+
+def build_model(name: str, channels: int, height: int, width: int, classes: int) -> nn.Module:
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_BUILDERS)}")
+    if name == "simple-cnn" and min(height, width) < 8:
+        raise ValueError(f"simple-cnn needs inputs of at least 8x8, got {height}x{width}")
+    return MODEL_BUILDERS[name](channels, height, width, classes)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

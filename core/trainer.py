@@ -1,0 +1,268 @@
+"""The training loop: per epoch train then validate; callbacks publish metrics, checkpoints and stops.
+
+The loop itself knows nothing of files: MetricsLogger, StatusReporter, Checkpointer, EarlyStopping
+and StopFileWatcher (core.callbacks) do the publishing. The loop checks `state.should_stop` after every
+batch, which is how Stop and early stopping end a run cleanly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from core.augment import BatchPreprocessor
+from core.config import RunConfig
+from core.data import Dataset
+from core.models import build_model
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Callback:
+    """Every hook is an optional no-op; a callback implements only what it needs."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_log_interval(self, trainer: "Trainer", row: dict) -> None: ...
+    def on_batch_end(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", rows: list[dict]) -> None: ...
+    def on_fit_end(self, trainer: "Trainer", outcome: str) -> None: ...
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0               # 0-based index of the epoch in progress (or next to run)
+    batch_in_epoch: int = 0      # batches of `epoch` already done (non-zero after a mid-epoch stop)
+    step: int = 0                # optimizer steps done since the run began
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    should_stop: bool = False
+    stop_reason: str | None = None    # "stop" (asked) or "early" (patience ran out)
+    last_val: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device cuda was asked for, but no CUDA GPU is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
+    """The sample order of one epoch, a pure function of (seed, epoch): a resumed run replays it."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
+    """(scheduler, steps_per_batch): onecycle steps every batch, the others every epoch."""
+    s = torch.optim.lr_scheduler
+    if config.scheduler == "step":
+        return s.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), False
+    if config.scheduler == "cosine":
+        return s.CosineAnnealingLR(optimizer, T_max=config.epochs), False
+    if config.scheduler == "onecycle":
+        return s.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+                            steps_per_epoch=steps_per_epoch), True
+    if config.scheduler == "plateau":
+        return s.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2), False
+    return None, False
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, dataset: Dataset, callbacks: list[Callback] = (),
+                 device: torch.device | None = None):
+        self.config = config
+        self.dataset = dataset
+        self.callbacks = list(callbacks)
+        self.device = device or resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        c, h, w = dataset.input_shape
+        self.model = build_model(config.model, c, h, w, len(dataset.classes)).to(self.device)
+        self.optimizer = make_optimizer(config, self.model.parameters())
+        self.train_split = dataset.splits["train"].to(self.device) if self.device.type == "cuda" \
+            else dataset.splits["train"]
+        self.val_split = dataset.splits["val"].to(self.device) if self.device.type == "cuda" \
+            else dataset.splits["val"]
+        n_train = len(self.train_split)
+        # A last batch of one sample breaks BatchNorm in training mode: drop that one sample.
+        self.train_size = n_train - 1 if n_train % config.batch_size == 1 and n_train > 1 else n_train
+        steps_per_epoch = math.ceil(self.train_size / config.batch_size)
+        self.scheduler, self.scheduler_per_batch = make_scheduler(config, self.optimizer, steps_per_epoch)
+        self.preprocess = BatchPreprocessor(dataset.mean, dataset.std, config, self.device)
+        weight = None
+        if config.class_weighted_loss:
+            counts = torch.bincount(self.train_split.labels.cpu(), minlength=len(dataset.classes)).float()
+            weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).to(self.device)
+        self.class_weight = weight
+        self.amp = config.mixed_precision and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.state = LoopState(steps_per_epoch=steps_per_epoch,
+                               total_steps=steps_per_epoch * config.epochs)
+
+    # --- checkpoint state ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resume needs, plus what rebuilds the model for inference. Plain tensors and
+        Python values only, so torch.load(weights_only=True) can read it."""
+        s = self.state
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+            "loop": {"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "step": s.step,
+                     "best_value": s.best_value, "best_epoch": s.best_epoch,
+                     "epochs_without_improvement": s.epochs_without_improvement},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "config": self.config.to_dict(),
+            "classes": list(self.dataset.classes),
+            "input_shape": list(self.dataset.input_shape),
+            "mean": list(self.dataset.mean), "std": list(self.dataset.std),
+        }
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint.get("scheduler"):
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        loop = checkpoint["loop"]
+        self.state.epoch, self.state.batch_in_epoch, self.state.step = \
+            loop["epoch"], loop["batch_in_epoch"], loop["step"]
+        self.state.best_value, self.state.best_epoch = loop["best_value"], loop["best_epoch"]
+        self.state.epochs_without_improvement = loop["epochs_without_improvement"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+    # --- the loop ----------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _emit(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def fit(self) -> str:
+        """Train until the last epoch, a stop or early stopping. Returns 'completed' or 'stopped';
+        raises on failure (TrainingDiverged for a NaN/inf loss)."""
+        config, s = self.config, self.state
+        self._emit("on_fit_start")
+        outcome = "completed"
+        while s.epoch < config.epochs and not s.should_stop:
+            train_row = self._train_epoch()
+            if s.should_stop and s.batch_in_epoch < s.steps_per_epoch:
+                break     # stopped mid-epoch: the checkpoint keeps the position, a resume finishes it
+            val_row = self.validate()
+            s.last_val = val_row
+            if self.scheduler is not None and not self.scheduler_per_batch:
+                if config.scheduler == "plateau":
+                    self.scheduler.step(val_row["loss"])
+                else:
+                    self.scheduler.step()
+            s.epoch += 1
+            s.batch_in_epoch = 0
+            self._emit("on_epoch_end", [train_row, val_row])
+        if s.should_stop and s.stop_reason == "stop":
+            outcome = "stopped"
+        self._emit("on_fit_end", outcome)
+        return outcome
+
+    def _train_epoch(self) -> dict:
+        config, s, model = self.config, self.state, self.model
+        model.train()
+        order = epoch_order(len(self.train_split), config.seed, s.epoch)[:self.train_size]
+        order = order[s.batch_in_epoch * config.batch_size:]
+        epoch_start = interval_start = time.perf_counter()
+        epoch_loss = epoch_correct = epoch_seen = 0.0
+        interval_loss = interval_correct = interval_seen = 0.0
+        pin = self.device.type == "cuda"
+        for images, labels in self.train_split.batches(order, config.batch_size, pin_memory=pin):
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            inputs = self.preprocess(images, train=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, labels, weight=self.class_weight,
+                                       label_smoothing=config.label_smoothing)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"loss became {loss_value} at step {s.step + 1} "
+                                       f"(epoch {s.epoch + 1}); try a lower lr or gradient clipping")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if config.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler_per_batch and s.step < s.total_steps - 1:
+                self.scheduler.step()
+            n = len(labels)
+            correct = (logits.argmax(1) == labels).sum().item()
+            s.step += 1
+            s.batch_in_epoch += 1
+            interval_loss += loss_value * n
+            interval_correct += correct
+            interval_seen += n
+            if s.step % config.log_interval == 0:
+                now = time.perf_counter()
+                self._emit("on_log_interval", {
+                    "step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "step",
+                    "loss": interval_loss / interval_seen, "acc": interval_correct / interval_seen,
+                    "lr": self.lr, "samples_per_s": interval_seen / max(now - interval_start, 1e-9)})
+                epoch_loss += interval_loss
+                epoch_correct += interval_correct
+                epoch_seen += interval_seen
+                interval_loss = interval_correct = interval_seen = 0.0
+                interval_start = now
+            self._emit("on_batch_end")
+            if s.should_stop:
+                break
+        epoch_loss += interval_loss
+        epoch_correct += interval_correct
+        epoch_seen += interval_seen
+        elapsed = time.perf_counter() - epoch_start
+        return {"step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "epoch",
+                "loss": epoch_loss / max(epoch_seen, 1), "acc": epoch_correct / max(epoch_seen, 1),
+                "lr": self.lr, "samples_per_s": epoch_seen / max(elapsed, 1e-9), "epoch_time": elapsed}
+
+    @torch.inference_mode()
+    def validate(self) -> dict:
+        s, model = self.state, self.model
+        model.eval()
+        start = time.perf_counter()
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = len(self.val_split)
+        order = torch.arange(seen)
+        for images, labels in self.val_split.batches(order, self.config.batch_size * 4):
+            images, labels = images.to(self.device), labels.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                logits = model(self.preprocess(images, train=False))
+            total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+        return {"step": s.step, "epoch": s.epoch + 1, "split": "val", "kind": "epoch",
+                "loss": total_loss.item() / max(seen, 1), "acc": correct.item() / max(seen, 1),
+                "eval_time": time.perf_counter() - start}

@@ -1,0 +1,60 @@
+"""Shared fixtures: a fresh run store per test and small image data made on the spot."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def store(tmp_path):
+    from core.store import RunStore
+    return RunStore(tmp_path / "runs")
+
+
+def write_png(path: Path, value: int, size=(12, 12), mode="RGB") -> None:
+    from PIL import Image
+    rng = np.random.default_rng(value)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    noise = rng.integers(0, 40, shape, dtype=np.uint8)
+    Image.fromarray((noise + value).astype(np.uint8), mode).save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """root/<class>/*.png: three classes told apart by brightness, one image of a different size."""
+    root = tmp_path / "images"
+    for label, value in (("dark", 10), ("mid", 100), ("light", 200)):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            write_png(root / label / f"{i}.png", value + i % 5, size=(12, 12) if i else (20, 16))
+    return root
+
+
+@pytest.fixture
+def csv_folder(tmp_path) -> Path:
+    root = tmp_path / "csvdata"
+    (root / "img").mkdir(parents=True)
+    rows = [("filename", "label")]
+    for label, value in (("cat", 20), ("dog", 180)):
+        for i in range(10):
+            name = f"img/{label}{i}.png"
+            write_png(root / name, value + i)
+            rows.append((name, label))
+    with open(root / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return root
+
+
+def tiny_digits(**overrides):
+    """A digits config that trains in about a second on 2 cores."""
+    from core.config import RunConfig
+    values = dict(image_size=8, epochs=2, batch_size=64, log_interval=5)
+    values.update(overrides)
+    return RunConfig.for_dataset("digits", **values)

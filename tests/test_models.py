@@ -1,0 +1,29 @@
+import pytest
+import torch
+
+from core.models import build_model, parameter_counts
+
+
+@pytest.mark.parametrize("name", ["mlp", "simple-cnn", "resnet18", "resnet34"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (3, 20, 28)])
+def test_output_shape_for_any_input(name, shape):
+    model = build_model(name, *shape, classes=7).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, *shape))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+
+
+def test_resnet_is_adapted_to_small_inputs():
+    model = build_model("resnet18", 1, 16, 16, 10)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+
+
+def test_parameter_counts_and_unknown_names():
+    counts = parameter_counts(build_model("mlp", 1, 8, 8, 10))
+    assert counts["total"] == counts["trainable"] == 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        build_model("vgg", 1, 8, 8, 10)
+    with pytest.raises(ValueError, match="at least 8x8"):
+        build_model("simple-cnn", 1, 4, 4, 10)
