@@ -402,3 +402,12 @@ def validate_run_config(config: RunConfig) -> list[str]:
     if not problems:
         problems = check_data(config)
     return problems
+
+
+def class_count(config: RunConfig) -> int:
+    """How many classes the data of a config has, without decoding images."""
+    if config.dataset == "digits":
+        return 10
+    if config.dataset in TORCHVISION_SETS:
+        return TORCHVISION_SETS[config.dataset][3]
+    return len(_list_folder(config)[0])

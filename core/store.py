@@ -322,7 +322,7 @@ class RunStore:
         progress = min(1.0, status.get("step", 0) / total) if total else 0.0
         if status["state"] == "completed":
             progress = 1.0
-        return RunSummary(run_id=run_id, name=config.name or run_id, state=status["state"],
+        return RunSummary(run_id=run_id, name=config.name, state=status["state"],
                           dataset=config.dataset, model=config.model, epoch=status.get("epoch", 0),
                           epochs=config.epochs, progress=progress, best_metric=best.get("metric"),
                           best_value=best.get("value"), created_at=status.get("created_at") or 0.0,

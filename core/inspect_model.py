@@ -1,0 +1,56 @@
+"""Looking inside a model: torchinfo layer table, parameter counts and size, weight statistics."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.models import build_model, parameter_counts
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, int, int], depth: int = 3) -> list[dict]:
+    """torchinfo's summary as rows: layer, depth, output shape, params, mult-adds."""
+    from torchinfo import summary
+    stats = summary(model, input_size=(1, *input_shape), depth=depth, verbose=0,
+                    col_names=("output_size", "num_params", "mult_adds"), device="cpu")
+    rows = []
+    for layer in stats.summary_list:
+        if layer.depth > depth:
+            continue
+        rows.append({"layer": f"{'  ' * layer.depth}{layer.class_name}" + (f" ({layer.var_name})" if layer.var_name and layer.var_name != layer.class_name else ""),
+                     "depth": layer.depth, "output shape": str(list(layer.output_size)),
+                     "params": int(layer.num_params),
+                     "mult-adds": int(layer.macs)})
+    return rows
+
+
+def model_size(model: nn.Module) -> dict:
+    counts = parameter_counts(model)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    size += sum(b.numel() * b.element_size() for b in model.buffers())
+    return {**counts, "size_mb": size / 1024**2}
+
+
+def weight_stats(state_dict: dict) -> list[dict]:
+    """Per weight tensor: shape, count, mean, std, min, max, and the share of near-zero values."""
+    rows = []
+    for name, tensor in state_dict.items():
+        if not torch.is_tensor(tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        t = tensor.detach().float().cpu()
+        rows.append({"layer": name, "shape": str(list(t.shape)), "count": t.numel(),
+                     "mean": t.mean().item(), "std": t.std().item() if t.numel() > 1 else 0.0,
+                     "min": t.min().item(), "max": t.max().item(),
+                     "near zero %": 100.0 * (t.abs() < 1e-3).float().mean().item()})
+    return rows
+
+
+def weight_histogram(tensor: torch.Tensor, bins: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    values = tensor.detach().float().cpu().numpy().ravel()
+    counts, edges = np.histogram(values, bins=bins)
+    return edges, counts
+
+
+def fresh_model(name: str, input_shape: tuple[int, int, int], classes: int, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, *input_shape, classes)

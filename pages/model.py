@@ -1,0 +1,93 @@
+"""Model: architecture, torchinfo summary, parameter counts, and weight distributions."""
+import pandas as pd
+import streamlit as st
+
+from core import plots
+from core.config import MODELS
+from core.data import DatasetError, class_count
+from pages import shared
+
+shared.ensure_app_navigation()
+
+st.title("Model")
+
+cols = st.columns([2, 2, 1])
+source = cols[0].radio("Weights", ("Fresh model", "Checkpoint of the chosen run"), horizontal=True, key="m_src")
+
+
+@st.cache_resource(show_spinner="Building the model…", max_entries=8)
+def fresh(name: str, shape: tuple, classes: int):
+    from core.inspect_model import fresh_model
+    return fresh_model(name, shape, classes)
+
+
+@st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=4)
+def from_checkpoint(path: str, mtime: float):
+    from core.callbacks import load_checkpoint
+    from core.models import build_model
+    checkpoint = load_checkpoint(path)
+    config = checkpoint["config"]
+    model = build_model(config["model"], *checkpoint["input_shape"], len(checkpoint["classes"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), config["model"], tuple(checkpoint["input_shape"]), checkpoint["loop"]
+
+
+if source == "Fresh model":
+    with st.sidebar.expander("Input data", expanded=False):
+        data_config = shared.dataset_picker()
+    name = cols[1].selectbox("Architecture", MODELS, index=MODELS.index("simple-cnn"), key="m_arch")
+    shape = (data_config.channels, data_config.image_size, data_config.image_size)
+    try:
+        classes = class_count(data_config)
+    except DatasetError as error:
+        st.error(f"{error} (choose the data under 'Input data' in the sidebar)")
+        st.stop()
+    try:
+        model = fresh(name, shape, classes)
+    except ValueError as error:
+        st.error(str(error))
+        st.stop()
+    st.caption(f"Input {' x '.join(map(str, shape))} from {data_config.dataset}, {classes} classes, "
+               "freshly initialised (Kaiming).")
+else:
+    run_id = shared.selected_run()
+    if run_id is None:
+        st.info("No run chosen: pick one in the sidebar, or look at a fresh model.")
+        st.stop()
+    which = cols[1].radio("Checkpoint", ("best", "latest"), horizontal=True, key="m_ckpt")
+    path = shared.store().checkpoint_path(run_id, which)
+    if not path.exists():
+        st.info(f"Run {run_id} has no {which}.pt yet (it is written at the end of each epoch).")
+        st.stop()
+    try:
+        model, name, shape, loop = from_checkpoint(str(path), path.stat().st_mtime)
+    except (ValueError, KeyError, RuntimeError) as error:
+        st.error(f"Cannot read {which}.pt: {error}")
+        st.stop()
+    st.caption(f"{name} from {which}.pt of {run_id}: epoch {loop['epoch']}, step {loop['step']}.")
+
+from core.inspect_model import layer_table, model_size, weight_histogram, weight_stats  # noqa: E402
+
+size = model_size(model)
+cols = st.columns(3)
+cols[0].metric("Parameters", f"{size['total']:,}")
+cols[1].metric("Trainable", f"{size['trainable']:,}")
+cols[2].metric("Size", f"{size['size_mb']:.2f} MB")
+
+st.subheader("Layers (torchinfo)")
+depth = st.slider("Depth", 1, 5, 2, key="m_depth")
+st.dataframe(pd.DataFrame(layer_table(model, shape, depth)), hide_index=True,
+             column_config={"params": st.column_config.NumberColumn(format="localized"),
+                            "mult-adds": st.column_config.NumberColumn(format="localized")})
+
+st.subheader("Weights")
+state = model.state_dict()
+stats = pd.DataFrame(weight_stats(state))
+st.dataframe(stats, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                                    for c in ("mean", "std", "min", "max", "near zero %")})
+layers = [row for row in stats["layer"] if row.endswith("weight")] or list(stats["layer"])
+chosen = st.multiselect("Histograms of", layers, default=layers[:4], key="m_hist")
+hist_cols = st.columns(2)
+for i, layer in enumerate(chosen):
+    edges, counts = weight_histogram(state[layer])
+    hist_cols[i % 2].plotly_chart(plots.histogram_bars(edges, counts, layer), key=f"hist_{layer}")

@@ -1,0 +1,34 @@
+"""Runs: every run in the store; filter by state, sort, download a run's metrics as CSV."""
+import pandas as pd
+import streamlit as st
+
+from core.store import ACTIVE_STATES, TERMINAL_STATES
+from pages import shared
+
+shared.ensure_app_navigation()
+
+st.title("Runs")
+store = shared.store()
+summaries = store.list_runs()
+if not summaries:
+    st.info("No runs yet: launch one on the Train page, or with `python -m core train`.")
+    st.stop()
+
+states = sorted(ACTIVE_STATES | TERMINAL_STATES | {"created"})
+cols = st.columns([3, 2, 1])
+shown_states = cols[0].multiselect("States", states, default=[s for s in states if any(r.state == s for r in summaries)],
+                                   key="runs_states")
+sort_by = cols[1].selectbox("Sort by", ("created", "best val acc", "duration", "name", "state"), key="runs_sort")
+descending = cols[2].toggle("Descending", True, key="runs_desc")
+
+frame = shared.runs_frame(summaries)
+frame = frame[frame["state"].isin(shown_states)].sort_values(sort_by, ascending=not descending, na_position="last")
+st.dataframe(frame, hide_index=True, key="runs_table", column_config=shared.RUNS_COLUMNS)
+st.caption(f"{len(frame)} of {len(summaries)} runs")
+
+st.subheader("Download metrics")
+run_id = st.selectbox("Run", frame["run"].tolist() or [s.run_id for s in summaries], format_func=shared.run_name,
+                      key="runs_download")
+metrics = pd.DataFrame(store.read_metrics(run_id))
+st.download_button(f"metrics of {run_id} as CSV ({len(metrics)} rows)", metrics.to_csv(index=False),
+                   file_name=f"{run_id}-metrics.csv", mime="text/csv", disabled=metrics.empty, key="runs_csv")

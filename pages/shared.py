@@ -1,0 +1,145 @@
+"""What every page shares: the run store, the one JobManager of this server, the chosen run.
+
+Streamlit-side glue only; the engine is core/. Not a page: app.py's st.navigation lists the pages.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import streamlit as st
+
+from core.jobs import JobManager
+from core.store import RunStore, default_runs_dir
+
+RUN_KEY = "run_id"
+
+
+def ensure_app_navigation() -> None:
+    """Every page calls this first. The design card names the page folder `pages/`, which Streamlit
+    also reads as its old multipage layout until app.py's st.navigation has run once in the server
+    (and AppTest on every run). A page opened that way runs without app.py (no sidebar, no run
+    picker): flip the flag and rerun, so app.py routes the same URL."""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+
+def runs_dir() -> Path:
+    return default_runs_dir().resolve()
+
+
+@st.cache_resource(show_spinner=False)
+def _job_manager(root: str) -> JobManager:
+    # One per server process and runs folder; its constructor marks orphaned runs interrupted.
+    return JobManager(RunStore(root))
+
+
+def jobs() -> JobManager:
+    return _job_manager(str(runs_dir()))
+
+
+def store() -> RunStore:
+    return jobs().store
+
+
+@st.cache_data(show_spinner=False)
+def device_description() -> str:
+    """The training device, found without importing torch (nvidia-smi), so start-up stays fast."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "" or not shutil.which("nvidia-smi"):
+        return f"CPU ({os.cpu_count()} cores)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5).stdout.strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        out = []
+    return "; ".join(f"GPU {line.strip()}" for line in out) or f"CPU ({os.cpu_count()} cores)"
+
+
+def selected_run() -> str | None:
+    run_id = st.session_state.get(RUN_KEY)
+    return run_id if run_id and store().exists(run_id) else None
+
+
+def select_run(run_id: str | None) -> None:
+    """Make run_id the chosen run on every page (applied before the sidebar picker draws)."""
+    st.session_state["_pending_run"] = run_id
+
+
+def run_label(run_id: str) -> str:
+    try:
+        summary = store().summary(run_id)
+    except Exception:
+        return run_id
+    return f"{summary.name or run_id} · {summary.state}"
+
+
+def run_picker() -> str | None:
+    """The sidebar picker; the choice lives in session_state so it survives page switches."""
+    ids = store().run_ids()
+    if "_pending_run" in st.session_state:
+        st.session_state[RUN_KEY] = st.session_state.pop("_pending_run")
+    if st.session_state.get(RUN_KEY) not in ids:
+        st.session_state[RUN_KEY] = ids[0] if ids else None
+    if not ids:
+        st.sidebar.caption("No runs yet: launch one on the Train page.")
+        return None
+    # Labels must not change while a run trains (a state in them would reset the choice).
+    return st.sidebar.selectbox("Run", ids, key=RUN_KEY, format_func=run_name)
+
+
+def run_name(run_id: str) -> str:
+    try:
+        return store().read_config(run_id).name or run_id
+    except Exception:
+        return run_id
+
+
+DATASET_LABELS = {"digits": "digits (built in, offline)", "image-folder": "image folder (root/<class>/*.png)",
+                  "csv-folder": "CSV-labelled folder", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+                  "cifar10": "CIFAR-10"}
+
+
+def dataset_picker(container=None) -> "RunConfig":
+    """Dataset + its options; the choice is kept in session_state and shared by the pages."""
+    from core.config import DATASET_DEFAULTS, DATASETS, RunConfig
+    box = container or st
+    dataset = box.selectbox("Dataset", DATASETS, key="ds_name", format_func=DATASET_LABELS.get)
+    defaults = DATASET_DEFAULTS[dataset]
+    data_path = labels_csv = ""
+    if dataset in ("image-folder", "csv-folder"):
+        data_path = box.text_input("Folder", key="ds_path", placeholder="/path/to/images")
+        if dataset == "csv-folder":
+            labels_csv = box.text_input("Labels CSV (filename,label)", key="ds_csv",
+                                        placeholder="default: <folder>/labels.csv")
+    elif dataset != "digits":
+        data_path = box.text_input("Download folder", key="ds_path", placeholder="default: ./data")
+    cols = box.columns(2)
+    size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
+    image_size = cols[0].number_input("Image size", 4, 1024, value=defaults["image_size"], key=size_key)
+    channels = cols[1].selectbox("Channels", (1, 3), index=(1, 3).index(defaults["channels"]), key=channels_key,
+                                 format_func=lambda c: "grayscale" if c == 1 else "RGB")
+    return RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv,
+                                 image_size=int(image_size), channels=int(channels))
+
+
+RUNS_COLUMNS = {
+    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+    "best val acc": st.column_config.NumberColumn(format="%.4f"),
+    "duration": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+}
+
+
+def runs_frame(summaries) -> "pd.DataFrame":
+    """The runs table shared by the Train and Runs pages."""
+    import pandas as pd
+    return pd.DataFrame([{
+        "run": s.run_id, "name": s.name, "state": s.state, "progress": s.progress,
+        "best val acc": s.best_value if s.best_metric == "val_acc" else None,
+        "epoch": f"{s.epoch}/{s.epochs}", "duration": s.duration_s,
+        "created": pd.to_datetime(s.created_at, unit="s", utc=True).tz_convert(None),
+        "model": s.model, "dataset": s.dataset, "error": s.error} for s in summaries])

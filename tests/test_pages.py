@@ -1,0 +1,138 @@
+"""Every page through Streamlit's AppTest, on an empty run store and on one holding a finished run."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, tiny_digits
+
+PAGES = ["pages/home.py", "pages/datasets.py", "pages/model.py", "pages/train.py", "pages/runs.py",
+         "pages/evaluate.py", "pages/predict.py"]
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # AppTest re-detects the old `pages/` layout on every run; a real server does so once and
+    # app.py's st.navigation switches it off for good. Do the same here, or each run would be
+    # rerun by shared.ensure_app_navigation() and lose its button clicks.
+    original_init = PagesManager.__init__
+
+    def init_without_pages_dir(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+    monkeypatch.setattr(PagesManager, "__init__", init_without_pages_dir)
+    monkeypatch.setenv("TRAINBOARD_RUNS", str(tmp_path / "runs"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    yield at
+    from pages import shared
+    shared.jobs().shutdown()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    from core.store import RunStore
+    from core.worker import run_training
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run(tiny_digits(name="finished"))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    return run_id
+
+
+def no_errors(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_an_empty_store(app, page):
+    app.run()
+    no_errors(app)
+    app.switch_page(page).run()
+    no_errors(app)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_a_finished_run(app, finished_run, page):
+    app.run()
+    assert app.sidebar.selectbox(key="run_id").value == finished_run
+    app.switch_page(page).run()
+    no_errors(app)
+
+
+def test_datasets_page_shows_summary_and_balance(app):
+    app.run().switch_page("pages/datasets.py").run()
+    no_errors(app)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Classes"] == "10" and metrics["Input shape"] == "1 x 16 x 16"
+    assert int(metrics["Train"].replace(",", "")) + int(metrics["Validation"].replace(",", "")) \
+        + int(metrics["Test"].replace(",", "")) == 1797
+    assert len(app.get("plotly_chart")) >= 1
+
+
+def test_datasets_page_explains_a_missing_folder(app, tmp_path):
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").set_value("image-folder").run()
+    app.text_input(key="ds_path").input(str(tmp_path / "nowhere")).run()
+    no_errors(app)
+    assert any("does not exist" in e.value for e in app.error)
+
+
+def test_model_page_summary_of_a_fresh_model_and_a_checkpoint(app, finished_run):
+    app.run().switch_page("pages/model.py").run()
+    no_errors(app)
+    params = {m.label: m.value for m in app.metric}["Parameters"]
+    assert int(params.replace(",", "")) > 0
+    assert len(app.dataframe) == 2        # the torchinfo table and the weight statistics
+    app.radio(key="m_src").set_value("Checkpoint of the chosen run").run()
+    no_errors(app)
+    assert any(finished_run in c.value for c in app.caption), ([c.value for c in app.caption], [i.value for i in app.info], [e.value for e in app.error])
+
+
+def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
+    app.run().switch_page("pages/train.py").run()
+    version = app.session_state["form_version"]
+    app.number_input(key=f"tf_epochs_{version}").set_value(0)
+    app.number_input(key=f"tf_lr_{version}").set_value(-1.0)
+    [submit] = [b for b in app.button if b.label == "Launch"]
+    submit.click().run()
+    no_errors(app)
+    message = "\n".join(e.value for e in app.error)
+    assert "Nothing was launched" in message
+    assert "epochs must be >= 1, got 0" in message and "lr must be > 0, got -1" in message
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_launch_creates_a_run_that_trains(app, tmp_path):
+    from core.store import RunStore
+    app.run().switch_page("pages/train.py").run()
+    version = app.session_state["form_version"]
+    app.number_input(key=f"tf_epochs_{version}").set_value(1)
+    app.text_input(key=f"tf_name_{version}").input("from the form")
+    [submit] = [b for b in app.button if b.label == "Launch"]
+    submit.click().run()
+    no_errors(app)
+    store = RunStore(tmp_path / "runs")
+    [run_id] = store.run_ids()
+    assert store.read_config(run_id).name == "from the form"
+    assert store.read_status(run_id)["state"] in ("queued", "running", "completed")
+    assert app.session_state["run_id"] == run_id
+    from pages import shared
+    assert shared.jobs().wait_idle(120)
+    app.run()
+    no_errors(app)
+    assert store.read_status(run_id)["state"] == "completed"
+    assert any("completed" in (h.value or "") for h in app.subheader)
+
+
+def test_clone_prefills_the_form(app, finished_run):
+    app.run().switch_page("pages/train.py").run()
+    [clone] = [b for b in app.button if b.label == "Clone"]
+    clone.click().run()
+    no_errors(app)
+    version = app.session_state["form_version"]
+    assert app.number_input(key=f"tf_epochs_{version}").value == 2
+    assert app.text_input(key=f"tf_name_{version}").value == "finished"
+    assert any("Prefilled from" in i.value for i in app.info)
