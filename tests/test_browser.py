@@ -1,0 +1,136 @@
+"""The paths a person clicks, in a real headless Chromium (Debian's) against `streamlit run app.py`.
+
+A missing /usr/bin/chromium fails these tests: .ci/run installs it.
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+FIRST_RENDER_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("browser") / "runs"
+    port = free_port()
+    env = dict(os.environ, TRAINBOARD_RUNS=str(runs))
+    log = open(runs.parent / "streamlit.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError((runs.parent / "streamlit.log").read_text())
+            time.sleep(0.3)
+    yield {"url": url, "runs": runs}
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    subprocess.run(["pkill", "-f", str(runs)], check=False)   # training children of this server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def open_page(page, server, path: str):
+    page.goto(f"{server['url']}/{path}")
+    expect(page.get_by_test_id("stSidebarNav")).to_be_visible(timeout=FIRST_RENDER_MS)
+
+
+def no_exception(page):
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def launch(page, epochs: int, name: str):
+    # The runs table (or its placeholder) renders after the form: once it shows, the page has settled.
+    settled = page.get_by_text("No runs yet.").or_(page.get_by_test_id("stDataFrame"))
+    expect(settled.first).to_be_visible(timeout=FIRST_RENDER_MS)
+    epochs_box = page.get_by_label("Epochs", exact=True)
+    for _ in range(3):                   # the form is folded once runs exist
+        if epochs_box.is_visible():
+            break
+        page.get_by_text("New run").first.click()
+        page.wait_for_timeout(500)
+    epochs_box.fill(str(epochs))
+    page.get_by_label("Run name").fill(name)
+    page.get_by_role("button", name="Launch").click()
+    expect(page.get_by_role("heading", name=re.compile(f"Run {name}"))).to_be_visible(timeout=FIRST_RENDER_MS)
+
+
+def test_launch_a_run_and_watch_it_finish(page, server):
+    open_page(page, server, "train")
+    launch(page, 2, "browser-two-epochs")
+    progress = page.get_by_test_id("stProgress")
+    expect(progress).to_contain_text("completed", timeout=120_000)
+    expect(progress).to_contain_text("100%")
+    curves = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    expect(curves).to_be_visible()
+    expect(curves).to_contain_text("val (epochs)")
+    expect(curves).to_contain_text("accuracy")
+    no_exception(page)
+    page.screenshot(path=str(server["runs"].parent / "train.png"), full_page=True)
+
+
+def test_stop_a_long_run(page, server):
+    open_page(page, server, "train")
+    launch(page, 300, "browser-long")
+    progress = page.get_by_test_id("stProgress")
+    expect(progress).to_contain_text("running", timeout=60_000)
+    page.get_by_role("button", name="Stop").click()
+    expect(progress).to_contain_text("stopped", timeout=60_000)
+    expect(page.get_by_role("button", name="Resume")).to_be_enabled()
+    no_exception(page)
+
+
+def test_datasets_page_shows_balance_and_samples(page, server):
+    open_page(page, server, "datasets")
+    chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    expect(chart).to_be_visible(timeout=FIRST_RENDER_MS)
+    expect(chart).to_contain_text("Class balance per split")
+    expect(page.get_by_test_id("stImage").first).to_be_visible()
+    assert page.locator('[data-testid="stImage"] img').count() >= 24 + 9   # one page of a class + the preview
+    no_exception(page)
+    page.screenshot(path=str(server["runs"].parent / "datasets.png"), full_page=True)
