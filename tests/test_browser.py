@@ -114,15 +114,28 @@ def test_launch_a_run_and_watch_it_finish(page, server):
     page.screenshot(path=str(server["runs"].parent / "train.png"), full_page=True)
 
 
-def test_stop_a_long_run(page, server):
+def test_stop_resume_and_a_second_tab(page, server, browser):
     open_page(page, server, "train")
     launch(page, 300, "browser-long")
     progress = page.get_by_test_id("stProgress")
     expect(progress).to_contain_text("running", timeout=60_000)
+    # A second browser tab sees the same live run (the truth is the run folder, not the session).
+    other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    open_page(other, server, "train")
+    expect(other.get_by_test_id("stProgress")).to_contain_text("running", timeout=60_000)
     page.get_by_role("button", name="Stop").click()
     expect(progress).to_contain_text("stopped", timeout=60_000)
-    expect(page.get_by_role("button", name="Resume")).to_be_enabled()
+    expect(other.get_by_test_id("stProgress")).to_contain_text("stopped", timeout=60_000)
+    step_at_stop = int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
+    page.get_by_role("button", name="Resume").click()
+    expect(progress).to_contain_text("running", timeout=60_000)
+    page.wait_for_function(
+        "n => { const m = document.querySelector('[data-testid=stProgress]').innerText.match(/step (\\d+)\\//);"
+        " return m && Number(m[1]) > n; }", arg=step_at_stop, timeout=60_000)
+    page.get_by_role("button", name="Stop").click()
+    expect(progress).to_contain_text("stopped", timeout=60_000)
     no_exception(page)
+    other.context.close()
 
 
 def test_datasets_page_shows_balance_and_samples(page, server):
