@@ -1,4 +1,4 @@
-"""Command line: `python -m core train|runs|show|resume` on the same run store as the app.
+"""Command line: `python -m core train|runs|show|resume|eval` on the same run store as the app.
 
 Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr).
 """
@@ -126,6 +126,26 @@ def cmd_show(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args, store: RunStore) -> int:
+    from core.evaluate import evaluate_run
+    store.read_config(args.run_id)          # RunNotFound / InvalidRunId -> exit 2
+    try:
+        report, _ = evaluate_run(store, args.run_id, args.checkpoint, args.split)
+    except (FileNotFoundError, ValueError) as error:
+        raise Rejected(str(error))
+    macro = report["macro"]
+    auc = f"{macro['roc_auc']:.4f}" if macro["roc_auc"] is not None else "-"
+    print(f"{args.run_id} {args.checkpoint}.pt on {args.split} ({report['samples']} samples, epoch "
+          f"{report['epoch']}): accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
+          f"macro F1 {macro['f1']:.4f}  macro ROC AUC {auc}  ECE {report['expected_calibration_error']:.4f}")
+    print(f"{'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for row in report["per_class"]:
+        print(f"{row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+              f"{row['support']:>8}")
+    print(f"report: {store.run_dir(args.run_id) / 'eval' / f'{args.checkpoint}-{args.split}' / 'report.json'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--runs", default=None, help="runs folder (default: $TRAINBOARD_RUNS or ./runs)")
@@ -151,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("run_id")
         p.set_defaults(func=func)
+    evaluate = sub.add_parser("eval", parents=[common], help="evaluate a run's checkpoint on a split")
+    evaluate.add_argument("run_id")
+    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    evaluate.add_argument("--split", choices=("val", "test"), default="val")
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""Evaluation of a run's checkpoint: cached predictions, invalidated when the checkpoint changes."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_digits
+from core.evaluate import evaluate_run
+from core.worker import run_training
+
+
+@pytest.fixture
+def trained(store):
+    run_id = store.create_run(tiny_digits(epochs=2))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    return run_id
+
+
+def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
+    report, arrays = evaluate_run(store, trained, "best", "val")
+    folder = store.run_dir(trained) / "eval" / "best-val"
+    with np.load(folder / "predictions.npz") as saved:
+        assert saved["probs"].dtype == np.float32 and saved["labels"].dtype == np.int64
+        assert saved["probs"].shape == (report["samples"], 10)
+        assert np.array_equal(saved["index"], np.arange(report["samples"]))
+    assert report["accuracy"] == pytest.approx((arrays["probs"].argmax(1) == arrays["labels"]).mean())
+    assert report["accuracy"] > 0.5
+    stamp = (folder / "report.json").stat().st_mtime_ns
+    again, _ = evaluate_run(store, trained, "best", "val")
+    assert again == report and (folder / "report.json").stat().st_mtime_ns == stamp
+
+
+def test_a_new_checkpoint_invalidates_the_cache(store, trained):
+    first, _ = evaluate_run(store, trained, "latest", "test")
+    store.update_status(trained, state="stopped")
+    config = store.read_config(trained)
+    config.epochs = 4
+    (store.run_dir(trained) / "config.json").write_text(config.to_json())
+    assert run_training(store, trained, handle_signals=False) == "completed"   # rewrites latest.pt
+    second, _ = evaluate_run(store, trained, "latest", "test")
+    assert second["checkpoint"] != first["checkpoint"] and second["epoch"] == 4
+
+
+def test_bad_requests(store, trained):
+    with pytest.raises(ValueError, match="split must be one of val, test"):
+        evaluate_run(store, trained, "best", "train")
+    fresh = store.create_run(tiny_digits())
+    with pytest.raises(FileNotFoundError, match="has no best.pt yet"):
+        evaluate_run(store, fresh, "best", "val")
+
+
+def test_cli_eval(store, trained):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "core", "eval", trained, "--split", "test", "--runs", str(store.root)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((store.run_dir(trained) / "eval" / "best-test" / "report.json").read_text())
+    assert f"accuracy {report['accuracy']:.4f}" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "core", "eval", "../x", "--runs", str(store.root)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: invalid run id")
