@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
-from core.data import (SPLITS, TORCHVISION_SETS, _decode_many, _list_folder, channel_stats,
+from core.data import (SPLITS, _decode_many, _list_folder, channel_stats,
                        decode_file, load_dataset, stratified_split)
 
 STATS_SAMPLE = 2000
@@ -84,5 +84,3 @@ def view_dataset(config: RunConfig) -> DatasetView:
     return DatasetView(data.classes, data.counts(), data.input_shape, data.mean, data.std, members, images,
                        config.image_size, config.channels)
 
-
-__all__ = ["DatasetView", "view_dataset", "TORCHVISION_SETS"]

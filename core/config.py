@@ -208,9 +208,5 @@ class ConfigError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(RunConfig)]
-
-
 __all__ = ["RunConfig", "ConfigError", "DATASETS", "MODELS", "OPTIMIZERS", "SCHEDULERS",
-           "DATASET_DEFAULTS", "field_names"]
+           "DATASET_DEFAULTS"]

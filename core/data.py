@@ -195,7 +195,7 @@ def _resize_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tenso
     return images.contiguous()
 
 
-def _digits(config: RunConfig):
+def _digits():
     from sklearn.datasets import load_digits
     bunch = load_digits()
     images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
@@ -286,7 +286,7 @@ def load_dataset(config: RunConfig) -> Dataset:
     skipped: list[str] = []
     streaming = False
     if config.dataset == "digits":
-        classes, images, labels = _digits(config)
+        classes, images, labels = _digits()
         images = _resize_uint8(images, size, channels)
     elif config.dataset in TORCHVISION_SETS:
         classes, ((train_x, train_y), (test_x, test_y)) = _torchvision(config)
@@ -357,8 +357,7 @@ def _streaming_stats(split: StreamingSplit, limit: int = 2000):
 def count_split_sizes(config: RunConfig) -> dict[str, int]:
     """Split sizes without decoding a single image (for validating a config quickly)."""
     if config.dataset == "digits":
-        per_class = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]   # sklearn's digits
-        labels = None
+        per_class = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]   # sklearn's digits, per class
     elif config.dataset in TORCHVISION_SETS:
         _, n_train, n_test, n_classes = TORCHVISION_SETS[config.dataset]
         per_class = [n_train // n_classes] * n_classes
@@ -371,7 +370,6 @@ def count_split_sizes(config: RunConfig) -> dict[str, int]:
     else:
         _, _, labels = _list_folder(config)
         per_class = np.bincount(labels).tolist()
-    del labels
     sizes = dict.fromkeys(SPLITS, 0)
     for n in per_class:
         for name, value in zip(SPLITS, split_counts(n, config.val_fraction, config.test_fraction)):

@@ -136,3 +136,32 @@ def test_clone_prefills_the_form(app, finished_run):
     assert app.number_input(key=f"tf_epochs_{version}").value == 2
     assert app.text_input(key=f"tf_name_{version}").value == "finished"
     assert any("Prefilled from" in i.value for i in app.info)
+
+
+def test_compare_and_delete(app, finished_run, tmp_path):
+    from core.store import RunStore
+    from core.worker import run_training
+    store = RunStore(tmp_path / "runs")
+    other = store.create_run(tiny_digits(name="other", lr=1e-3))
+    run_training(store, other, handle_signals=False)
+    app.run().switch_page("pages/train.py").run()
+    no_errors(app)
+    assert sorted(app.multiselect(key="cmp_runs").value) == sorted([finished_run, other])
+    differing = [frame.value for frame in app.dataframe if "lr" in frame.value.index]
+    assert differing and sorted(differing[0].loc["lr"]) == ["0.001", "0.002"]
+    assert app.session_state["run_id"] == other        # the newest run is chosen
+    [confirm] = [b for b in app.button if b.label == "Yes, delete it"]
+    confirm.click().run()
+    no_errors(app)
+    assert store.run_ids() == [finished_run]
+    assert app.session_state["run_id"] == finished_run
+
+
+def test_runs_page_filters_and_offers_csv(app, finished_run):
+    app.run().switch_page("pages/runs.py").run()
+    no_errors(app)
+    [table] = [frame.value for frame in app.dataframe]
+    assert table["run"].tolist() == [finished_run] and table["state"].tolist() == ["completed"]
+    app.multiselect(key="runs_states").set_value(["failed"]).run()
+    assert [frame.value for frame in app.dataframe][0].empty
+    assert any("metrics of" in b.proto.label for b in app.get("download_button"))
