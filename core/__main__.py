@@ -1,6 +1,7 @@
-"""Command line: `python -m core train|runs|show|resume|eval` on the same run store as the app.
+"""Command line: `python -m core train|runs|show|resume|eval|predict` on the same run store as the app.
 
-Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr).
+Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
+refused some files.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from core.config import DATASETS, MODELS, ConfigError, RunConfig
 from core.store import RESUMABLE_STATES, InvalidRunId, RunNotFound, RunStore, default_runs_dir
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_REFUSED_FILES = 0, 1, 2, 3
 
 
 class Rejected(Exception):
@@ -146,6 +147,26 @@ def cmd_eval(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args, store: RunStore) -> int:
+    """One JSON object per line per file; exit 3 when some files were refused."""
+    from core.inference import Predictor
+    store.read_config(args.run_id)
+    try:
+        predictor = Predictor(store, args.run_id)
+    except (FileNotFoundError, ValueError) as error:
+        raise Rejected(str(error))
+    refused = 0
+    for name in args.files:
+        try:
+            with open(name, "rb") as handle:
+                result = predictor.predict(handle.read(), top_k=args.top_k)
+        except OSError as error:
+            result = {"error": f"cannot read file: {error.strerror or error}"}
+        refused += "error" in result
+        print(json.dumps({"file": name, **result}), flush=True)
+    return EXIT_REFUSED_FILES if refused else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--runs", default=None, help="runs folder (default: $TRAINBOARD_RUNS or ./runs)")
@@ -176,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     evaluate.add_argument("--split", choices=("val", "test"), default="val")
     evaluate.set_defaults(func=cmd_eval)
+    predict = sub.add_parser("predict", parents=[common], help="top-k classes of image files (torch)")
+    predict.add_argument("run_id")
+    predict.add_argument("files", nargs="+", metavar="FILE")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
+from core.images import ImageRefused, open_image, to_array
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "val", "test")
@@ -133,17 +134,12 @@ class Dataset:
 
 # --- decoding -------------------------------------------------------------------------------
 def decode_file(path: str, size: int, channels: int) -> np.ndarray | None:
-    """An image file as uint8 [C, size, size], or None when it cannot be read."""
-    from PIL import Image, ImageOps
+    """An image file as uint8 [C, size, size], or None when it cannot be read (the caller counts it)."""
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except Exception:  # any unreadable file is skipped, never a crash: the caller counts it
+        with open(path, "rb") as handle:
+            return to_array(open_image(handle.read()), size, channels)
+    except (OSError, ImageRefused):
         return None
-    return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
 
 
 def _decode_many(files: list[str], size: int, channels: int) -> list[np.ndarray | None]:
