@@ -1,4 +1,4 @@
-"""Command line: `python -m core train|runs|show|resume|eval|predict` on the same run store as the app.
+"""Command line: `python -m core train|runs|show|resume|eval|export|predict|serve` on the same run store as the app.
 
 Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
 refused some files.
@@ -152,7 +152,7 @@ def cmd_predict(args, store: RunStore) -> int:
     from core.inference import Predictor
     store.read_config(args.run_id)
     try:
-        predictor = Predictor(store, args.run_id)
+        predictor = Predictor(store, args.run_id, backend=args.backend)
     except (FileNotFoundError, ValueError) as error:
         raise Rejected(str(error))
     refused = 0
@@ -165,6 +165,38 @@ def cmd_predict(args, store: RunStore) -> int:
         refused += "error" in result
         print(json.dumps({"file": name, **result}), flush=True)
     return EXIT_REFUSED_FILES if refused else EXIT_OK
+
+
+def cmd_export(args, store: RunStore) -> int:
+    from core.export import ExportError, export_run
+    store.read_config(args.run_id)
+    try:
+        report = export_run(store, args.run_id, quantize=args.quantize, torchscript=args.torchscript)
+    except FileNotFoundError as error:
+        raise Rejected(str(error))
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    parity = report["parity_max_abs_diff"]
+    print(f"parity check: max abs difference ONNX vs torch {parity['random']:.2e} (random inputs), "
+          f"{parity['real']:.2e} (val inputs); tolerance {report['tolerance']:g}: ok")
+    for name, variant in report["variants"].items():
+        print(f"{name:<12} {variant['file']:<22} {variant['size_mb']:8.2f} MB   val acc {variant['val_acc']:.4f}")
+    return EXIT_OK
+
+
+def cmd_serve(args, store: RunStore) -> int:
+    from core.inference import Predictor
+    from core.serve import serve
+    store.read_config(args.run_id)
+    try:
+        predictor = Predictor(store, args.run_id, backend=args.backend)
+    except (FileNotFoundError, ValueError) as error:
+        raise Rejected(str(error))
+    print(f"serving {args.run_id} ({args.backend}) on http://{args.host}:{args.port}: POST /predict "
+          f"(multipart field 'file'), GET /health", flush=True)
+    serve(predictor, args.run_id, host=args.host, port=args.port, max_bytes=args.max_mb * 1024 * 1024)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,11 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     evaluate.add_argument("--split", choices=("val", "test"), default="val")
     evaluate.set_defaults(func=cmd_eval)
-    predict = sub.add_parser("predict", parents=[common], help="top-k classes of image files (torch)")
+    export = sub.add_parser("export", parents=[common], help="export best.pt to ONNX (and int8, TorchScript)")
+    export.add_argument("run_id")
+    export.add_argument("--quantize", action="store_true", help="also write model.int8.onnx")
+    export.add_argument("--torchscript", action="store_true", help="also write model.ts.pt")
+    export.set_defaults(func=cmd_export)
+    predict = sub.add_parser("predict", parents=[common], help="top-k classes of image files")
     predict.add_argument("run_id")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     predict.set_defaults(func=cmd_predict)
+    serve = sub.add_parser("serve", parents=[common], help="HTTP prediction service (ONNX Runtime)")
+    serve.add_argument("run_id")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    serve.add_argument("--max-mb", type=int, default=10, help="request size limit in MB")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

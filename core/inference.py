@@ -1,5 +1,6 @@
-"""Predictor: a run's best checkpoint -> top-k classes for image bytes, with the run's own
-preprocessing (size, channels, normalisation). Refused files get a message, never a crash."""
+"""Predictor: a run's best checkpoint (torch) or its ONNX export (ONNX Runtime) -> top-k classes
+for image bytes, with the run's own preprocessing (size, channels, normalisation). Refused files
+get a message, never a crash."""
 from __future__ import annotations
 
 import time
@@ -14,24 +15,53 @@ from core.images import ImageRefused, open_image, to_array
 from core.store import RunStore
 from core.trainer import resolve_device
 
+BACKENDS = ("torch", "onnx")
+
+
+def ensure_onnx(store: RunStore, run_id: str):
+    """The run's model.onnx, exported now if missing or older than best.pt."""
+    from core.export import ONNX_FILE, export_run
+    path = store.run_dir(run_id) / ONNX_FILE
+    best = store.checkpoint_path(run_id, "best")
+    if not path.exists() or path.stat().st_mtime < best.stat().st_mtime:
+        export_run(store, run_id)
+    return path
+
 
 class Predictor:
-    def __init__(self, store: RunStore, run_id: str, checkpoint: str = "best", device: str = "auto"):
-        path = store.checkpoint_path(run_id, checkpoint)
+    def __init__(self, store: RunStore, run_id: str, backend: str = "torch", device: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        path = store.checkpoint_path(run_id, "best")
         if not path.exists():
-            raise FileNotFoundError(f"run {run_id} has no {checkpoint}.pt yet")
-        loaded = load_checkpoint(path)
-        self.device = resolve_device(device)
-        self.model = model_from_checkpoint(loaded, self.device)
-        self.classes = list(loaded["classes"])
-        self.channels, self.size, _ = loaded["input_shape"]
-        self.prep = BatchPreprocessor(loaded["mean"], loaded["std"], device=self.device)
+            raise FileNotFoundError(f"run {run_id} has no best.pt yet")
+        checkpoint = load_checkpoint(path)
+        self.backend = backend
+        self.classes = list(checkpoint["classes"])
+        self.channels, self.size, _ = checkpoint["input_shape"]
+        if backend == "torch":
+            self.device = resolve_device(device)
+            self.model = model_from_checkpoint(checkpoint, self.device)
+        else:
+            from core.export import onnx_session
+            self.device = torch.device("cpu")
+            self.session = onnx_session(ensure_onnx(store, run_id))
+        self.prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=self.device)
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Image bytes -> uint8 [C, H, W] as the model sees it (before normalisation)."""
         return to_array(open_image(data), self.size, self.channels)
 
     @torch.inference_mode()
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, C, H, W] -> class probabilities [N, classes]."""
+        inputs = self.prep(torch.from_numpy(pixels).to(self.device), train=False)
+        if self.backend == "torch":
+            logits = self.model(inputs).float()
+        else:
+            logits = torch.from_numpy(self.session.run(None, {"input": inputs.numpy()})[0])
+        return torch.softmax(logits, 1).cpu().numpy()
+
     def predict(self, data: bytes, top_k: int = 5) -> dict:
         """{"top_k": [{"class", "prob"}], "latency_ms"} or {"error"} for a refused file."""
         start = time.perf_counter()
@@ -39,9 +69,7 @@ class Predictor:
             pixels = self.preprocess(data)
         except ImageRefused as refused:
             return {"error": str(refused)}
-        batch = torch.from_numpy(pixels)[None].to(self.device)
-        probs = torch.softmax(self.model(self.prep(batch, train=False)).float(), 1)[0].cpu()
-        values, index = probs.topk(min(max(1, top_k), len(self.classes)))
-        latency = (time.perf_counter() - start) * 1000
-        return {"top_k": [{"class": self.classes[i], "prob": float(p)} for p, i in zip(values.tolist(), index.tolist())],
-                "latency_ms": latency}
+        probs = self.probabilities(pixels[None])[0]
+        order = np.argsort(-probs)[:min(max(1, top_k), len(self.classes))]
+        return {"top_k": [{"class": self.classes[i], "prob": float(probs[i])} for i in order],
+                "latency_ms": (time.perf_counter() - start) * 1000}

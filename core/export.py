@@ -1,0 +1,134 @@
+"""Export a run's best checkpoint: ONNX (dynamic batch axis, checked against torch), optionally
+int8 dynamic quantisation (ONNX Runtime) and TorchScript, each with its size and val accuracy."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.augment import BatchPreprocessor
+from core.callbacks import load_checkpoint
+from core.config import RunConfig
+from core.data import load_dataset
+from core.evaluate import model_from_checkpoint
+from core.store import RunStore, atomic_write_json
+
+ONNX_FILE, INT8_FILE, TORCHSCRIPT_FILE, EXPORT_REPORT = "model.onnx", "model.int8.onnx", "model.ts.pt", "export.json"
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The exported model does not compute what the checkpoint computes."""
+
+
+def onnx_session(path: Path):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _validation_inputs(checkpoint: dict, limit: int | None = None):
+    """Normalised val-split inputs (float32 [N, C, H, W]) and labels, as the model sees them."""
+    dataset = load_dataset(RunConfig.from_dict(checkpoint["config"]))
+    split = dataset.splits["val"]
+    images, labels = split.images, split.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"])
+    return prep(images, train=False).numpy(), labels.numpy()
+
+
+def _accuracy(run_batch, inputs: np.ndarray, labels: np.ndarray, batch: int = 512) -> float:
+    correct = 0
+    for start in range(0, len(inputs), batch):
+        logits = run_batch(inputs[start:start + batch])
+        correct += int((np.asarray(logits).argmax(1) == labels[start:start + batch]).sum())
+    return correct / max(len(labels), 1)
+
+
+def _write_onnx(model: torch.nn.Module, shape, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter: 0.6 s for resnet18 here, against 5 s for dynamo=True,
+        # with the same parity (both ~6e-7 max abs difference).
+        torch.onnx.export(model, (torch.randn(2, *shape),), str(tmp), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=18, dynamo=False)
+    os.replace(tmp, path)
+
+
+def export_run(store: RunStore, run_id: str, quantize: bool = False, torchscript: bool = False) -> dict:
+    """Write runs/<id>/model.onnx (+ model.int8.onnx, model.ts.pt) and export.json; returns the report.
+    Raises ExportError, leaving no model.onnx, when ONNX and torch disagree by more than 1e-4."""
+    path = store.checkpoint_path(run_id, "best")
+    if not path.exists():
+        raise FileNotFoundError(f"run {run_id} has no best.pt yet")
+    checkpoint = load_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, torch.device("cpu"))
+    shape = tuple(checkpoint["input_shape"])
+    run_dir = store.run_dir(run_id)
+    onnx_path = run_dir / ONNX_FILE
+    _write_onnx(model, shape, onnx_path)
+
+    session = onnx_session(onnx_path)
+    val_inputs, val_labels = _validation_inputs(checkpoint)
+
+    def run_torch(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    def run_onnx(x, s=session):
+        return s.run(None, {"input": x})[0]
+
+    random_inputs = np.random.default_rng(0).normal(size=(8, *shape)).astype(np.float32)
+    parity = {"random": float(np.abs(run_onnx(random_inputs) - run_torch(random_inputs)).max()),
+              "real": float(np.abs(run_onnx(val_inputs[:256]) - run_torch(val_inputs[:256])).max())}
+    if max(parity.values()) > PARITY_TOLERANCE:
+        onnx_path.unlink(missing_ok=True)
+        raise ExportError(f"ONNX and torch disagree: max abs difference {max(parity.values()):.2e} "
+                          f"> {PARITY_TOLERANCE:g} (random {parity['random']:.2e}, real {parity['real']:.2e})")
+    variants = {"torch": {"file": "checkpoints/best.pt", "size_mb": path.stat().st_size / 1024**2,
+                          "val_acc": _accuracy(run_torch, val_inputs, val_labels)},
+                "onnx": {"file": ONNX_FILE, "size_mb": onnx_path.stat().st_size / 1024**2,
+                         "val_acc": _accuracy(run_onnx, val_inputs, val_labels)}}
+    if quantize:
+        import logging
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        int8_path = run_dir / INT8_FILE
+        logging.getLogger().setLevel(logging.ERROR)   # quiet its advice to pre-process the graph
+        quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8)
+        int8 = onnx_session(int8_path)
+        variants["onnx-int8"] = {"file": INT8_FILE, "size_mb": int8_path.stat().st_size / 1024**2,
+                                 "val_acc": _accuracy(lambda x: run_onnx(x, int8), val_inputs, val_labels)}
+    if torchscript:
+        ts_path = run_dir / TORCHSCRIPT_FILE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, torch.randn(1, *shape))
+            traced.save(str(ts_path))
+
+        def run_ts(x):
+            with torch.inference_mode():
+                return traced(torch.from_numpy(x)).numpy()
+        variants["torchscript"] = {"file": TORCHSCRIPT_FILE, "size_mb": ts_path.stat().st_size / 1024**2,
+                                   "val_acc": _accuracy(run_ts, val_inputs, val_labels)}
+    report = {"run_id": run_id, "checkpoint": "best", "epoch": checkpoint["loop"]["epoch"],
+              "input_shape": list(shape), "classes": checkpoint["classes"], "mean": checkpoint["mean"],
+              "std": checkpoint["std"], "parity_max_abs_diff": parity, "tolerance": PARITY_TOLERANCE,
+              "variants": variants, "exported_at": time.time()}
+    atomic_write_json(run_dir / EXPORT_REPORT, report)
+    return report
+
+
+def read_export_report(store: RunStore, run_id: str) -> dict | None:
+    try:
+        return json.loads((store.run_dir(run_id) / EXPORT_REPORT).read_text())
+    except (OSError, ValueError):
+        return None
