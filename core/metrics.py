@@ -126,3 +126,27 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: li
         "confusion_matrix": confusion.tolist(),
         "expected_calibration_error": ece, "reliability": reliability,
     }
+
+
+def curves(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """ROC and PR points per class, plus micro and macro ROC, for drawing.
+
+    Macro ROC averages the per-class TPR on a common FPR grid (as scikit-learn's examples do).
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    c = probs.shape[1]
+    onehot = labels[:, None] == np.arange(c)[None, :]
+    roc, pr = {}, {}
+    grid = np.linspace(0, 1, 201)
+    tpr_on_grid = []
+    for k in range(c):
+        if not onehot[:, k].any() or onehot[:, k].all():
+            continue
+        fpr, tpr = roc_curve(probs[:, k], onehot[:, k])
+        roc[k] = (fpr, tpr)
+        tpr_on_grid.append(np.interp(grid, fpr, tpr))
+        precision, recall, _ = pr_curve(probs[:, k], onehot[:, k])
+        pr[k] = (np.r_[0.0, recall], np.r_[1.0, precision])
+    micro = roc_curve(probs.ravel(), onehot.ravel())
+    macro = (grid, np.mean(tpr_on_grid, axis=0)) if tpr_on_grid else (grid, grid)
+    return {"roc": roc, "pr": pr, "roc_micro": micro, "roc_macro": macro}

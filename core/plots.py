@@ -87,3 +87,76 @@ def histogram_bars(edges: np.ndarray, counts: np.ndarray, title: str) -> go.Figu
     trace = {"type": "bar", "x": centres, "y": counts, "width": np.diff(edges), "marker": {"color": "#4C78A8"}}
     return _figure([trace], title, height=260, xaxis=_axis("weight value"), yaxis=_axis("count"),
                    showlegend=False)
+
+
+def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Evenly spaced points of a curve, first and last kept (for ROC/PR: a drawing, not a figure)."""
+    if len(x) <= max_points:
+        return np.asarray(x), np.asarray(y)
+    index = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(int))
+    return np.asarray(x)[index], np.asarray(y)[index]
+
+
+def confusion_heatmap(matrix: list[list[int]], classes: list[str], normalise: bool = False) -> go.Figure:
+    counts = np.asarray(matrix, dtype=float)
+    values = counts / np.maximum(counts.sum(1, keepdims=True), 1) if normalise else counts
+    text = [[f"{v:.2f}" if normalise else f"{int(v)}" for v in row] for row in values]
+    trace = {"type": "heatmap", "z": values, "x": classes, "y": classes, "colorscale": "Blues", "reversescale": True,
+             "text": text, "texttemplate": "%{text}" if len(classes) <= 30 else "",
+             "hovertemplate": "true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"}
+    size = min(700, 200 + 30 * len(classes))
+    return _figure([trace], "Confusion matrix" + (" (row-normalised)" if normalise else ""), height=size,
+                   xaxis=_axis("predicted", type="category", side="bottom"),
+                   yaxis=_axis("true", type="category", autorange="reversed"))
+
+
+def roc_figure(curves: dict, report: dict) -> go.Figure:
+    classes = report["classes"]
+    traces = [{"type": "scatter", "x": [0, 1], "y": [0, 1], "mode": "lines", "name": "chance",
+               "line": {"dash": "dot", "color": "#999"}, "hoverinfo": "skip"}]
+    for k, (fpr, tpr) in curves["roc"].items():
+        fpr, tpr = thin(fpr, tpr)
+        traces.append({"type": "scatter", "x": fpr, "y": tpr, "mode": "lines",
+                       "name": f"{classes[k]} (AUC {report['per_class'][k]['roc_auc']:.3f})"})
+    for name, key in (("micro", "roc_micro"), ("macro", "roc_macro")):
+        x, y = thin(*curves[key])
+        auc = report[name]["roc_auc"]
+        traces.append({"type": "scatter", "x": x, "y": y, "mode": "lines", "line": {"width": 3, "dash": "dash"},
+                       "name": f"{name} (AUC {auc:.3f})" if auc is not None else name})
+    return _figure(traces, "ROC, one class against the rest", height=460, xaxis=_axis("false positive rate"),
+                   yaxis=_axis("true positive rate"), legend={"orientation": "v", "x": 1.02, "y": 1})
+
+
+def pr_figure(curves: dict, report: dict) -> go.Figure:
+    classes, traces = report["classes"], []
+    for k, (recall, precision) in curves["pr"].items():
+        recall, precision = thin(recall, precision)
+        row = report["per_class"][k]
+        traces.append({"type": "scatter", "x": recall, "y": precision, "mode": "lines", "legendgroup": str(k),
+                       "name": f"{classes[k]} (AP {row['average_precision']:.3f})"})
+        best = row["best_f1_threshold"]
+        if best:
+            traces.append({"type": "scatter", "x": [best["recall"]], "y": [best["precision"]], "mode": "markers",
+                           "legendgroup": str(k), "showlegend": False, "marker": {"size": 9, "symbol": "x"},
+                           "hovertext": f"{classes[k]}: max F1 {best['f1']:.3f} at threshold {best['threshold']:.3f}",
+                           "hoverinfo": "text"})
+    return _figure(traces, "Precision-recall per class (x: max-F1 point)", height=460, xaxis=_axis("recall"),
+                   yaxis=_axis("precision"), legend={"orientation": "v", "x": 1.02, "y": 1})
+
+
+def reliability_figure(bins: list[dict], ece: float) -> go.Figure:
+    traces = [{"type": "bar", "x": [(b["low"] + b["high"]) / 2 for b in bins], "y": [b["accuracy"] for b in bins],
+               "width": [b["high"] - b["low"] for b in bins], "name": "accuracy", "marker": {"color": "#4C78A8"},
+               "customdata": [b["count"] for b in bins],
+               "hovertemplate": "confidence %{x:.2f}<br>accuracy %{y:.3f}<br>%{customdata} samples<extra></extra>"},
+              {"type": "scatter", "x": [0, 1], "y": [0, 1], "mode": "lines", "name": "perfect calibration",
+               "line": {"dash": "dot", "color": "#999"}}]
+    return _figure(traces, f"Reliability (ECE {ece:.4f})", height=360, xaxis=_axis("confidence", range=[0, 1]),
+                   yaxis=_axis("accuracy", range=[0, 1]))
+
+
+def topk_bars(rows: list[dict]) -> go.Figure:
+    trace = {"type": "bar", "x": [r["prob"] for r in rows][::-1], "y": [str(r["class"]) for r in rows][::-1],
+             "orientation": "h", "marker": {"color": "#2F6FDE"}, "texttemplate": "%{x:.1%}", "textposition": "auto"}
+    return _figure([trace], height=60 + 28 * len(rows), xaxis=_axis("probability", range=[0, 1]),
+                   yaxis={"type": "category"}, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10})

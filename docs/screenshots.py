@@ -24,7 +24,23 @@ from core.worker import run_training  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
-PAGES = {"train": 14, "datasets": 8, "model": 8, "runs": 5}
+PAGES = {"train": 14, "datasets": 8, "model": 8, "runs": 5, "evaluate": 12, "predict": 6}
+
+
+def sample_files(folder: Path) -> list[str]:
+    """Three digits as a person would drop them (larger PNGs), and one file that is no image."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    paths = []
+    for i in (0, 13, 27):
+        path = folder / f"digit-{digits.target[i]}.png"
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).resize((96, 96), Image.Resampling.NEAREST).save(path)
+        paths.append(str(path))
+    notes = folder / "notes.txt"
+    notes.write_text("not a picture")
+    return paths + [str(notes)]
 
 
 def main() -> None:
@@ -52,6 +68,9 @@ def main() -> None:
             for name, wait in PAGES.items():
                 page.goto(f"http://127.0.0.1:{port}/{name}")
                 page.wait_for_timeout(wait * 1000)
+                if name == "predict":
+                    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(sample_files(runs.parent))
+                    page.wait_for_timeout(6000)
                 page.screenshot(path=str(ROOT / "docs" / f"{name}.png"))
                 print("wrote", ROOT / "docs" / f"{name}.png")
             browser.close()

@@ -1,10 +1,72 @@
-"""Predict: not built yet (issue 4). Says so plainly instead of pretending."""
+"""Predict: drop images, see what the chosen run's model says (torch or ONNX Runtime)."""
+import pandas as pd
 import streamlit as st
 
+from core import plots
 from pages import shared
 
 shared.ensure_app_navigation()
 
 st.title("Predict")
-st.info("This page arrives with the Evaluate and Predict work (issue 4). Until then: "
-        "`python -m core show RUN_ID` prints a run's figures, and the Train page shows its curves.")
+run_id = shared.selected_run()
+if run_id is None:
+    st.info("No run chosen: train one on the Train page, then pick it in the sidebar.")
+    st.stop()
+store = shared.store()
+best = store.checkpoint_path(run_id, "best")
+if not best.exists():
+    st.info(f"Run {shared.run_name(run_id)} has no best.pt yet: it is written at the end of each epoch.")
+    st.stop()
+
+cols = st.columns([2, 2, 3])
+backend = cols[0].radio("Backend", ("torch", "onnx"), horizontal=True, key="pr_backend",
+                        format_func={"torch": "PyTorch", "onnx": "ONNX Runtime"}.get)
+top_k = cols[1].slider("Top k", 1, 10, 3, key="pr_topk")
+
+
+@st.cache_resource(show_spinner="Loading the model (exporting to ONNX if needed)…", max_entries=4)
+def predictor(run_id: str, backend: str, mtime: float):
+    from core.inference import Predictor
+    return Predictor(store, run_id, backend=backend)
+
+
+try:
+    model = predictor(run_id, backend, best.stat().st_mtime)
+except Exception as error:     # an export that fails its parity check, a broken checkpoint
+    st.error(f"Cannot load the {backend} model of {run_id}: {error}")
+    st.stop()
+cols[2].caption(f"{shared.run_name(run_id)}: {len(model.classes)} classes, input {model.channels} x {model.size} x "
+                f"{model.size}. Files are resized and normalised as in training.")
+
+uploads = st.file_uploader("Drop images here (PNG, JPEG, BMP, WebP, GIF)", accept_multiple_files=True, key="pr_files")
+if not uploads:
+    st.stop()
+
+rows = []
+for upload in uploads:
+    data = upload.getvalue()
+    result = model.predict(data, top_k=top_k)
+    if "error" in result:
+        st.warning(f"**{upload.name}** was refused: {result['error']}")
+        rows.append({"file": upload.name, "predicted": None, "probability": None, "latency ms": None,
+                     "error": result["error"]})
+        continue
+    top = result["top_k"][0]
+    rows.append({"file": upload.name, "predicted": top["class"], "probability": top["prob"],
+                 "latency ms": result["latency_ms"], "error": None})
+    with st.container(border=True):
+        left, middle, right = st.columns([1, 1, 3])
+        left.image(data, caption=upload.name, width=140)
+        pixels = model.preprocess(data)
+        middle.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), width=140,
+                     caption="as the model sees it")
+        right.markdown(f"Predicted **{top['class']}** ({top['prob']:.1%}) · {result['latency_ms']:.1f} ms")
+        right.plotly_chart(plots.topk_bars(result["top_k"]), key=f"topk_{upload.file_id}")
+
+st.subheader("All files")
+table = pd.DataFrame(rows)
+st.dataframe(table, hide_index=True, key="pr_table",
+             column_config={"probability": st.column_config.NumberColumn(format="%.4f"),
+                            "latency ms": st.column_config.NumberColumn(format="%.1f")})
+st.download_button("Results as CSV", table.to_csv(index=False), f"{run_id}-predictions.csv", mime="text/csv",
+                   key="pr_csv")

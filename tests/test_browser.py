@@ -147,3 +147,44 @@ def test_datasets_page_shows_balance_and_samples(page, server):
     assert page.locator('[data-testid="stImage"] img').count() >= 24 + 9   # one page of a class + the preview
     no_exception(page)
     page.screenshot(path=str(server["runs"].parent / "datasets.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def finished(server):
+    """A finished run made straight in the server's run store; being the newest, the picker shows it."""
+    from conftest import tiny_digits
+    from core.store import RunStore
+    from core.worker import run_training
+    store = RunStore(server["runs"])
+    run_id = store.create_run(tiny_digits(image_size=16, epochs=3, batch_size=32, name="browser-finished"))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    return run_id
+
+
+def digit_png(path, index=0):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    Image.fromarray((digits.images[index] * 255 / 16).astype(np.uint8)).resize((64, 64)).save(path)
+    return str(digits.target[index])
+
+
+def test_evaluate_page_shows_the_confusion_matrix(page, server, finished):
+    open_page(page, server, "evaluate")
+    chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    expect(chart).to_contain_text("Confusion matrix", timeout=FIRST_RENDER_MS)
+    expect(page.get_by_text("best.pt of " + finished)).to_be_visible()
+    expect(page.get_by_role("button", name="Download report (HTML)")).to_be_visible()
+    no_exception(page)
+
+
+def test_drop_an_image_on_predict(page, server, finished, tmp_path):
+    open_page(page, server, "predict")
+    drop = page.get_by_test_id("stFileUploaderDropzoneInput")
+    drop.wait_for(state="attached", timeout=FIRST_RENDER_MS)
+    expected = digit_png(tmp_path / "zero.png")
+    drop.set_input_files(str(tmp_path / "zero.png"))
+    expect(page.get_by_text(re.compile(rf"Predicted {expected} \("))).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("as the model sees it")).to_be_visible()
+    no_exception(page)

@@ -165,3 +165,39 @@ def test_runs_page_filters_and_offers_csv(app, finished_run):
     app.multiselect(key="runs_states").set_value(["failed"]).run()
     assert [frame.value for frame in app.dataframe][0].empty
     assert any("metrics of" in b.proto.label for b in app.get("download_button"))
+
+
+def test_evaluate_page_shows_the_report_of_the_chosen_run(app, finished_run, tmp_path):
+    app.run().switch_page("pages/evaluate.py").run()
+    no_errors(app)
+    metrics = {m.label: m.value for m in app.metric}
+    report_path = tmp_path / "runs" / finished_run / "eval" / "best-val" / "report.json"
+    import json
+    report = json.loads(report_path.read_text())
+    assert metrics["Accuracy"] == f"{report['accuracy']:.4f}"
+    assert len(app.get("plotly_chart")) >= 2
+    labels = [b.proto.label for b in app.get("download_button")]
+    assert "Download report (HTML)" in labels and "Per-class table as CSV" in labels
+    app.radio(key="ev_split").set_value("test").run()
+    no_errors(app)
+    assert (tmp_path / "runs" / finished_run / "eval" / "best-test" / "report.json").exists()
+
+
+def test_predict_page_predicts_and_refuses(app, finished_run):
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    buffer = io.BytesIO()
+    Image.fromarray((digits.images[0] * 255 / 16).astype(np.uint8)).resize((32, 32)).save(buffer, "PNG")
+    app.run().switch_page("pages/predict.py").run()
+    no_errors(app)
+    app.file_uploader(key="pr_files").set_value([("zero.png", buffer.getvalue(), "image/png"),
+                                                  ("notes.txt", b"not a picture", "text/plain")]).run()
+    no_errors(app)
+    assert any("Predicted **0**" in m.value for m in app.markdown)
+    assert any("notes.txt" in w.value and "not an image" in w.value for w in app.warning)
+    [table] = [frame.value for frame in app.dataframe]
+    assert table["file"].tolist() == ["zero.png", "notes.txt"] and table["predicted"].tolist()[0] == "0"

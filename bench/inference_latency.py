@@ -1,0 +1,73 @@
+"""Inference latency (batch 1, p50/p99) and throughput (batch 256): torch against ONNX Runtime,
+for simple-cnn and resnet18 on 3x32x32 inputs, same weights, measured alternately in one process.
+
+    .venv/bin/python bench/inference_latency.py [--runs 300]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.export import _write_onnx, onnx_session  # noqa: E402
+from core.models import build_model  # noqa: E402
+
+SHAPE = (3, 32, 32)
+
+
+def timings(run, inputs, repeats: int) -> np.ndarray:
+    for _ in range(10):
+        run(inputs)
+    out = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        run(inputs)
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), inputs {SHAPE}, CPU")
+    print(f"{'model':<11} {'backend':<8} {'b1 p50 ms':>10} {'b1 p99 ms':>10} {'b256 img/s':>11}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("simple-cnn", "resnet18"):
+            torch.manual_seed(0)
+            model = build_model(name, *SHAPE, 10).eval()
+            path = Path(folder) / f"{name}.onnx"
+            _write_onnx(model, SHAPE, path)
+            session = onnx_session(path)
+
+            def run_torch(x):
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x)).numpy()
+
+            def run_onnx(x):
+                return session.run(None, {"input": x})[0]
+
+            one = np.random.default_rng(0).normal(size=(1, *SHAPE)).astype(np.float32)
+            many = np.random.default_rng(1).normal(size=(256, *SHAPE)).astype(np.float32)
+            assert np.abs(run_torch(many) - run_onnx(many)).max() < 1e-4
+            results = {}
+            for backend, run in (("torch", run_torch), ("onnx", run_onnx)):
+                single = timings(run, one, args.runs)
+                batch = timings(run, many, max(5, args.runs // 30))
+                results[backend] = (np.percentile(single, 50) * 1000, np.percentile(single, 99) * 1000,
+                                    256 / np.median(batch))
+                print(f"{name:<11} {backend:<8} {results[backend][0]:10.3f} {results[backend][1]:10.3f} "
+                      f"{results[backend][2]:11.0f}")
+            print(f"{name:<11} ratio ONNX/torch: p50 latency {results['onnx'][0] / results['torch'][0]:.2f}x "
+                  f"(target <= 0.5x), batch-256 throughput {results['onnx'][2] / results['torch'][2]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
