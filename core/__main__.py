@@ -147,14 +147,18 @@ def cmd_eval(args, store: RunStore) -> int:
     return EXIT_OK
 
 
-def cmd_predict(args, store: RunStore) -> int:
-    """One JSON object per line per file; exit 3 when some files were refused."""
+def _predictor(args, store: RunStore):
     from core.inference import Predictor
-    store.read_config(args.run_id)
+    store.read_config(args.run_id)          # RunNotFound / InvalidRunId -> exit 2
     try:
-        predictor = Predictor(store, args.run_id, backend=args.backend)
+        return Predictor(store, args.run_id, backend=args.backend)
     except (FileNotFoundError, ValueError) as error:
         raise Rejected(str(error))
+
+
+def cmd_predict(args, store: RunStore) -> int:
+    """One JSON object per line per file; exit 3 when some files were refused."""
+    predictor = _predictor(args, store)
     refused = 0
     for name in args.files:
         try:
@@ -186,13 +190,8 @@ def cmd_export(args, store: RunStore) -> int:
 
 
 def cmd_serve(args, store: RunStore) -> int:
-    from core.inference import Predictor
     from core.serve import serve
-    store.read_config(args.run_id)
-    try:
-        predictor = Predictor(store, args.run_id, backend=args.backend)
-    except (FileNotFoundError, ValueError) as error:
-        raise Rejected(str(error))
+    predictor = _predictor(args, store)
     print(f"serving {args.run_id} ({args.backend}) on http://{args.host}:{args.port}: POST /predict "
           f"(multipart field 'file'), GET /health", flush=True)
     serve(predictor, args.run_id, host=args.host, port=args.port, max_bytes=args.max_mb * 1024 * 1024)

@@ -10,10 +10,7 @@ from pages import shared
 shared.ensure_app_navigation()
 
 st.title("Evaluate")
-run_id = shared.selected_run()
-if run_id is None:
-    st.info("No run chosen: train one on the Train page, then pick it in the sidebar.")
-    st.stop()
+run_id = shared.run_with_best_checkpoint()
 store = shared.store()
 
 cols = st.columns([1, 1, 3])

@@ -8,15 +8,9 @@ from pages import shared
 shared.ensure_app_navigation()
 
 st.title("Predict")
-run_id = shared.selected_run()
-if run_id is None:
-    st.info("No run chosen: train one on the Train page, then pick it in the sidebar.")
-    st.stop()
+run_id = shared.run_with_best_checkpoint()
 store = shared.store()
 best = store.checkpoint_path(run_id, "best")
-if not best.exists():
-    st.info(f"Run {shared.run_name(run_id)} has no best.pt yet: it is written at the end of each epoch.")
-    st.stop()
 
 cols = st.columns([2, 2, 3])
 backend = cols[0].radio("Backend", ("torch", "onnx"), horizontal=True, key="pr_backend",

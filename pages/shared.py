@@ -65,6 +65,18 @@ def selected_run() -> str | None:
     return run_id if run_id and store().exists(run_id) else None
 
 
+def run_with_best_checkpoint() -> str:
+    """The chosen run, for pages that need its best.pt; otherwise say why and stop the page."""
+    run_id = selected_run()
+    if run_id is None:
+        st.info("No run chosen: train one on the Train page, then pick it in the sidebar.")
+        st.stop()
+    if not store().checkpoint_path(run_id, "best").exists():
+        st.info(f"Run {run_name(run_id)} has no best.pt yet: it is written at the end of each epoch.")
+        st.stop()
+    return run_id
+
+
 def select_run(run_id: str | None) -> None:
     """Make run_id the chosen run on every page (applied before the sidebar picker draws)."""
     st.session_state["_pending_run"] = run_id
