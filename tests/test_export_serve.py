@@ -108,8 +108,16 @@ def test_http_service(trained):
         assert status == 200 and body["top_k"][0]["class"] == "0" and len(body["top_k"]) == 3
         status, body = post_file(f"{base}/predict", "notes.txt", b"just some text")
         assert status == 400 and "not an image" in body["error"]
-        status, body = post_file(f"{base}/predict", "huge.png", b"0" * (2 * 1024 * 1024))
-        assert status == 413 and "too large" in body["error"]
+        # Over the limit: refused from the declared length, before a byte of the body is read.
+        import http.client
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.putrequest("POST", "/predict")
+        connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+        connection.putheader("Content-Length", str(2 * 1024 * 1024))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413 and "too large" in json.loads(response.read())["error"]
+        connection.close()
     finally:
         server.terminate()
         server.wait(10)
