@@ -185,7 +185,7 @@ def cmd_export(args, store: RunStore) -> int:
     print(f"parity check: max abs difference ONNX vs torch {parity['random']:.2e} (random inputs), "
           f"{parity['real']:.2e} (val inputs); tolerance {report['tolerance']:g}: ok")
     for name, variant in report["variants"].items():
-        print(f"{name:<12} {variant['file']:<22} {variant['size_mb']:8.2f} MB   val acc {variant['val_acc']:.4f}")
+        print(f"{name:<17} {variant['file']:<24} {variant['size_mb']:8.2f} MB   val acc {variant['val_acc']:.4f}")
     return EXIT_OK
 
 
@@ -230,20 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
     export = sub.add_parser("export", parents=[common], help="export best.pt to ONNX (and int8, TorchScript)")
     export.add_argument("run_id")
-    export.add_argument("--quantize", action="store_true", help="also write model.int8.onnx")
+    export.add_argument("--quantize", nargs="?", const="dynamic", choices=("dynamic", "static"),
+                        help="also write an int8 model: dynamic (weights) or static (weights and activations, "
+                             "calibrated on training images; fastest on CPU)")
     export.add_argument("--torchscript", action="store_true", help="also write model.ts.pt")
     export.set_defaults(func=cmd_export)
     predict = sub.add_parser("predict", parents=[common], help="top-k classes of image files")
     predict.add_argument("run_id")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    predict.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch")
     predict.set_defaults(func=cmd_predict)
     serve = sub.add_parser("serve", parents=[common], help="HTTP prediction service (ONNX Runtime)")
     serve.add_argument("run_id")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    serve.add_argument("--backend", choices=("onnx", "onnx-int8", "torch"), default="onnx")
     serve.add_argument("--max-mb", type=int, default=10, help="request size limit in MB")
     serve.set_defaults(func=cmd_serve)
     return parser

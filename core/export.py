@@ -18,7 +18,9 @@ from core.data import load_dataset
 from core.evaluate import model_from_checkpoint
 from core.store import RunStore, atomic_write_json
 
-ONNX_FILE, INT8_FILE, TORCHSCRIPT_FILE, EXPORT_REPORT = "model.onnx", "model.int8.onnx", "model.ts.pt", "export.json"
+ONNX_FILE, TORCHSCRIPT_FILE, EXPORT_REPORT = "model.onnx", "model.ts.pt", "export.json"
+INT8_FILES = {"dynamic": "model.int8.onnx", "static": "model.int8-static.onnx"}
+CALIBRATION_SAMPLES = 512
 PARITY_TOLERANCE = 1e-4
 
 
@@ -33,10 +35,10 @@ def onnx_session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _validation_inputs(checkpoint: dict, limit: int | None = None):
-    """Normalised val-split inputs (float32 [N, C, H, W]) and labels, as the model sees them."""
+def _split_inputs(checkpoint: dict, split: str = "val", limit: int | None = None):
+    """Normalised inputs (float32 [N, C, H, W]) and labels of a split, as the model sees them."""
     dataset = load_dataset(RunConfig.from_dict(checkpoint["config"]))
-    split = dataset.splits["val"]
+    split = dataset.splits[split]
     images, labels = split.images, split.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -64,8 +66,40 @@ def _write_onnx(model: torch.nn.Module, shape, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_run(store: RunStore, run_id: str, quantize: bool = False, torchscript: bool = False) -> dict:
-    """Write runs/<id>/model.onnx (+ model.int8.onnx, model.ts.pt) and export.json; returns the report.
+def _quantize(onnx_path: Path, kind: str, checkpoint: dict) -> Path:
+    """int8 ONNX: 'dynamic' quantises weights only; 'static' also activations (QDQ), calibrated on
+    training images. Static is the fast one on CPUs (resnet18: 3.6 ms against 7.8 ms fp32 here)."""
+    import logging
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    logging.getLogger().setLevel(logging.ERROR)   # quiet its advice to pre-process the graph
+    target = onnx_path.with_name(INT8_FILES[kind])
+    if kind == "dynamic":
+        quantize_dynamic(str(onnx_path), str(target), weight_type=QuantType.QInt8)
+        return target
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    prepared = onnx_path.with_name(f".{onnx_path.stem}.prepared.onnx")
+    quant_pre_process(str(onnx_path), str(prepared))
+    inputs, _ = _split_inputs(checkpoint, "train", limit=CALIBRATION_SAMPLES)
+
+    class TrainingImages(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(inputs[i:i + 32] for i in range(0, len(inputs), 32))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+    try:
+        quantize_static(str(prepared), str(target), TrainingImages(), quant_format=QuantFormat.QDQ,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+    return target
+
+
+def export_run(store: RunStore, run_id: str, quantize: str | None = None, torchscript: bool = False) -> dict:
+    """Write runs/<id>/model.onnx (+ an int8 model, model.ts.pt) and export.json; returns the report.
+    quantize: None, "dynamic" or "static".
     Raises ExportError, leaving no model.onnx, when ONNX and torch disagree by more than 1e-4."""
     path = store.checkpoint_path(run_id, "best")
     if not path.exists():
@@ -78,7 +112,7 @@ def export_run(store: RunStore, run_id: str, quantize: bool = False, torchscript
     _write_onnx(model, shape, onnx_path)
 
     session = onnx_session(onnx_path)
-    val_inputs, val_labels = _validation_inputs(checkpoint)
+    val_inputs, val_labels = _split_inputs(checkpoint, "val")
 
     def run_torch(x):
         with torch.inference_mode():
@@ -99,14 +133,12 @@ def export_run(store: RunStore, run_id: str, quantize: bool = False, torchscript
                 "onnx": {"file": ONNX_FILE, "size_mb": onnx_path.stat().st_size / 1024**2,
                          "val_acc": _accuracy(run_onnx, val_inputs, val_labels)}}
     if quantize:
-        import logging
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        int8_path = run_dir / INT8_FILE
-        logging.getLogger().setLevel(logging.ERROR)   # quiet its advice to pre-process the graph
-        quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8)
+        if quantize not in INT8_FILES:
+            raise ValueError(f"quantize must be one of {', '.join(INT8_FILES)}, got {quantize!r}")
+        int8_path = _quantize(onnx_path, quantize, checkpoint)
         int8 = onnx_session(int8_path)
-        variants["onnx-int8"] = {"file": INT8_FILE, "size_mb": int8_path.stat().st_size / 1024**2,
-                                 "val_acc": _accuracy(lambda x: run_onnx(x, int8), val_inputs, val_labels)}
+        variants[f"onnx-int8-{quantize}"] = {"file": int8_path.name, "size_mb": int8_path.stat().st_size / 1024**2,
+                                             "val_acc": _accuracy(lambda x: run_onnx(x, int8), val_inputs, val_labels)}
     if torchscript:
         ts_path = run_dir / TORCHSCRIPT_FILE
         with warnings.catch_warnings():

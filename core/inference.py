@@ -1,4 +1,5 @@
-"""Predictor: a run's best checkpoint (torch) or its ONNX export (ONNX Runtime) -> top-k classes
+"""Predictor: a run's best checkpoint (torch) or its ONNX export (ONNX Runtime, fp32 or static
+int8) -> top-k classes
 for image bytes, with the run's own preprocessing (size, channels, normalisation). Refused files
 get a message, never a crash."""
 from __future__ import annotations
@@ -15,16 +16,16 @@ from core.images import ImageRefused, open_image, to_array
 from core.store import RunStore
 from core.trainer import resolve_device
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
-def ensure_onnx(store: RunStore, run_id: str):
-    """The run's model.onnx, exported now if missing or older than best.pt."""
-    from core.export import ONNX_FILE, export_run
-    path = store.run_dir(run_id) / ONNX_FILE
+def ensure_onnx(store: RunStore, run_id: str, int8: bool = False):
+    """The run's model.onnx (or its static int8 model), exported now if missing or older than best.pt."""
+    from core.export import INT8_FILES, ONNX_FILE, export_run
+    path = store.run_dir(run_id) / (INT8_FILES["static"] if int8 else ONNX_FILE)
     best = store.checkpoint_path(run_id, "best")
     if not path.exists() or path.stat().st_mtime < best.stat().st_mtime:
-        export_run(store, run_id)
+        export_run(store, run_id, quantize="static" if int8 else None)
     return path
 
 
@@ -45,7 +46,7 @@ class Predictor:
         else:
             from core.export import onnx_session
             self.device = torch.device("cpu")
-            self.session = onnx_session(ensure_onnx(store, run_id))
+            self.session = onnx_session(ensure_onnx(store, run_id, int8=backend == "onnx-int8"))
         self.prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=self.device)
 
     def preprocess(self, data: bytes) -> np.ndarray:

@@ -13,8 +13,9 @@ store = shared.store()
 best = store.checkpoint_path(run_id, "best")
 
 cols = st.columns([2, 2, 3])
-backend = cols[0].radio("Backend", ("torch", "onnx"), horizontal=True, key="pr_backend",
-                        format_func={"torch": "PyTorch", "onnx": "ONNX Runtime"}.get)
+backend = cols[0].radio("Backend", ("torch", "onnx", "onnx-int8"), horizontal=True, key="pr_backend",
+                        format_func={"torch": "PyTorch", "onnx": "ONNX Runtime",
+                                     "onnx-int8": "ONNX Runtime int8"}.get)
 top_k = cols[1].slider("Top k", 1, 10, 3, key="pr_topk")
 
 

@@ -29,15 +29,27 @@ def trained(tmp_path_factory):
 def test_export_checks_parity_and_reports_each_variant(trained):
     from core.export import export_run
     store, run_id = trained
-    report = export_run(store, run_id, quantize=True, torchscript=True)
+    report = export_run(store, run_id, quantize="dynamic", torchscript=True)
     assert max(report["parity_max_abs_diff"].values()) < 1e-4
     variants = report["variants"]
-    assert set(variants) == {"torch", "onnx", "onnx-int8", "torchscript"}
+    assert set(variants) == {"torch", "onnx", "onnx-int8-dynamic", "torchscript"}
     assert variants["onnx"]["val_acc"] == variants["torch"]["val_acc"] == variants["torchscript"]["val_acc"]
-    assert variants["onnx-int8"]["size_mb"] < variants["onnx"]["size_mb"]
-    assert abs(variants["onnx-int8"]["val_acc"] - variants["torch"]["val_acc"]) < 0.05
+    assert variants["onnx-int8-dynamic"]["size_mb"] < variants["onnx"]["size_mb"]
+    assert abs(variants["onnx-int8-dynamic"]["val_acc"] - variants["torch"]["val_acc"]) < 0.05
     for variant in variants.values():
         assert (store.run_dir(run_id) / variant["file"]).exists()
+
+
+def test_static_int8_is_calibrated_and_close_to_torch(trained):
+    from core.export import export_run
+    from core.inference import Predictor
+    store, run_id = trained
+    variants = export_run(store, run_id, quantize="static")["variants"]
+    int8 = variants["onnx-int8-static"]
+    assert int8["size_mb"] < variants["onnx"]["size_mb"] / 2
+    assert abs(int8["val_acc"] - variants["torch"]["val_acc"]) < 0.05
+    predictor = Predictor(store, run_id, backend="onnx-int8")
+    assert predictor.predict(accepted_kinds()["png-gray"])["top_k"][0]["class"] == "0"
 
 
 def test_a_model_that_disagrees_fails_loudly(trained, monkeypatch):
