@@ -2,7 +2,6 @@
 int8 dynamic quantisation (ONNX Runtime) and TorchScript, each with its size and val accuracy."""
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -158,9 +157,3 @@ def export_run(store: RunStore, run_id: str, quantize: str | None = None, torchs
     atomic_write_json(run_dir / EXPORT_REPORT, report)
     return report
 
-
-def read_export_report(store: RunStore, run_id: str) -> dict | None:
-    try:
-        return json.loads((store.run_dir(run_id) / EXPORT_REPORT).read_text())
-    except (OSError, ValueError):
-        return None

@@ -8,11 +8,17 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from core.jobs import JobManager
 from core.store import RunStore, default_runs_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from core.config import RunConfig
 
 RUN_KEY = "run_id"
 
@@ -116,7 +122,7 @@ DATASET_LABELS = {"digits": "digits (built in, offline)", "image-folder": "image
                   "cifar10": "CIFAR-10"}
 
 
-def dataset_picker(container=None) -> "RunConfig":
+def dataset_picker(container=None) -> RunConfig:
     """Dataset + its options; the choice is kept in session_state and shared by the pages."""
     from core.config import DATASET_DEFAULTS, DATASETS, RunConfig
     box = container or st
@@ -146,7 +152,7 @@ RUNS_COLUMNS = {
 }
 
 
-def runs_frame(summaries) -> "pd.DataFrame":
+def runs_frame(summaries) -> pd.DataFrame:
     """The runs table shared by the Train and Runs pages."""
     import pandas as pd
     return pd.DataFrame([{

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from core.config import RunConfig
-from core.store import InvalidRunId, MetricsReader, RunStore, truncate_metrics
+from core.store import InvalidRunId, MetricsReader, truncate_metrics
 
 
 def test_create_read_and_list(store):
