@@ -12,10 +12,9 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
-from core.data import (SPLITS, _decode_many, _list_folder, channel_stats,
+from core.data import (SPLITS, _decode_many, _list_folder, sampled_stats,
                        decode_file, load_dataset, stratified_split)
 
-STATS_SAMPLE = 2000
 
 
 @dataclass
@@ -69,11 +68,7 @@ def view_dataset(config: RunConfig) -> DatasetView:
         labels = np.asarray(labels)
         index = stratified_split(labels, config.val_fraction, config.test_fraction, config.seed)
         counts = {split: np.bincount(labels[index[split]], minlength=len(classes)).tolist() for split in SPLITS}
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(files), size=min(STATS_SAMPLE, len(files)), replace=False)
-        decoded = [a for a in _decode_many([files[i] for i in picks], config.image_size, config.channels)
-                   if a is not None]
-        mean, std = channel_stats(torch.from_numpy(np.stack(decoded))) if decoded else ([0.0], [0.0])
+        mean, std = sampled_stats(files, config.image_size, config.channels)
         members = [[files[i] for i in np.flatnonzero(labels == c)] for c in range(len(classes))]
         return DatasetView(classes, counts, (config.channels, config.image_size, config.image_size), mean, std,
                            members, None, config.image_size, config.channels)

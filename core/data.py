@@ -318,7 +318,8 @@ def load_dataset(config: RunConfig) -> Dataset:
     if streaming:
         splits = {name: StreamingSplit([files[i] for i in idx], labels[idx].tolist(), size, channels,
                                        config.num_workers) for name, idx in index.items()}
-        mean, std = _streaming_stats(splits["train"])
+        train = splits["train"]
+        mean, std = sampled_stats(train.files, size, channels)
     else:
         splits = {name: MemorySplit(images[torch.from_numpy(idx)], torch.from_numpy(labels[idx]))
                   for name, idx in index.items()}
@@ -342,11 +343,13 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def _streaming_stats(split: StreamingSplit, limit: int = 2000):
+def sampled_stats(files: list[str], size: int, channels: int, limit: int = 2000):
+    """Per-channel mean and std estimated from up to `limit` files (for folders not held in memory)."""
     rng = np.random.default_rng(0)
-    picks = rng.choice(len(split), size=min(limit, len(split)), replace=False)
-    decoded = [x for x in _decode_many([split.files[i] for i in picks], split.size, split.channels)
-               if x is not None]
+    picks = rng.choice(len(files), size=min(limit, len(files)), replace=False)
+    decoded = [x for x in _decode_many([files[i] for i in picks], size, channels) if x is not None]
+    if not decoded:
+        return [0.0] * channels, [0.0] * channels
     return channel_stats(torch.from_numpy(np.stack(decoded)))
 
 
