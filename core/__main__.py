@@ -10,8 +10,10 @@ import json
 import sys
 import time
 
-from core.config import DATASETS, MODELS, ConfigError, RunConfig
-from core.store import RESUMABLE_STATES, InvalidRunId, RunNotFound, RunStore, default_runs_dir
+from core.config import DATASETS, SETTINGS, ConfigError, RunConfig, settings_help
+from core.states import RESUMABLE_STATES, InvalidTransition
+from core.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, InvalidRunId, RunNotFound,
+                        RunStore, UnreadableRun, default_runs_dir)
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_REFUSED_FILES = 0, 1, 2, 3
 
@@ -54,7 +56,10 @@ def _progress_callback(total_steps_hint: int):
 
 def _train_and_report(store: RunStore, run_id: str) -> int:
     from core.worker import run_training
-    state = run_training(store, run_id, [_progress_callback(0)])
+    try:
+        state = run_training(store, run_id, [_progress_callback(0)])
+    except (UnreadableRun, InvalidTransition) as error:
+        raise Rejected(str(error))
     status = store.read_status(run_id)
     best = status.get("best") or {}
     line = f"run {run_id}: {state}"
@@ -87,7 +92,12 @@ def cmd_resume(args, store: RunStore) -> int:
     status = store.read_status(args.run_id)
     if status["state"] not in RESUMABLE_STATES:
         raise Rejected(f"run {args.run_id} is {status['state']}; only "
-                       f"{', '.join(sorted(RESUMABLE_STATES))} runs can be resumed")
+                       f"{', '.join(sorted(RESUMABLE_STATES))} runs can be resumed"
+                       + (f" ({status['error']})" if status["state"] == "unreadable" else ""))
+    try:
+        store.runnable_config(args.run_id)
+    except UnreadableRun as error:
+        raise Rejected(f"run {args.run_id} cannot be resumed: {error}")
     store.stop_path(args.run_id).unlink(missing_ok=True)
     return _train_and_report(store, args.run_id)
 
@@ -111,17 +121,26 @@ def cmd_runs(args, store: RunStore) -> int:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
         print(f"{r.run_id:<44} {r.state:<11} {r.progress:>8.0%} {f'{r.epoch}/{r.epochs}':>7} {best:>14} "
               f"{_fmt_duration(r.duration_s):>9}  {created}")
+        for line in ((r.error,) if r.state == "unreadable" else ()) + r.notes:
+            print(f"    {line}")
     return EXIT_OK
 
 
 def cmd_show(args, store: RunStore) -> int:
-    config = store.read_config(args.run_id)
+    summary = store.summary(args.run_id)
+    try:
+        config, unknown = store.read_config_with_unknown(args.run_id)
+        config = config.to_dict()
+    except UnreadableRun:
+        config, unknown = None, {}
     status = store.read_status(args.run_id)
     metrics = store.read_metrics(args.run_id)
     last = {}
     for row in metrics:
         last[(row.get("split"), row.get("kind"))] = row
-    print(json.dumps({"run_id": args.run_id, "config": config.to_dict(), "status": status,
+    print(json.dumps({"run_id": args.run_id, "state": summary.state, "problem": summary.error
+                      if summary.state == "unreadable" else None, "notes": list(summary.notes),
+                      "config": config, "unknown_settings": unknown, "status": status,
                       "last_metrics": {f"{split}/{kind}": row for (split, kind), row in last.items()},
                       "metric_lines": len(metrics)}, indent=2, default=str))
     return EXIT_OK
@@ -129,7 +148,7 @@ def cmd_show(args, store: RunStore) -> int:
 
 def cmd_eval(args, store: RunStore) -> int:
     from core.evaluate import evaluate_run
-    store.read_config(args.run_id)          # RunNotFound / InvalidRunId -> exit 2
+    store.existing_run_dir(args.run_id)     # RunNotFound / InvalidRunId -> exit 2
     try:
         report, _ = evaluate_run(store, args.run_id, args.checkpoint, args.split)
     except (FileNotFoundError, ValueError) as error:
@@ -143,13 +162,13 @@ def cmd_eval(args, store: RunStore) -> int:
     for row in report["per_class"]:
         print(f"{row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
               f"{row['support']:>8}")
-    print(f"report: {store.run_dir(args.run_id) / 'eval' / f'{args.checkpoint}-{args.split}' / 'report.json'}")
+    print(f"report: {store.eval_dir(args.run_id, args.checkpoint, args.split) / 'report.json'}")
     return EXIT_OK
 
 
 def _predictor(args, store: RunStore):
     from core.inference import Predictor
-    store.read_config(args.run_id)          # RunNotFound / InvalidRunId -> exit 2
+    store.existing_run_dir(args.run_id)     # RunNotFound / InvalidRunId -> exit 2
     try:
         return Predictor(store, args.run_id, backend=args.backend)
     except (FileNotFoundError, ValueError) as error:
@@ -173,7 +192,7 @@ def cmd_predict(args, store: RunStore) -> int:
 
 def cmd_export(args, store: RunStore) -> int:
     from core.export import ExportError, export_run
-    store.read_config(args.run_id)
+    store.existing_run_dir(args.run_id)
     try:
         report = export_run(store, args.run_id, quantize=args.quantize, torchscript=args.torchscript)
     except FileNotFoundError as error:
@@ -204,9 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Trainboard from the command line")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", parents=[common], help="train a classifier")
+    train = sub.add_parser("train", parents=[common], help="train a classifier",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="settings for --set KEY=VALUE (the defaults shown are digits'; each dataset "
+                                  "has its own starting points):\n" + settings_help())
     train.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    train.add_argument("--model", help=f"one of {', '.join(MODELS)}")
+    train.add_argument("--model", help=SETTINGS["model"].rule())
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
@@ -225,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     evaluate = sub.add_parser("eval", parents=[common], help="evaluate a run's checkpoint on a split")
     evaluate.add_argument("run_id")
-    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    evaluate.add_argument("--split", choices=("val", "test"), default="val")
+    evaluate.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
+    evaluate.add_argument("--split", choices=EVAL_SPLITS, default="val")
     evaluate.set_defaults(func=cmd_eval)
     export = sub.add_parser("export", parents=[common], help="export best.pt to ONNX (and int8, TorchScript)")
     export.add_argument("run_id")
-    export.add_argument("--quantize", nargs="?", const="dynamic", choices=("dynamic", "static"),
+    export.add_argument("--quantize", nargs="?", const="dynamic", choices=QUANTIZE_KINDS,
                         help="also write an int8 model: dynamic (weights) or static (weights and activations, "
                              "calibrated on training images; fastest on CPU)")
     export.add_argument("--torchscript", action="store_true", help="also write model.ts.pt")
@@ -239,13 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_id")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--top-k", type=int, default=5)
-    predict.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch")
+    predict.add_argument("--backend", choices=tuple(SERVING_BACKENDS), default="torch")
     predict.set_defaults(func=cmd_predict)
     serve = sub.add_parser("serve", parents=[common], help="HTTP prediction service (ONNX Runtime)")
     serve.add_argument("run_id")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--backend", choices=("onnx", "onnx-int8", "torch"), default="onnx")
+    serve.add_argument("--backend", choices=tuple(SERVING_BACKENDS), default="onnx")
     serve.add_argument("--max-mb", type=int, default=10, help="request size limit in MB")
     serve.set_defaults(func=cmd_serve)
     return parser
@@ -264,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_REJECTED
-    except (RunNotFound, InvalidRunId) as error:
+    except (RunNotFound, InvalidRunId, UnreadableRun) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return EXIT_REJECTED
 

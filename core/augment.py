@@ -26,7 +26,7 @@ class BatchPreprocessor:
         return bool(c and (c.aug_random_crop or c.aug_flip or c.aug_rotation > 0 or c.aug_color_jitter > 0))
 
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float().div_(255)
+        return images.to(torch.float32, copy=True).div_(255)      # never the caller's tensor in place
 
     def normalise(self, unit: torch.Tensor) -> torch.Tensor:
         return (unit - self.mean) / self.std

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.config import RunConfig
+from core.config import FOLDER_DATASETS, RunConfig
 from core.data import (SPLITS, _decode_many, _list_folder, sampled_stats,
                        decode_file, load_dataset, stratified_split)
 
@@ -63,7 +63,7 @@ class DatasetView:
 
 def view_dataset(config: RunConfig) -> DatasetView:
     """A DatasetView of the data a config names; raises DatasetError like load_dataset."""
-    if config.dataset in ("image-folder", "csv-folder"):
+    if config.dataset in FOLDER_DATASETS:
         classes, files, labels = _list_folder(config)
         labels = np.asarray(labels)
         index = stratified_split(labels, config.val_fraction, config.test_fraction, config.seed)

@@ -2,43 +2,17 @@
 early stopping and the stop file."""
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
 from pathlib import Path
 
-import torch
-
-from core.store import HOST, MetricsWriter, RunStore
-from core.trainer import Callback, Trainer
+from core.checkpoint import save_checkpoint
+from core.states import HOST, RUNNING, check_transition
+from core.store import MetricsWriter, RunStore
+from core.trainer import Callback, Monitor, Trainer
 
 HEARTBEAT_EVERY_S = 2.0
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """torch.save to a temp file beside `path`, fsync, then os.replace: never half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, device="cpu") -> dict:
-    """A checkpoint is data, never code: weights_only=True refuses pickled objects."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise ValueError(f"{Path(path).name} is not a readable Trainboard checkpoint "
-                         f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
-        raise ValueError(f"{Path(path).name} is not a Trainboard checkpoint (no model/config inside)")
-    return checkpoint
 
 
 class MetricsLogger(Callback):
@@ -59,20 +33,27 @@ class MetricsLogger(Callback):
     def on_fit_end(self, trainer, outcome):
         self.writer.sync()
 
+    def on_exception(self, trainer, error):
+        self.writer.sync()
+
 
 class StatusReporter(Callback):
     """Keeps status.json current: progress after each log interval and epoch, and a heartbeat from a
-    background thread every few seconds, so a long batch never makes a live run look dead."""
+    background thread every few seconds, so a long batch never makes a live run look dead.
+
+    While the training process runs, this is the only writer of status.json: it holds the whole
+    status in memory and rewrites it, so no field written elsewhere can be lost."""
 
     def __init__(self, store: RunStore, run_id: str, status: dict):
         self.store, self.run_id = store, run_id
-        self.status = status
+        self.status = dict(status)
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
     def start(self) -> None:
-        self.write(state="running", pid=os.getpid(), host=HOST, started_at=self.status.get("started_at")
+        check_transition(self.status["state"], RUNNING, self.run_id)
+        self.write(state=RUNNING, pid=os.getpid(), host=HOST, started_at=self.status.get("started_at")
                    or time.time(), ended_at=None, error=None)
         self.thread.start()
 
@@ -97,11 +78,10 @@ class StatusReporter(Callback):
         self.write(fsync=False, **self._progress(trainer), last_train={"loss": row["loss"], "acc": row["acc"]})
 
     def on_epoch_end(self, trainer, rows):
-        s = trainer.state
-        best = None if s.best_value is None else {
-            "metric": trainer.config.best_metric, "value": s.best_value, "epoch": s.best_epoch}
-        self.write(**self._progress(trainer), best=best,
-                   last_val={"loss": rows[1]["loss"], "acc": rows[1]["acc"]})
+        best = trainer.best
+        self.write(**self._progress(trainer), last_val={"loss": rows[1]["loss"], "acc": rows[1]["acc"]},
+                   best=None if best.best is None else {"metric": best.metric, "value": best.best,
+                                                        "epoch": best.best_epoch})
 
     def on_fit_end(self, trainer, outcome):
         self.write(fsync=False, **self._progress(trainer))
@@ -114,39 +94,51 @@ class StatusReporter(Callback):
 
 
 class EarlyStopping(Callback):
-    """Tracks the best validation value; stops after `patience` epochs without improvement.
-    It runs before the Checkpointer, which reads `state.best_epoch` to decide on best.pt."""
+    """Ends the run after `patience` epochs without improvement of its own monitored metric."""
 
-    def on_epoch_end(self, trainer, rows):
-        s, config = trainer.state, trainer.config
-        val = rows[1]
-        value = val["acc"] if config.best_metric == "val_acc" else val["loss"]
-        better = s.best_value is None or (value > s.best_value if config.best_metric == "val_acc"
-                                          else value < s.best_value)
-        if better and math.isfinite(value):
-            s.best_value, s.best_epoch = value, s.epoch
-            s.epochs_without_improvement = 0
-        else:
-            s.epochs_without_improvement += 1
-            if 0 < config.early_stopping_patience <= s.epochs_without_improvement:
-                s.should_stop, s.stop_reason = True, "early"
+    def __init__(self, patience: int, metric: str = "val_acc"):
+        self.patience = patience
+        self.monitor = Monitor(metric)
+
+    def on_validation_end(self, trainer, val_row):
+        self.monitor.update(val_row, trainer.state.epoch + 1)
+        if 0 < self.patience <= self.monitor.since_best:
+            trainer.state.should_stop, trainer.state.stop_reason = True, "early"
+
+    def state_dict(self):
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state):
+        self.monitor.load_state_dict(state)
 
 
 class Checkpointer(Callback):
-    """latest.pt every epoch and on stop; best.pt whenever the epoch just ended is the best."""
+    """latest.pt every epoch and on stop; best.pt whenever the epoch just ended is the best by its own
+    monitored metric. best.pt holds what inference needs (no optimizer state) and is written before
+    latest.pt, so a crash between the two never leaves latest.pt claiming a best that best.pt lacks."""
 
-    def __init__(self, latest: Path, best: Path):
+    def __init__(self, latest: Path, best: Path, metric: str = "val_acc"):
         self.latest, self.best = Path(latest), Path(best)
+        self.monitor = Monitor(metric)
+        self.improved = False
+
+    def on_validation_end(self, trainer, val_row):
+        self.improved = self.monitor.update(val_row, trainer.state.epoch + 1)
 
     def on_epoch_end(self, trainer, rows):
-        state = trainer.state_dict()
-        save_checkpoint(state, self.latest)
-        if trainer.state.best_epoch == trainer.state.epoch:
-            save_checkpoint(state, self.best)
+        if self.improved:
+            save_checkpoint(trainer.state_dict(for_inference=True), self.best)
+        save_checkpoint(trainer.state_dict(), self.latest)
 
     def on_fit_end(self, trainer, outcome):
         if outcome == "stopped" and trainer.state.batch_in_epoch:
             save_checkpoint(trainer.state_dict(), self.latest)
+
+    def state_dict(self):
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state):
+        self.monitor.load_state_dict(state)
 
 
 class StopFileWatcher(Callback):
@@ -155,6 +147,9 @@ class StopFileWatcher(Callback):
     def __init__(self, stop_path: Path):
         self.stop_path = str(stop_path)
         self.requested = threading.Event()   # set by a signal handler (Ctrl-C, SIGTERM)
+
+    def on_fit_start(self, trainer):
+        self.on_batch_end(trainer)       # a stop asked while the process was starting
 
     def on_batch_end(self, trainer):
         if self.requested.is_set() or os.path.exists(self.stop_path):

@@ -1,17 +1,25 @@
-"""RunConfig: every knob of a training run, its validation in plain words, and its JSON form."""
+"""RunConfig: every knob of a training run, each described once, its validation and its JSON form.
+
+Each field carries a Setting (label, help, group, choices, range) in its dataclass metadata.
+validate(), the Train and Clone forms, `--set` parsing and `python -m core train --help` are all
+derived from those descriptions, so a new setting is one line here.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-DATASETS = ("digits", "image-folder", "csv-folder", "mnist", "fashion-mnist", "cifar10")
-MODELS = ("mlp", "simple-cnn", "resnet18", "resnet34")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "step", "cosine", "onecycle", "plateau")
-DEVICES = ("auto", "cpu", "cuda")
-BEST_METRICS = ("val_acc", "val_loss")
+from core.models import MODEL_SPECS, MODELS
+
+CONFIG_SCHEMA_VERSION = 2     # 1: config.json before the version was written (same fields)
+
+DATASET_LABELS = {"digits": "digits (built in, offline)", "image-folder": "image folder (root/<class>/*.png)",
+                  "csv-folder": "CSV-labelled folder", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
+                  "cifar10": "CIFAR-10"}
+DATASETS = tuple(DATASET_LABELS)
 FOLDER_DATASETS = ("image-folder", "csv-folder")
 
 # Per-dataset starting points: what a person would pick first for each.
@@ -27,45 +35,162 @@ DATASET_DEFAULTS: dict[str, dict] = {
                    "aug_random_crop": True, "aug_flip": True},
 }
 
+# Where a setting is asked for: "data" by the dataset picker, the others by the Train form, in this
+# order; "more" sits folded under "More settings".
+GROUPS = ("data", "basics", "optimisation", "augmentation", "more")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a person and the code need to know about one RunConfig field."""
+    label: str
+    group: str
+    help: str = ""
+    choices: tuple = ()
+    choice_labels: dict | None = None   # choice -> what a person reads
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False              # low itself is not allowed
+    max_length: int | None = None       # text fields
+    step: float | None = None           # form hint: the +/- step of a number
+    format: str | None = None           # form hint: how a number is shown
+    # Filled in from the dataclass field:
+    name: str = ""
+    kind: type = object
+    default: Any = None
+
+    def rule(self) -> str:
+        """The allowed values in plain words: 'one of sgd, adam', '> 0 and <= 10', 'true or false'."""
+        if self.choices:
+            if self.choice_labels and len(self.choices) <= 2:
+                return " or ".join(f"{c} ({self.choice_labels[c]})" for c in self.choices)
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return "text" + (f" of at most {self.max_length} characters" if self.max_length else "")
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.low_open else '>='} {_number(self.low)}")
+        if self.high is not None:
+            bounds.append(f"<= {_number(self.high)}")
+        kind = "an integer" if self.kind is int else "a number"
+        return kind + (" " + " and ".join(bounds) if bounds else "")
+
+    def problem(self, value) -> str | None:
+        """Why `value` is not allowed here, in plain words; None when it is fine."""
+        name = self.name
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"{name} must be true or false, got {value!r}"
+        if self.kind is str:
+            if not isinstance(value, str):
+                return f"{name} must be text, got {value!r}"
+            if self.max_length is not None and len(value) > self.max_length:
+                return f"{name} must be at most {self.max_length} characters, got {len(value)}"
+        else:
+            integer = self.kind is int
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+                return f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}"
+            if not math.isfinite(value):
+                return f"{name} must be finite, got {value}"
+            if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+                return f"{name} must be {'>' if self.low_open else '>='} {_number(self.low)}, got {_number(value)}"
+            if self.high is not None and value > self.high:
+                return f"{name} must be <= {_number(self.high)}, got {_number(value)}"
+        if self.choices and value not in self.choices:
+            rule = self.rule()
+            return f"{name} must be {rule}{';' if rule.startswith('one of') else ','} got {value!r}"
+        return None
+
+    def parse(self, raw: str):
+        """Text from the command line -> a value: '3' -> 3, '1e-3' -> 0.001, 'true' -> True.
+        Text that does not parse is returned as it is, for problem() to explain."""
+        if self.kind is str:
+            return raw
+        try:
+            value = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
+        except json.JSONDecodeError:
+            return raw
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+
+def _number(value: float) -> str:
+    """2147483647 stays 2147483647 (not 2.14748e+09); 0.001 stays 0.001."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def setting(default, label: str, group: str, **description) -> Any:
+    return field(default=default, metadata={"setting": Setting(label, group, **description)})
+
 
 @dataclass
 class RunConfig:
-    # data
-    dataset: str = "digits"
-    data_path: str = ""          # folder for image-folder / csv-folder, download root for torchvision sets
-    labels_csv: str = ""         # csv-folder: CSV of filename,label (default: <data_path>/labels.csv)
-    image_size: int = 16         # square side the images are resized to
-    channels: int = 1            # 1 = grayscale, 3 = RGB
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    # model and optimisation
-    model: str = "simple-cnn"
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    momentum: float = 0.9        # sgd only
-    weight_decay: float = 1e-4
-    scheduler: str = "cosine"
-    step_size: int = 5           # step scheduler: epochs between decays
-    gamma: float = 0.1           # step / plateau decay factor
-    label_smoothing: float = 0.0
-    class_weighted_loss: bool = False
-    grad_clip: float = 0.0       # max gradient norm; 0 = off
-    mixed_precision: bool = False  # CUDA only
+    # data (asked for by the dataset picker)
+    dataset: str = setting("digits", "Dataset", "data", choices=DATASETS, choice_labels=DATASET_LABELS,
+                           help="digits ships with scikit-learn and works offline; folders hold your images; "
+                                "MNIST, Fashion-MNIST and CIFAR-10 are read from data_path")
+    data_path: str = setting("", "Folder", "data",
+                             help="image-folder / csv-folder: the folder of images; torchvision sets: where "
+                                  "their files are (default ./data)")
+    labels_csv: str = setting("", "Labels CSV (filename,label)", "data",
+                              help="csv-folder only; default <folder>/labels.csv")
+    image_size: int = setting(16, "Image size", "data", low=4, high=1024, step=1,
+                              help="square side the images are resized to")
+    channels: int = setting(1, "Channels", "data", choices=(1, 3), choice_labels={1: "grayscale", 3: "RGB"})
+    # the basics
+    name: str = setting("", "Run name", "basics", max_length=80, help="optional; shown in the run picker")
+    model: str = setting("simple-cnn", "Model", "basics", choices=MODELS,
+                         help="; ".join(f"{name}: {spec.label}" for name, spec in MODEL_SPECS.items()))
+    epochs: int = setting(10, "Epochs", "basics", low=1, high=100_000, step=1)
+    batch_size: int = setting(64, "Batch size", "basics", low=1, high=65_536, step=1)
+    # optimisation
+    optimizer: str = setting("adamw", "Optimizer", "optimisation", choices=("sgd", "adam", "adamw"))
+    lr: float = setting(2e-3, "Learning rate", "optimisation", low=0, low_open=True, high=10, step=1e-4,
+                        format="%g", help="the peak learning rate for onecycle")
+    weight_decay: float = setting(1e-4, "Weight decay", "optimisation", low=0, high=1, step=1e-4, format="%g")
+    momentum: float = setting(0.9, "Momentum (sgd)", "optimisation", low=0, high=1, step=0.05, format="%g",
+                              help="sgd only; Nesterov momentum when > 0")
+    scheduler: str = setting("cosine", "LR schedule", "optimisation",
+                             choices=("none", "step", "cosine", "onecycle", "plateau"),
+                             help="onecycle steps every batch, the others every epoch")
+    step_size: int = setting(5, "Step size (epochs)", "optimisation", low=1, high=100_000, step=1,
+                             help="step schedule: epochs between decays")
+    gamma: float = setting(0.1, "Decay factor", "optimisation", low=0, low_open=True, high=1, step=0.05,
+                           format="%g", help="step / plateau schedules: the factor the lr is multiplied by")
+    label_smoothing: float = setting(0.0, "Label smoothing", "optimisation", low=0, high=0.99, step=0.05,
+                                     format="%g")
     # augmentation, applied to whole batches on the device
-    aug_random_crop: bool = False
-    aug_flip: bool = False
-    aug_rotation: float = 0.0    # max degrees
-    aug_color_jitter: float = 0.0  # brightness/contrast strength, 0..1
-    # run control
-    early_stopping_patience: int = 0  # epochs without improvement; 0 = off
-    best_metric: str = "val_acc"
-    seed: int = 0
-    device: str = "auto"
-    log_interval: int = 20       # training steps between metric lines
-    num_workers: int = 2         # DataLoader workers for folders streamed from disk
-    name: str = ""
+    aug_random_crop: bool = setting(False, "Random crop", "augmentation",
+                                    help="a shift of up to 1/8 of the side, as a crop of the padded image")
+    aug_flip: bool = setting(False, "Horizontal flip", "augmentation")
+    aug_rotation: float = setting(0.0, "Rotation (degrees)", "augmentation", low=0, high=180, step=5.0,
+                                  format="%g", help="largest random rotation either way")
+    aug_color_jitter: float = setting(0.0, "Colour jitter", "augmentation", low=0, high=1, step=0.05,
+                                      format="%g", help="brightness and contrast strength")
+    # more
+    class_weighted_loss: bool = setting(False, "Class-weighted loss", "more",
+                                        help="weigh each class by the inverse of its share of the training split")
+    mixed_precision: bool = setting(False, "Mixed precision (CUDA)", "more", help="CUDA only")
+    early_stopping_patience: int = setting(0, "Early-stopping patience (0 = off)", "more", low=0, high=100_000,
+                                           step=1, help="epochs without improvement of best_metric")
+    grad_clip: float = setting(0.0, "Gradient clipping (0 = off)", "more", low=0, high=1e6, step=0.5,
+                               format="%g", help="largest gradient norm")
+    val_fraction: float = setting(0.15, "Validation fraction", "more", low=0, low_open=True, high=0.9,
+                                  step=0.05, format="%g")
+    test_fraction: float = setting(0.15, "Test fraction", "more", low=0, high=0.9, step=0.05, format="%g",
+                                   help="MNIST, Fashion-MNIST and CIFAR-10 use their official test split")
+    seed: int = setting(0, "Seed", "more", low=0, high=2**31 - 1, step=1,
+                        help="split, initialisation, sample order and augmentation")
+    device: str = setting("auto", "Device", "more", choices=("auto", "cpu", "cuda"),
+                          help="auto: CUDA when present")
+    log_interval: int = setting(20, "Log every N steps", "more", low=1, high=100_000, step=1,
+                                help="training steps between metric lines")
+    best_metric: str = setting("val_acc", "Best checkpoint by", "more", choices=("val_acc", "val_loss"),
+                               help="what best.pt, early stopping and 'best' follow")
+    num_workers: int = setting(2, "DataLoader workers", "more", low=0, high=64, step=1,
+                               help="for folders too large for memory, streamed from disk")
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> "RunConfig":
@@ -77,75 +202,17 @@ class RunConfig:
     # --- validation -------------------------------------------------------------------
     def validate(self) -> list[str]:
         """Every problem with this config at once, in plain words; [] when it is fine."""
-        problems: list[str] = []
-
-        def choice(name: str, allowed: tuple) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-        def number(name: str, low: float | None = None, high: float | None = None,
-                   low_open: bool = False, integer: bool = False) -> None:
-            value = getattr(self, name)
-            kind = "an integer" if integer else "a number"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    (integer and not isinstance(value, int)):
-                problems.append(f"{name} must be {kind}, got {value!r}")
-                return
-            if not math.isfinite(value):
-                problems.append(f"{name} must be finite, got {value}")
-            elif low is not None and (value <= low if low_open else value < low):
-                problems.append(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
-            elif high is not None and value > high:
-                problems.append(f"{name} must be <= {high:g}, got {value:g}")
-
-        def flag(name: str) -> None:
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
-
-        choice("dataset", DATASETS)
-        choice("model", MODELS)
-        choice("optimizer", OPTIMIZERS)
-        choice("scheduler", SCHEDULERS)
-        choice("device", DEVICES)
-        choice("best_metric", BEST_METRICS)
-        number("epochs", 1, 100_000, integer=True)
-        number("batch_size", 1, 65_536, integer=True)
-        number("image_size", 4, 1024, integer=True)
-        if isinstance(self.channels, int) and self.channels not in (1, 3):
-            problems.append(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
-        number("channels", integer=True)
-        number("lr", 0, 10, low_open=True)
-        number("momentum", 0, 1)
-        number("weight_decay", 0, 1)
-        number("step_size", 1, integer=True)
-        number("gamma", 0, 1, low_open=True)
-        number("label_smoothing", 0, 0.99)
-        number("grad_clip", 0)
-        number("aug_rotation", 0, 180)
-        number("aug_color_jitter", 0, 1)
-        number("early_stopping_patience", 0, integer=True)
-        number("seed", 0, 2**31 - 1, integer=True)
-        number("log_interval", 1, integer=True)
-        number("num_workers", 0, 64, integer=True)
-        number("val_fraction", 0, 0.9, low_open=True)
-        number("test_fraction", 0, 0.9)
-        for name in ("class_weighted_loss", "mixed_precision", "aug_random_crop", "aug_flip"):
-            flag(name)
-        fractions_ok = all(isinstance(getattr(self, f), (int, float)) and not isinstance(getattr(self, f), bool)
-                           for f in ("val_fraction", "test_fraction"))
-        if fractions_ok and self.val_fraction + self.test_fraction >= 0.95:
+        found = {name: p for name, s in SETTINGS.items() if (p := s.problem(getattr(self, name)))}
+        problems, bad = list(found.values()), set(found)
+        if not bad & {"val_fraction", "test_fraction"} and self.val_fraction + self.test_fraction >= 0.95:
             problems.append("val_fraction + test_fraction must leave at least 5% for training, "
                             f"got {self.val_fraction + self.test_fraction:g}")
-        for name in ("data_path", "labels_csv", "name"):
-            if not isinstance(getattr(self, name), str):
-                problems.append(f"{name} must be text, got {getattr(self, name)!r}")
-        if isinstance(self.name, str) and len(self.name) > 80:
-            problems.append(f"name must be at most 80 characters, got {len(self.name)}")
         if self.dataset in FOLDER_DATASETS and not self.data_path:
             problems.append(f"data_path is required for dataset {self.dataset}: the folder of images")
-        if self.model in ("simple-cnn",) and isinstance(self.image_size, int) and self.image_size < 8:
-            problems.append(f"image_size must be >= 8 for simple-cnn (three 2x2 poolings), got {self.image_size}")
+        if not bad & {"model", "image_size"}:
+            smallest = MODEL_SPECS[self.model].min_input_size
+            if self.image_size < smallest:
+                problems.append(f"image_size must be >= {smallest} for {self.model}, got {self.image_size}")
         return problems
 
     # --- JSON -------------------------------------------------------------------------
@@ -153,23 +220,23 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        """config.json: the settings plus the schema version they were written with."""
+        return json.dumps({"schema_version": CONFIG_SCHEMA_VERSION, **self.to_dict()}, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         """Build from a dict; unknown keys raise ConfigError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        config, unknown = read_config_values(values)
         if unknown:
-            raise ConfigError([f"unknown setting {key!r}" for key in unknown])
-        return cls(**values)
+            raise ConfigError([f"unknown setting {key!r}" for key in sorted(unknown)])
+        return config
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
         return cls.from_dict(json.loads(text))
 
     def with_updates(self, assignments: list[str]) -> "RunConfig":
-        """Apply `key=value` strings (values parsed as JSON when they can be, else text)."""
+        """Apply `key=value` strings, each parsed as its setting's type."""
         values = self.to_dict()
         problems = []
         for assignment in assignments:
@@ -177,27 +244,40 @@ class RunConfig:
             key = key.strip()
             if not sep or not key:
                 problems.append(f"expected key=value, got {assignment!r}")
-                continue
-            if key not in values:
+            elif key not in SETTINGS:
                 problems.append(f"unknown setting {key!r}")
-                continue
-            values[key] = parse_value(raw.strip(), type(values[key]))
+            else:
+                values[key] = SETTINGS[key].parse(raw.strip())
         if problems:
             raise ConfigError(problems)
         return RunConfig(**values)
 
 
-def parse_value(raw: str, wanted: type):
-    """'3' -> 3, '1e-3' -> 0.001, 'true' -> True, 'adam' -> 'adam'; text fields stay text."""
-    if wanted is str:
-        return raw
-    try:
-        value = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
-    except json.JSONDecodeError:
-        return raw
-    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+SETTINGS: dict[str, Setting] = {
+    f.name: dataclasses.replace(f.metadata["setting"], name=f.name, kind=_KINDS[f.type], default=f.default)
+    for f in dataclasses.fields(RunConfig)}
+
+
+def read_config_values(values: dict) -> tuple[RunConfig, dict]:
+    """(config, unknown) from a config.json object of any version: keys this version does not know
+    are returned aside (never dropped from the file), missing keys take their defaults. The values
+    are not checked: validate() says what is wrong with them."""
+    if not isinstance(values, dict):
+        raise ConfigError([f"config must be a JSON object, got {type(values).__name__}"])
+    values = {k: v for k, v in values.items() if k != "schema_version"}
+    known = {k: v for k, v in values.items() if k in SETTINGS}
+    return RunConfig(**known), {k: v for k, v in values.items() if k not in SETTINGS}
+
+
+def settings_help() -> str:
+    """Every setting, grouped, with its rule, default and help: `python -m core train --help`."""
+    lines = []
+    for group in GROUPS:
+        lines.append(f"{group}:")
+        for s in (s for s in SETTINGS.values() if s.group == group):
+            lines.append(f"  {s.name} = {s.default!r}: {s.label}; {s.rule()}" + (f". {s.help}" if s.help else ""))
+    return "\n".join(lines)
 
 
 class ConfigError(ValueError):
@@ -208,5 +288,5 @@ class ConfigError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-__all__ = ["RunConfig", "ConfigError", "DATASETS", "MODELS", "OPTIMIZERS", "SCHEDULERS",
-           "DATASET_DEFAULTS"]
+__all__ = ["RunConfig", "ConfigError", "Setting", "SETTINGS", "GROUPS", "DATASETS", "DATASET_DEFAULTS",
+           "DATASET_LABELS", "FOLDER_DATASETS", "read_config_values", "settings_help"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.config import RunConfig
+from core.config import FOLDER_DATASETS, RunConfig
 from core.images import ImageRefused, open_image, to_array
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -288,7 +288,7 @@ def load_dataset(config: RunConfig) -> Dataset:
         classes, ((train_x, train_y), (test_x, test_y)) = _torchvision(config)
         images = _resize_uint8(torch.cat([train_x, test_x]), size, channels)
         labels = np.concatenate([train_y, test_y])
-    elif config.dataset in ("image-folder", "csv-folder"):
+    elif config.dataset in FOLDER_DATASETS:
         classes, files, label_list = _list_folder(config)
         streaming = len(files) * channels * size * size > IN_MEMORY_LIMIT_BYTES
         if not streaming:

@@ -1,9 +1,9 @@
 """Predictions of a run's checkpoint on a split, and their report, cached in the run folder.
 
-runs/<id>/eval/<checkpoint>-<split>/predictions.npz  probs [N, C] float32, labels [N] int64, index [N]
-runs/<id>/eval/<checkpoint>-<split>/report.json      core.metrics.classification_report + the
-                                                     checkpoint's fingerprint (size, mtime): a new
-                                                     checkpoint makes the cache stale.
+In store.eval_dir(run_id, checkpoint, split):
+  predictions.npz  probs [N, C] float32, labels [N] int64, index [N]
+  report.json      core.metrics.classification_report + the checkpoint's fingerprint (size, mtime):
+                   a new checkpoint makes the cache stale.
 """
 from __future__ import annotations
 
@@ -15,16 +15,12 @@ import numpy as np
 import torch
 
 from core.augment import BatchPreprocessor
-from core.callbacks import load_checkpoint
-from core.config import RunConfig
+from core.checkpoint import load_checkpoint, model_from_checkpoint
+from core.config import read_config_values
 from core.data import load_dataset
 from core.metrics import classification_report
-from core.models import build_model
 from core.store import RunStore, atomic_write_bytes, atomic_write_json
 from core.trainer import resolve_device
-
-CHECKPOINTS = ("best", "latest")
-SPLITS = ("val", "test")
 
 
 def _fingerprint(path: Path) -> dict:
@@ -32,16 +28,10 @@ def _fingerprint(path: Path) -> dict:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def model_from_checkpoint(checkpoint: dict, device: torch.device) -> torch.nn.Module:
-    model = build_model(checkpoint["config"]["model"], *checkpoint["input_shape"], len(checkpoint["classes"]))
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval()
-
-
 @torch.inference_mode()
 def predict_split(checkpoint: dict, split: str, batch_size: int = 512, device: str = "auto"):
     """(probs float32 [N, C], labels int64 [N], index int64 [N]) of a checkpoint on a split."""
-    config = RunConfig.from_dict(checkpoint["config"])
+    config, _ = read_config_values(checkpoint["config"])
     dataset = load_dataset(config)
     part = dataset.splits[split]
     target = resolve_device(device)
@@ -61,14 +51,10 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
                  device: str = "auto") -> tuple[dict, dict]:
     """(report, arrays) for a run's checkpoint on a split; computed once, then read from the cache
     until the checkpoint file changes."""
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    folder = store.eval_dir(run_id, checkpoint, split)     # refuses other checkpoints and splits
     path = store.checkpoint_path(run_id, checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"run {run_id} has no {checkpoint}.pt yet (written at the end of each epoch)")
-    folder = store.run_dir(run_id) / "eval" / f"{checkpoint}-{split}"
     fingerprint = _fingerprint(path)
     try:
         report = json.loads((folder / "report.json").read_text())
@@ -90,4 +76,4 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
     return report, {"probs": probs, "labels": labels, "index": index}
 
 
-__all__ = ["evaluate_run", "predict_split", "model_from_checkpoint"]
+__all__ = ["evaluate_run", "predict_split"]

@@ -10,22 +10,22 @@ import numpy as np
 import torch
 
 from core.augment import BatchPreprocessor
-from core.callbacks import load_checkpoint
-from core.evaluate import model_from_checkpoint
+from core.checkpoint import load_model
 from core.images import ImageRefused, open_image, to_array
-from core.store import RunStore
+from core.store import SERVING_BACKENDS, RunStore
 from core.trainer import resolve_device
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = tuple(SERVING_BACKENDS)
 
 
-def ensure_onnx(store: RunStore, run_id: str, int8: bool = False):
-    """The run's model.onnx (or its static int8 model), exported now if missing or older than best.pt."""
-    from core.export import INT8_FILES, ONNX_FILE, export_run
-    path = store.run_dir(run_id) / (INT8_FILES["static"] if int8 else ONNX_FILE)
+def ensure_export(store: RunStore, run_id: str, backend: str):
+    """The export file an ONNX backend reads, exported now if missing or older than best.pt."""
+    from core.export import export_run
+    kind = SERVING_BACKENDS[backend]
+    path = store.export_path(run_id, kind)
     best = store.checkpoint_path(run_id, "best")
     if not path.exists() or path.stat().st_mtime < best.stat().st_mtime:
-        export_run(store, run_id, quantize="static" if int8 else None)
+        export_run(store, run_id, quantize=kind.removeprefix("onnx-int8-") if kind != "onnx" else None)
     return path
 
 
@@ -36,17 +36,16 @@ class Predictor:
         path = store.checkpoint_path(run_id, "best")
         if not path.exists():
             raise FileNotFoundError(f"run {run_id} has no best.pt yet")
-        checkpoint = load_checkpoint(path)
+        self.device = resolve_device(device) if backend == "torch" else torch.device("cpu")
+        model, checkpoint = load_model(path, self.device)
         self.backend = backend
         self.classes = list(checkpoint["classes"])
         self.channels, self.size, _ = checkpoint["input_shape"]
         if backend == "torch":
-            self.device = resolve_device(device)
-            self.model = model_from_checkpoint(checkpoint, self.device)
+            self.model = model
         else:
             from core.export import onnx_session
-            self.device = torch.device("cpu")
-            self.session = onnx_session(ensure_onnx(store, run_id, int8=backend == "onnx-int8"))
+            self.session = onnx_session(ensure_export(store, run_id, backend))
         self.prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=self.device)
 
     def preprocess(self, data: bytes) -> np.ndarray:

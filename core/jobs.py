@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import os
 import queue
+import secrets
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from core.store import ACTIVE_STATES, HOST, RESUMABLE_STATES, RunStore, effective_state
+from core.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, RUNNING,
+                         STOPPED, check_transition, effective_state)
+from core.store import RunStore, parse_status
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_concurrency() -> int:
     return max(1, int(os.environ.get("TRAINBOARD_MAX_CONCURRENT", "1")))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class JobManager:
@@ -42,37 +53,38 @@ class JobManager:
 
     # --- public API (thread-safe) ---------------------------------------------------------------
     def submit(self, run_id: str) -> None:
-        """Queue a created (or resumable) run; it starts when a worker is free."""
-        status = self.store.read_status(run_id)
-        if status["state"] in ACTIVE_STATES:
-            raise RuntimeError(f"run {run_id} is already {status['state']}")
+        """Queue a created (or resumable) run; it starts when a worker is free. Raises UnreadableRun
+        (with every problem of its config) or InvalidTransition, changing nothing."""
+        self.store.runnable_config(run_id)
+        check_transition(self.store.read_status(run_id)["state"], QUEUED, run_id)
         self.store.stop_path(run_id).unlink(missing_ok=True)
         with self._lock:
             self._stop_asked_at.pop(run_id, None)
-        self.store.update_status(run_id, state="queued", pid=os.getpid(), host=HOST, error=None,
-                                 ended_at=None, queued_at=time.time())
+            # The attempt token tells this queueing apart from a later one (a quick resume).
+            self.store.transition(run_id, QUEUED, pid=os.getpid(), host=HOST, error=None, ended_at=None,
+                                  queued_at=time.time(), attempt=secrets.token_hex(4))
         self._queue.put(run_id)
 
     def resume(self, run_id: str) -> None:
         state = self.store.read_status(run_id)["state"]
         if state not in RESUMABLE_STATES:
-            raise RuntimeError(f"run {run_id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} "
-                               "runs can be resumed")
+            raise RuntimeError(f"run {run_id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} runs "
+                               "can be resumed")
         self.submit(run_id)
 
     def stop(self, run_id: str) -> None:
         """Ask a run to end: a queued run is stopped at once; a running one ends within one batch
         (the child checks the stop file after every batch), killed if it ignores it for too long."""
         with self._lock:
-            status = self.store.read_raw_status(run_id)
-            if status.get("state") == "queued":
-                self.store.update_status(run_id, state="stopped", pid=None, ended_at=time.time())
-                return
-            if effective_state(status) != "running":
-                return
+            if run_id not in self._children:
+                if parse_status(self.store.read_raw_status(run_id))["state"] == QUEUED:
+                    self.store.transition(run_id, STOPPED, pid=None, ended_at=time.time())
+                    return
+                if effective_state(self.store.read_status(run_id)) != RUNNING:
+                    return      # not ours and not live: nothing to stop
             self._stop_asked_at.setdefault(run_id, time.time())
-        stop_file = self.store.stop_path(run_id)
-        stop_file.write_text(str(time.time()))
+        # The child owns status.json while it runs: it learns of the stop from this file.
+        self.store.stop_path(run_id).write_text(str(time.time()))
 
     def is_busy(self) -> bool:
         with self._lock:
@@ -123,16 +135,15 @@ class JobManager:
         with self._lock:   # the same lock as stop(): a run stopped while queued never starts
             # A run stopped while queued, or queued twice, is skipped here.
             status = self.store.read_raw_status(run_id)
-            if status.get("state") != "queued":
+            if not isinstance(status, dict) or status.get("state") != QUEUED:
                 return
+            attempt = status.get("attempt")
             with open(self.store.log_path(run_id), "ab") as log:
                 child = subprocess.Popen([sys.executable, "-m", "core.worker", str(run_dir)],
                                          stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env)
             self._children[run_id] = child
-            self.store.update_status(run_id, state="running", pid=child.pid, host=HOST,
-                                     heartbeat=time.time(),
-                                     started_at=status.get("started_at") or time.time())
+        # From here until the child exits, the child is the only writer of status.json.
         try:
             while child.poll() is None:
                 time.sleep(self.poll_s)
@@ -146,13 +157,20 @@ class JobManager:
                 self._children.pop(run_id, None)
                 stop_asked = self._stop_asked_at.pop(run_id, None) is not None
         status = self.store.read_raw_status(run_id)
-        # The child died without recording an outcome (killed, out of memory, segfault). A status
-        # with another pid means the run was already queued again (a quick resume): leave it be.
-        if status.get("state") in ACTIVE_STATES and status.get("pid") == child.pid:
-            self.store.update_status(
-                run_id, state="stopped" if stop_asked else "failed", pid=None, ended_at=time.time(),
-                error=None if stop_asked else f"training process exited with code {child.returncode}; "
-                f"last log lines: {self._log_tail(run_id)}")
+        # The child died without recording an outcome (killed, out of memory, segfault). Another
+        # attempt token means the run was already queued again (a quick resume): leave it be.
+        if isinstance(status, dict) and status.get("state") in ACTIVE_STATES and status.get("attempt") == attempt:
+            code = child.returncode
+            if stop_asked:
+                outcome, error = STOPPED, None
+            elif code < 0:
+                outcome = INTERRUPTED
+                error = f"the training process was killed by {_signal_name(-code)}; resume continues from " \
+                        "the last checkpoint"
+            else:
+                outcome = FAILED
+                error = f"training process exited with code {code}; last log lines: {self._log_tail(run_id)}"
+            self.store.update_status(run_id, state=outcome, pid=None, ended_at=time.time(), error=error)
             self.store.stop_path(run_id).unlink(missing_ok=True)
 
     def _log_tail(self, run_id: str, lines: int = 5) -> str:

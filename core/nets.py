@@ -1,7 +1,9 @@
-"""Model registry: classifiers built for any (channels, height, width, classes), Kaiming-initialised."""
-from __future__ import annotations
+"""The networks themselves: classifiers built for any (channels, height, width, classes).
 
-from typing import Callable
+What each is called, what its head and feature layers are and how small its input may be is
+core.models' business (the registry); this module only holds the torch code.
+"""
+from __future__ import annotations
 
 from torch import nn
 
@@ -39,20 +41,15 @@ class SimpleCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _small_input_resnet(factory: Callable, channels: int, classes: int) -> nn.Module:
-    """torchvision's ResNet with a 3x3 stride-1 stem and no max-pool, for 8..64 pixel inputs."""
-    model = factory(num_classes=classes)
+def small_input_resnet(name: str, channels: int, classes: int) -> nn.Module:
+    """torchvision's ResNet with a 3x3 stride-1 stem and no max-pool, for 8..64 pixel inputs
+    (torchvision already Kaiming-initialises its convolutions)."""
+    import torchvision.models as tvm
+    model = getattr(tvm, name)(num_classes=classes)
     model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
-
-
-def _resnet(name: str):
-    def build(channels, height, width, classes):
-        import torchvision.models as tvm
-        return _small_input_resnet(getattr(tvm, name), channels, classes)
-    return build
 
 
 def kaiming_init(model: nn.Module) -> nn.Module:
@@ -62,25 +59,3 @@ def kaiming_init(model: nn.Module) -> nn.Module:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
-
-
-MODEL_BUILDERS: dict[str, Callable[[int, int, int, int], nn.Module]] = {
-    "mlp": lambda c, h, w, k: kaiming_init(MLP(c, h, w, k)),
-    "simple-cnn": lambda c, h, w, k: kaiming_init(SimpleCNN(c, h, w, k)),
-    "resnet18": _resnet("resnet18"),   # torchvision already Kaiming-initialises its convolutions
-    "resnet34": _resnet("resnet34"),
-}
-
-
-def build_model(name: str, channels: int, height: int, width: int, classes: int) -> nn.Module:
-    if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_BUILDERS)}")
-    if name == "simple-cnn" and min(height, width) < 8:
-        raise ValueError(f"simple-cnn needs inputs of at least 8x8, got {height}x{width}")
-    return MODEL_BUILDERS[name](channels, height, width, classes)
-
-
-def parameter_counts(model: nn.Module) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable}

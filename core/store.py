@@ -8,13 +8,15 @@ import json
 import os
 import re
 import secrets
-import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import RunConfig
+from core.config import ConfigError, RunConfig, read_config_values
+from core.states import (ACTIVE_STATES, CREATED, UNREADABLE, WRITTEN_STATES, check_transition,
+                         effective_state, owner_gone)
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -24,13 +26,18 @@ LOG_FILE = "train.log"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
 BEST = "best.pt"
+CHECKPOINTS = ("best", "latest")      # the names a person picks between
+EVAL_SPLITS = ("val", "test")         # the splits a checkpoint is evaluated on
 
-ACTIVE_STATES = frozenset({"queued", "running"})
-TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "interrupted"})
-RESUMABLE_STATES = frozenset({"stopped", "interrupted", "failed"})
-HEARTBEAT_STALE_S = 10.0
+STATUS_SCHEMA_VERSION = 2     # 1: status.json before the version was written
+EVAL_DIR = "eval"
+QUANTIZE_KINDS = ("dynamic", "static")   # int8 exports: weights only, or weights and activations
+EXPORT_FILES = {"onnx": "model.onnx", "onnx-int8-dynamic": "model.int8.onnx",
+                "onnx-int8-static": "model.int8-static.onnx", "torchscript": "model.ts.pt",
+                "report": "export.json"}
+# What predict / serve can run a run's model with, and the export file each reads (None: best.pt).
+SERVING_BACKENDS = {"torch": None, "onnx": "onnx", "onnx-int8": "onnx-int8-static"}
 RUN_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
-HOST = socket.gethostname()
 
 
 class RunNotFound(KeyError):
@@ -76,41 +83,11 @@ def atomic_write_json(path: Path, value, fsync: bool = True) -> None:
     atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode(), fsync=fsync)
 
 
-def pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child (exited, not yet reaped) still answers kill(0); it is not running.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+class UnreadableRun(ValueError):
+    """A run folder whose config.json or status.json cannot be understood; the message says why."""
 
 
-def owner_gone(status: dict, now: float | None = None) -> bool:
-    """True when an active run's owning process has died or stopped beating."""
-    now = time.time() if now is None else now
-    if status.get("host") == HOST and status.get("pid") is not None and not pid_alive(status.get("pid")):
-        return True
-    heartbeat = status.get("heartbeat")
-    return status.get("state") == "running" and (heartbeat is None or now - heartbeat > HEARTBEAT_STALE_S)
-
-
-def effective_state(status: dict, now: float | None = None) -> str:
-    """The state every reader shows: an active run whose owner is gone is 'interrupted'."""
-    state = status.get("state", "unknown")
-    if state in ACTIVE_STATES and owner_gone(status, now):
-        return "interrupted"
-    return state
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunSummary:
     run_id: str
     name: str
@@ -125,6 +102,48 @@ class RunSummary:
     created_at: float
     duration_s: float | None
     error: str | None
+    notes: tuple[str, ...] = ()      # what a reader should know: settings this version does not know
+
+    @property
+    def label(self) -> str:
+        """How a person tells runs apart in a picker; no state in it, so it holds still while a run trains."""
+        return f"{self.name} · {self.run_id}" if self.name else self.run_id
+
+
+# status.json: the keys every reader may rely on, their defaults when an older file lacks them, and
+# what their values must be. Other keys (classes, last_val, ...) are kept as they are.
+_NUMBER = (int, float)
+STATUS_FIELDS: dict[str, tuple] = {
+    "epoch": (0, int), "step": (0, int), "total_steps": (None, int),
+    "created_at": (None, _NUMBER), "started_at": (None, _NUMBER), "ended_at": (None, _NUMBER),
+    "heartbeat": (None, _NUMBER), "best": (None, dict), "error": (None, str), "pid": (None, int),
+    "host": (None, str),
+}
+
+
+def parse_status(value) -> dict:
+    """A status.json object of any version, with defaults for missing keys; UnreadableRun says what
+    is wrong with one that cannot be understood."""
+    if not isinstance(value, dict):
+        raise UnreadableRun(f"status.json must hold a JSON object, got {type(value).__name__}")
+    state = value.get("state")
+    if state not in WRITTEN_STATES:
+        raise UnreadableRun(f"status.json has an unknown state {state!r}")
+    status = dict(value)
+    for key, (default, kind) in STATUS_FIELDS.items():
+        item = status.setdefault(key, default)
+        if item is not None and (isinstance(item, bool) or not isinstance(item, kind)):
+            raise UnreadableRun(f"status.json: {key} has the wrong type ({item!r})")
+    best = status["best"]
+    if best is not None and not (isinstance(best.get("value"), _NUMBER) and isinstance(best.get("metric"), str)):
+        raise UnreadableRun(f"status.json: best must hold a metric and a value, got {best!r}")
+    return status
+
+
+def _fingerprint(path: Path):
+    """Changes whenever the file is replaced (a new inode) or rewritten."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 class MetricsReader:
@@ -207,10 +226,15 @@ def truncate_metrics(path: Path, keep_until_step: int | None) -> int:
 
 
 class RunStore:
-    """The runs folder. Thread-safe by construction: every write is atomic or append-only."""
+    """The runs folder. Thread-safe: every write is atomic or append-only, and the summary cache is
+    guarded by a lock. Every path of a run folder is built here."""
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_runs_dir()
+        # run_id -> (fingerprint of config.json and status.json, RunSummary): a finished run's
+        # files are read once, then only stat()ed, so thousands of runs stay cheap to list.
+        self._summaries: dict[str, tuple[tuple, RunSummary]] = {}
+        self._lock = threading.Lock()
 
     # --- paths ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -237,6 +261,20 @@ class RunStore:
     def log_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / LOG_FILE
 
+    def eval_dir(self, run_id: str, checkpoint: str, split: str) -> Path:
+        """Where the predictions and report of a checkpoint on a split are cached."""
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+        if split not in EVAL_SPLITS:
+            raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+        return self.run_dir(run_id) / EVAL_DIR / f"{checkpoint}-{split}"
+
+    def export_path(self, run_id: str, kind: str) -> Path:
+        """An exported model or the export report: kind is one of EXPORT_FILES."""
+        if kind not in EXPORT_FILES:
+            raise ValueError(f"export kind must be one of {', '.join(EXPORT_FILES)}, got {kind!r}")
+        return self.run_dir(run_id) / EXPORT_FILES[kind]
+
     # --- create / read / write ----------------------------------------------------------------
     def new_run_id(self, config: RunConfig) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", (config.name or f"{config.dataset}-{config.model}").lower())
@@ -244,7 +282,7 @@ class RunStore:
         return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
 
     def create_run(self, config: RunConfig) -> str:
-        """Write config.json and a queued status.json; the config must already be valid."""
+        """Write config.json and a 'created' status.json; the config must already be valid."""
         self.root.mkdir(parents=True, exist_ok=True)
         while True:
             run_id = self.new_run_id(config)
@@ -255,40 +293,74 @@ class RunStore:
                 continue
         path = self.root / run_id
         (path / CHECKPOINT_DIR).mkdir()
-        atomic_write_bytes(path / CONFIG_FILE, config.to_json().encode())
-        now = time.time()
-        self.write_status(run_id, {"state": "created", "epoch": 0, "step": 0, "total_steps": None,
-                                   "created_at": now, "started_at": None, "ended_at": None,
+        # status.json first: config.json is what makes the folder a run, so no reader sees a run
+        # without a status.
+        self.write_status(run_id, {"state": CREATED, "epoch": 0, "step": 0, "total_steps": None,
+                                   "created_at": time.time(), "started_at": None, "ended_at": None,
                                    "heartbeat": None, "best": None, "error": None})
+        atomic_write_bytes(path / CONFIG_FILE, config.to_json().encode())
         return run_id
 
-    def read_config(self, run_id: str) -> RunConfig:
+    def read_config_with_unknown(self, run_id: str) -> tuple[RunConfig, dict]:
+        """(config, settings this version does not know); UnreadableRun when it cannot be parsed."""
         path = self.existing_run_dir(run_id) / CONFIG_FILE
-        return RunConfig.from_json(path.read_text())
+        try:
+            return read_config_values(json.loads(path.read_bytes()))
+        except (ValueError, TypeError, UnicodeDecodeError) as error:   # JSON, ConfigError
+            reason = "; ".join(error.problems) if isinstance(error, ConfigError) else str(error)
+            raise UnreadableRun(f"config.json cannot be read: {reason}") from None
+
+    def read_config(self, run_id: str) -> RunConfig:
+        """The run's config, read tolerantly (unknown settings aside, missing ones defaulted)."""
+        return self.read_config_with_unknown(run_id)[0]
+
+    def runnable_config(self, run_id: str) -> RunConfig:
+        """The run's config when it can be trained as it is; UnreadableRun lists every problem."""
+        config = self.read_config(run_id)
+        problems = config.validate()
+        if problems:
+            raise UnreadableRun("config.json: " + "; ".join(problems))
+        return config
 
     def read_status(self, run_id: str) -> dict:
-        """status.json with the effective state (stale 'running' -> 'interrupted')."""
-        status = self.read_raw_status(run_id)
+        """status.json with defaults and the effective state (stale 'running' -> 'interrupted'); a
+        status that cannot be understood reads as state 'unreadable' with the reason in 'error'."""
+        try:
+            status = parse_status(self.read_raw_status(run_id))
+        except UnreadableRun as error:
+            return {**{k: default for k, (default, _) in STATUS_FIELDS.items()}, "state": UNREADABLE,
+                    "error": str(error)}
         status["state"] = effective_state(status)
         return status
 
-    def read_raw_status(self, run_id: str) -> dict:
+    def read_raw_status(self, run_id: str):
+        """status.json as it is on disk (any JSON value); UnreadableRun-free: a missing or broken file
+        reads as an object without a state."""
         path = self.existing_run_dir(run_id) / STATUS_FILE
         for _ in range(3):
             try:
-                return json.loads(path.read_text())
-            except (json.JSONDecodeError, FileNotFoundError):
+                return json.loads(path.read_bytes())
+            except (ValueError, FileNotFoundError):
                 time.sleep(0.01)   # os.replace makes this rare; a retry covers odd filesystems
-        return {"state": "unknown", "error": "status.json unreadable"}
+        return {"error": "status.json is missing or not JSON"}
 
     def write_status(self, run_id: str, status: dict, fsync: bool = True) -> None:
-        atomic_write_json(self.run_dir(run_id) / STATUS_FILE, status, fsync=fsync)
+        atomic_write_json(self.run_dir(run_id) / STATUS_FILE,
+                          {**status, "schema_version": STATUS_SCHEMA_VERSION}, fsync=fsync)
 
     def update_status(self, run_id: str, **changes) -> dict:
-        status = self.read_raw_status(run_id)
-        status.update(changes)
+        """Read-modify-write of status.json, for when no training process owns it."""
+        raw = self.read_raw_status(run_id)
+        status = {**(raw if isinstance(raw, dict) else {}), **changes}
         self.write_status(run_id, status)
         return status
+
+    def transition(self, run_id: str, state: str, **changes) -> dict:
+        """Move a run to `state` (InvalidTransition unless core.states allows it from its effective
+        state) and record `changes`. Only for when no training process owns status.json."""
+        current = self.read_status(run_id)
+        check_transition(current["state"], state, run_id)
+        return self.update_status(run_id, state=state, **changes)
 
     def read_metrics(self, run_id: str) -> list[dict]:
         return read_jsonl_lines(self.metrics_path(run_id))
@@ -303,48 +375,100 @@ class RunStore:
             return False
 
     def run_ids(self) -> list[str]:
+        """Every run, newest first (ids start with their creation time)."""
         if not self.root.is_dir():
             return []
-        return sorted((p.name for p in self.root.iterdir()
-                       if RUN_ID_PATTERN.fullmatch(p.name) and (p / CONFIG_FILE).is_file()),
+        with os.scandir(self.root) as entries:
+            names = [e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)]
+        return sorted((n for n in names if os.path.isfile(os.path.join(self.root, n, CONFIG_FILE))),
                       reverse=True)
 
+    # --- summaries -----------------------------------------------------------------------------
     def summary(self, run_id: str) -> RunSummary:
-        config = self.read_config(run_id)
+        """What the runs table shows of a run. A run whose files cannot be understood is summarised
+        as 'unreadable' with the reason, never raised."""
+        summary = self._summary_in(self.run_dir(run_id))
+        if summary is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.root}")
+        return summary
+
+    def _summary_in(self, folder: Path) -> RunSummary | None:
+        """The summary of the run in `folder`, from the cache while its files are unchanged; None
+        when the folder holds no run (no config.json)."""
+        run_id = folder.name
+        try:
+            key = _fingerprint(folder / CONFIG_FILE)
+        except FileNotFoundError:
+            return None
+        try:
+            key += _fingerprint(folder / STATUS_FILE)
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            cached = self._summaries.get(run_id)
+        # An active run's effective state and duration move with the clock: always read afresh.
+        if cached and cached[0] == key and cached[1].state not in ACTIVE_STATES:
+            return cached[1]
+        try:
+            summary = self._read_summary(run_id)
+        except RunNotFound:
+            return None
+        with self._lock:
+            self._summaries[run_id] = (key, summary)
+        return summary
+
+    def _read_summary(self, run_id: str) -> RunSummary:
         status = self.read_status(run_id)
-        best = status.get("best") or {}
-        started, ended = status.get("started_at"), status.get("ended_at")
+        try:
+            config, unknown = self.read_config_with_unknown(run_id)
+            problems = config.validate()
+            if problems:
+                raise UnreadableRun("config.json: " + "; ".join(problems))
+        except UnreadableRun as error:
+            return RunSummary(run_id, "", UNREADABLE, "?", "?", 0, 0, 0.0, None, None,
+                              status.get("created_at") or 0.0, None, str(error))
+        if status["state"] == UNREADABLE:
+            return RunSummary(run_id, config.name, UNREADABLE, config.dataset, config.model, 0, config.epochs,
+                              0.0, None, None, 0.0, None, status["error"])
+        notes = (f"config.json has settings this version does not know (kept, not used): "
+                 f"{', '.join(sorted(unknown))}",) if unknown else ()
+        best = status["best"] or {}
+        started, ended = status["started_at"], status["ended_at"]
         duration = None
         if started:
-            duration = (ended or (status.get("heartbeat") if status["state"] not in ACTIVE_STATES
+            duration = (ended or (status["heartbeat"] if status["state"] not in ACTIVE_STATES
                                   else time.time()) or started) - started
-        total = status.get("total_steps") or 0
-        progress = min(1.0, status.get("step", 0) / total) if total else 0.0
-        if status["state"] == "completed":
-            progress = 1.0
-        return RunSummary(run_id=run_id, name=config.name, state=status["state"],
-                          dataset=config.dataset, model=config.model, epoch=status.get("epoch", 0),
-                          epochs=config.epochs, progress=progress, best_metric=best.get("metric"),
-                          best_value=best.get("value"), created_at=status.get("created_at") or 0.0,
-                          duration_s=duration, error=status.get("error"))
+        total = status["total_steps"] or 0
+        progress = 1.0 if status["state"] == "completed" else (min(1.0, status["step"] / total) if total else 0.0)
+        return RunSummary(run_id=run_id, name=config.name, state=status["state"], dataset=config.dataset,
+                          model=config.model, epoch=status["epoch"], epochs=config.epochs, progress=progress,
+                          best_metric=best.get("metric"), best_value=best.get("value"),
+                          created_at=status["created_at"] or 0.0, duration_s=duration, error=status["error"],
+                          notes=notes)
 
     def list_runs(self) -> list[RunSummary]:
-        summaries = []
-        for run_id in self.run_ids():
-            try:
-                summaries.append(self.summary(run_id))
-            except (RunNotFound, OSError, ValueError):
-                continue    # a run folder being deleted or written for the first time
+        """Every run's summary, newest first; unreadable runs included, with their reason."""
+        if not self.root.is_dir():
+            return []
+        with os.scandir(self.root) as entries:
+            names = sorted((e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)), reverse=True)
+        summaries = [s for s in (self._summary_in(self.root / name) for name in names) if s is not None]
+        with self._lock:
+            listed = {s.run_id for s in summaries}
+            for gone in [r for r in self._summaries if r not in listed]:
+                del self._summaries[gone]
         return summaries
 
     def mark_interrupted_runs(self) -> list[str]:
         """Persist 'interrupted' for active runs whose owner is gone (called at start-up)."""
         marked = []
         for run_id in self.run_ids():
-            status = self.read_raw_status(run_id)
-            if status.get("state") in ACTIVE_STATES and owner_gone(status):
-                status.update(state="interrupted", pid=None)
-                self.write_status(run_id, status)
+            try:
+                status = parse_status(self.read_raw_status(run_id))
+            except UnreadableRun:
+                continue
+            if status["state"] in ACTIVE_STATES and owner_gone(status):
+                self.update_status(run_id, state="interrupted", pid=None)
                 marked.append(run_id)
         return marked
 

@@ -3,6 +3,10 @@
 The loop itself knows nothing of files: MetricsLogger, StatusReporter, Checkpointer, EarlyStopping
 and StopFileWatcher (core.callbacks) do the publishing. The loop checks `state.should_stop` after every
 batch, which is how Stop and early stopping end a run cleanly.
+
+`train_step(batch)` is one optimisation step and nothing else, for the loop, an LR finder or a sweep
+to share. Loss and accuracy stay on the device and reach the host once per log interval (a `.item()`
+per step stalls a GPU's queue); a non-finite loss is still caught, and named, within that interval.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from core.augment import BatchPreprocessor
+from core.checkpoint import plain_module
 from core.config import RunConfig
 from core.data import Dataset
 from core.models import build_model
@@ -24,13 +29,55 @@ class TrainingDiverged(RuntimeError):
 
 
 class Callback:
-    """Every hook is an optional no-op; a callback implements only what it needs."""
+    """Every hook is an optional no-op; a callback implements only what it needs.
+
+    Epoch ends come in two steps so no callback depends on another's order: on_validation_end is
+    where callbacks update what they track (their own best value, patience), on_epoch_end is where
+    they publish (files, status), by which time every callback's state is final for the epoch.
+    A callback with state that a resume needs returns it from state_dict(); it is saved in the
+    checkpoint under its class name.
+    """
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
-    def on_log_interval(self, trainer: "Trainer", row: dict) -> None: ...
+    def on_before_optimizer_step(self, trainer: "Trainer") -> None: ...   # gradients ready, unscaled
     def on_batch_end(self, trainer: "Trainer") -> None: ...
+    def on_log_interval(self, trainer: "Trainer", row: dict) -> None: ...
+    def on_validation_end(self, trainer: "Trainer", val_row: dict) -> None: ...
     def on_epoch_end(self, trainer: "Trainer", rows: list[dict]) -> None: ...
     def on_fit_end(self, trainer: "Trainer", outcome: str) -> None: ...
+    def on_exception(self, trainer: "Trainer", error: BaseException) -> None: ...
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class Monitor:
+    """The best value of one validation metric ("val_acc" is maximised, "val_loss" minimised) and the
+    epochs since it improved. Each callback that needs one owns its own."""
+    metric: str = "val_acc"
+    best: float | None = None
+    best_epoch: int | None = None       # its epoch number, counted from 1
+    since_best: int = 0
+
+    def update(self, val_row: dict, epoch: int) -> bool:
+        """Record an epoch's validation row; True when it is a new best."""
+        value = val_row[self.metric.removeprefix("val_")]
+        better = math.isfinite(value) and (
+            self.best is None or (value > self.best if self.metric == "val_acc" else value < self.best))
+        if better:
+            self.best, self.best_epoch, self.since_best = value, epoch, 0
+        else:
+            self.since_best += 1
+        return better
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "since_best": self.since_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.since_best = state["best"], state["best_epoch"], state["since_best"]
 
 
 @dataclass
@@ -40,12 +87,10 @@ class LoopState:
     step: int = 0                # optimizer steps done since the run began
     total_steps: int = 0
     steps_per_epoch: int = 0
-    best_value: float | None = None
-    best_epoch: int | None = None
-    epochs_without_improvement: int = 0
     should_stop: bool = False
     stop_reason: str | None = None    # "stop" (asked) or "early" (patience ran out)
     last_val: dict = field(default_factory=dict)
+    grad_norm: float | None = None    # total gradient norm at the last log interval (before clipping)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,6 +131,39 @@ def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
     return None, False
 
 
+class IntervalMeter:
+    """Loss and accuracy of the steps since the last log interval, kept on the device: one host sync
+    per interval, and the exact step of a first non-finite loss (each step's loss has a slot)."""
+
+    def __init__(self, capacity: int, device: torch.device):
+        self.losses = torch.zeros(capacity, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.sizes: list[int] = []
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        self.losses[len(self.sizes)] = loss
+        self.correct += correct
+        self.sizes.append(n)
+
+    def read(self, last_step: int) -> tuple[float, int, int]:
+        """(summed loss, correct, samples) of the interval, then empty it. TrainingDiverged names
+        the step whose loss was not finite."""
+        count = len(self.sizes)
+        if not count:
+            return 0.0, 0, 0
+        values = self.losses[:count].tolist()        # the sync
+        correct = int(self.correct.item())
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                step = last_step - count + 1 + i
+                raise TrainingDiverged(f"loss became {value} at step {step}; try a lower lr or gradient clipping")
+        total = sum(v * n for v, n in zip(values, self.sizes))
+        seen = sum(self.sizes)
+        self.correct.zero_()
+        self.sizes.clear()
+        return total, correct, seen
+
+
 class Trainer:
     def __init__(self, config: RunConfig, dataset: Dataset, callbacks: list[Callback] = (),
                  device: torch.device | None = None):
@@ -115,32 +193,38 @@ class Trainer:
         self.amp = config.mixed_precision and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.best = Monitor(config.best_metric)     # the run's best, for its status
         self.state = LoopState(steps_per_epoch=steps_per_epoch,
                                total_steps=steps_per_epoch * config.epochs)
+        self.meter = IntervalMeter(config.log_interval, self.device)
 
     # --- checkpoint state ------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything a resume needs, plus what rebuilds the model for inference. Plain tensors and
-        Python values only, so torch.load(weights_only=True) can read it."""
+    def state_dict(self, for_inference: bool = False) -> dict:
+        """What rebuilds the model for inference, plus, unless for_inference, everything a resume
+        needs. Plain tensors and Python values only, so torch.load(weights_only=True) reads it."""
         s = self.state
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "scaler": self.scaler.state_dict(),
+        state = {
+            "model": plain_module(self.model).state_dict(),
             "loop": {"epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "step": s.step,
-                     "best_value": s.best_value, "best_epoch": s.best_epoch,
-                     "epochs_without_improvement": s.epochs_without_improvement},
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                     "best_value": self.best.best, "best_epoch": self.best.best_epoch},
             "config": self.config.to_dict(),
             "classes": list(self.dataset.classes),
             "input_shape": list(self.dataset.input_shape),
             "mean": list(self.dataset.mean), "std": list(self.dataset.std),
         }
+        if for_inference:
+            return state
+        return {**state,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict(),
+                "callbacks": {type(cb).__name__: cb_state for cb in self.callbacks
+                              if (cb_state := cb.state_dict()) is not None},
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
 
     def load_state_dict(self, checkpoint: dict) -> None:
-        self.model.load_state_dict(checkpoint["model"])
+        plain_module(self.model).load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler"):
             self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -149,8 +233,11 @@ class Trainer:
         loop = checkpoint["loop"]
         self.state.epoch, self.state.batch_in_epoch, self.state.step = \
             loop["epoch"], loop["batch_in_epoch"], loop["step"]
-        self.state.best_value, self.state.best_epoch = loop["best_value"], loop["best_epoch"]
-        self.state.epochs_without_improvement = loop["epochs_without_improvement"]
+        self.best.best, self.best.best_epoch = loop["best_value"], loop["best_epoch"]
+        saved = checkpoint.get("callbacks", {})
+        for callback in self.callbacks:
+            if type(callback).__name__ in saved:
+                callback.load_state_dict(saved[type(callback).__name__])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
@@ -166,10 +253,16 @@ class Trainer:
 
     def fit(self) -> str:
         """Train until the last epoch, a stop or early stopping. Returns 'completed' or 'stopped';
-        raises on failure (TrainingDiverged for a NaN/inf loss)."""
+        raises on failure (TrainingDiverged for a NaN/inf loss) after telling the callbacks."""
+        try:
+            return self._fit()
+        except BaseException as error:
+            self._emit("on_exception", error)
+            raise
+
+    def _fit(self) -> str:
         config, s = self.config, self.state
         self._emit("on_fit_start")
-        outcome = "completed"
         while s.epoch < config.epochs and not s.should_stop:
             train_row = self._train_epoch()
             if s.should_stop and s.batch_in_epoch < s.steps_per_epoch:
@@ -181,68 +274,74 @@ class Trainer:
                     self.scheduler.step(val_row["loss"])
                 else:
                     self.scheduler.step()
+            self.best.update(val_row, s.epoch + 1)
+            self._emit("on_validation_end", val_row)
             s.epoch += 1
             s.batch_in_epoch = 0
             self._emit("on_epoch_end", [train_row, val_row])
-        if s.should_stop and s.stop_reason == "stop":
-            outcome = "stopped"
+        outcome = "stopped" if s.should_stop and s.stop_reason == "stop" else "completed"
         self._emit("on_fit_end", outcome)
         return outcome
 
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on a batch of (uint8 images, labels) already on the device:
+        augment and normalise, forward, backward, optimizer step. Returns (loss, correct) as device
+        tensors, so nothing waits for the GPU here. The learning-rate schedule is the caller's."""
+        images, labels = batch
+        inputs = self.preprocess(images, train=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            logits = self.model(inputs)
+            loss = F.cross_entropy(logits, labels, weight=self.class_weight,
+                                   label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        logging_step = (self.state.step + 1) % self.config.log_interval == 0
+        if self.config.grad_clip > 0 or logging_step:
+            self.scaler.unscale_(self.optimizer)
+            if self.config.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in self.model.parameters() if p.grad is not None])
+            if logging_step:
+                self._grad_norm = norm
+        self._emit("on_before_optimizer_step")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), (logits.argmax(1) == labels).sum()
+
     def _train_epoch(self) -> dict:
-        config, s, model = self.config, self.state, self.model
-        model.train()
+        config, s = self.config, self.state
+        self.model.train()
         order = epoch_order(len(self.train_split), config.seed, s.epoch)[:self.train_size]
         order = order[s.batch_in_epoch * config.batch_size:]
         epoch_start = interval_start = time.perf_counter()
-        epoch_loss = epoch_correct = epoch_seen = 0.0
-        interval_loss = interval_correct = interval_seen = 0.0
+        epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
         pin = self.device.type == "cuda"
         for images, labels in self.train_split.batches(order, config.batch_size, pin_memory=pin):
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            inputs = self.preprocess(images, train=True)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                logits = model(inputs)
-                loss = F.cross_entropy(logits, labels, weight=self.class_weight,
-                                       label_smoothing=config.label_smoothing)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"loss became {loss_value} at step {s.step + 1} "
-                                       f"(epoch {s.epoch + 1}); try a lower lr or gradient clipping")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if config.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            batch = (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+            loss, correct = self.train_step(batch)
+            self.meter.add(loss, correct, len(labels))
             if self.scheduler_per_batch and s.step < s.total_steps - 1:
                 self.scheduler.step()
-            n = len(labels)
-            correct = (logits.argmax(1) == labels).sum().item()
             s.step += 1
             s.batch_in_epoch += 1
-            interval_loss += loss_value * n
-            interval_correct += correct
-            interval_seen += n
             if s.step % config.log_interval == 0:
+                total, right, seen = self.meter.read(s.step)
+                s.grad_norm = float(self._grad_norm)
                 now = time.perf_counter()
                 self._emit("on_log_interval", {
                     "step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "step",
-                    "loss": interval_loss / interval_seen, "acc": interval_correct / interval_seen,
-                    "lr": self.lr, "samples_per_s": interval_seen / max(now - interval_start, 1e-9)})
-                epoch_loss += interval_loss
-                epoch_correct += interval_correct
-                epoch_seen += interval_seen
-                interval_loss = interval_correct = interval_seen = 0.0
+                    "loss": total / seen, "acc": right / seen, "lr": self.lr,
+                    "grad_norm": s.grad_norm, "samples_per_s": seen / max(now - interval_start, 1e-9)})
+                epoch_loss, epoch_correct, epoch_seen = epoch_loss + total, epoch_correct + right, epoch_seen + seen
                 interval_start = now
             self._emit("on_batch_end")
             if s.should_stop:
                 break
-        epoch_loss += interval_loss
-        epoch_correct += interval_correct
-        epoch_seen += interval_seen
+        # The steps since the last log line count for the epoch (and are checked for NaN) too.
+        total, right, seen = self.meter.read(s.step)
+        epoch_loss, epoch_correct, epoch_seen = epoch_loss + total, epoch_correct + right, epoch_seen + seen
         elapsed = time.perf_counter() - epoch_start
         return {"step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "epoch",
                 "loss": epoch_loss / max(epoch_seen, 1), "acc": epoch_correct / max(epoch_seen, 1),

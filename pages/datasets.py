@@ -4,7 +4,7 @@ import streamlit as st
 from core import plots
 from core.config import RunConfig
 from core.data import DatasetError
-from pages import shared
+from pages import forms, shared
 
 shared.ensure_app_navigation()
 
@@ -25,7 +25,7 @@ def thumbnails(config_json: str, class_index: int, page: int):
 
 
 with st.container(border=True):
-    config = shared.dataset_picker()
+    config = forms.dataset_picker()
 problems = [p for p in config.validate() if "data_path" in p or "image_size" in p]
 if problems:
     st.info(" ".join(problems))

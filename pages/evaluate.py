@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import plots
+from core.store import CHECKPOINTS, EVAL_SPLITS
 from pages import shared
 
 shared.ensure_app_navigation()
@@ -14,8 +15,8 @@ run_id = shared.run_with_best_checkpoint()
 store = shared.store()
 
 cols = st.columns([1, 1, 3])
-checkpoint = cols[0].radio("Checkpoint", ("best", "latest"), horizontal=True, key="ev_ckpt")
-split = cols[1].radio("Split", ("val", "test"), horizontal=True, key="ev_split")
+checkpoint = cols[0].radio("Checkpoint", CHECKPOINTS, horizontal=True, key="ev_ckpt")
+split = cols[1].radio("Split", EVAL_SPLITS, horizontal=True, key="ev_split")
 
 
 @st.cache_data(show_spinner="Evaluating…", max_entries=8)

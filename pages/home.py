@@ -1,6 +1,7 @@
 """Home: what Trainboard is, and the state of the runs at a glance."""
 import streamlit as st
 
+from core.states import ACTIVE_STATES, COMPLETED, RESUMABLE_STATES
 from pages import shared
 
 shared.ensure_app_navigation()
@@ -14,9 +15,9 @@ runs = shared.store().list_runs()
 states = [r.state for r in runs]
 cols = st.columns(4)
 cols[0].metric("Runs", len(runs))
-cols[1].metric("Running or queued", sum(s in ("running", "queued") for s in states))
-cols[2].metric("Completed", states.count("completed"))
-cols[3].metric("Stopped, interrupted or failed", sum(s in ("stopped", "interrupted", "failed") for s in states))
+cols[1].metric("Running or queued", sum(s in ACTIVE_STATES for s in states))
+cols[2].metric("Completed", states.count(COMPLETED))
+cols[3].metric("Stopped, interrupted or failed", sum(s in RESUMABLE_STATES for s in states))
 if shared.jobs().recovered:
     st.info(f"{len(shared.jobs().recovered)} run(s) were running when the server last stopped; they are marked "
             "interrupted and can be resumed on the Train page.")

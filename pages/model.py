@@ -3,9 +3,10 @@ import pandas as pd
 import streamlit as st
 
 from core import plots
-from core.config import MODELS
+from core.config import SETTINGS
 from core.data import DatasetError, class_count
-from pages import shared
+from core.store import CHECKPOINTS
+from pages import forms, shared
 
 shared.ensure_app_navigation()
 
@@ -23,19 +24,17 @@ def fresh(name: str, shape: tuple, classes: int):
 
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=4)
 def from_checkpoint(path: str, mtime: float):
-    from core.callbacks import load_checkpoint
-    from core.models import build_model
-    checkpoint = load_checkpoint(path)
-    config = checkpoint["config"]
-    model = build_model(config["model"], *checkpoint["input_shape"], len(checkpoint["classes"]))
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), config["model"], tuple(checkpoint["input_shape"]), checkpoint["loop"]
+    from core.checkpoint import load_model
+    model, checkpoint = load_model(path)
+    return model, checkpoint["config"]["model"], tuple(checkpoint["input_shape"]), checkpoint["loop"]
 
 
 if source == "Fresh model":
     with st.sidebar.expander("Input data", expanded=False):
-        data_config = shared.dataset_picker()
-    name = cols[1].selectbox("Architecture", MODELS, index=MODELS.index("simple-cnn"), key="m_arch")
+        data_config = forms.dataset_picker()
+    model_setting = SETTINGS["model"]
+    name = cols[1].selectbox("Architecture", model_setting.choices, index=model_setting.choices.index(
+        model_setting.default), key="m_arch", help=model_setting.help)
     shape = (data_config.channels, data_config.image_size, data_config.image_size)
     try:
         classes = class_count(data_config)
@@ -54,7 +53,7 @@ else:
     if run_id is None:
         st.info("No run chosen: pick one in the sidebar, or look at a fresh model.")
         st.stop()
-    which = cols[1].radio("Checkpoint", ("best", "latest"), horizontal=True, key="m_ckpt")
+    which = cols[1].radio("Checkpoint", CHECKPOINTS, horizontal=True, key="m_ckpt")
     path = shared.store().checkpoint_path(run_id, which)
     if not path.exists():
         st.info(f"Run {run_id} has no {which}.pt yet (it is written at the end of each epoch).")

@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from core import plots
+from core.store import SERVING_BACKENDS
 from pages import shared
 
 shared.ensure_app_navigation()
@@ -13,7 +14,7 @@ store = shared.store()
 best = store.checkpoint_path(run_id, "best")
 
 cols = st.columns([2, 2, 3])
-backend = cols[0].radio("Backend", ("torch", "onnx", "onnx-int8"), horizontal=True, key="pr_backend",
+backend = cols[0].radio("Backend", tuple(SERVING_BACKENDS), horizontal=True, key="pr_backend",
                         format_func={"torch": "PyTorch", "onnx": "ONNX Runtime",
                                      "onnx-int8": "ONNX Runtime int8"}.get)
 top_k = cols[1].slider("Top k", 1, 10, 3, key="pr_topk")

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.store import ACTIVE_STATES, TERMINAL_STATES
+from core.states import SHOWN_STATES
 from pages import shared
 
 shared.ensure_app_navigation()
@@ -14,7 +14,7 @@ if not summaries:
     st.info("No runs yet: launch one on the Train page, or with `python -m core train`.")
     st.stop()
 
-states = sorted(ACTIVE_STATES | TERMINAL_STATES | {"created"})
+states = sorted(SHOWN_STATES)
 cols = st.columns([3, 2, 1])
 shown_states = cols[0].multiselect("States", states, default=[s for s in states if any(r.state == s for r in summaries)],
                                    key="runs_states")

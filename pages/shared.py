@@ -18,8 +18,6 @@ from core.store import RunStore, default_runs_dir
 if TYPE_CHECKING:
     import pandas as pd
 
-    from core.config import RunConfig
-
 RUN_KEY = "run_id"
 
 
@@ -89,60 +87,33 @@ def select_run(run_id: str | None) -> None:
 
 
 def run_label(run_id: str) -> str:
-    try:
-        summary = store().summary(run_id)
-    except Exception:
-        return run_id
+    """The run's name (or id) and its state, for headings."""
+    summary = store().summary(run_id)
     return f"{summary.name or run_id} · {summary.state}"
 
 
 def run_picker() -> str | None:
-    """The sidebar picker; the choice lives in session_state so it survives page switches."""
-    ids = store().run_ids()
+    """The sidebar picker; the choice lives in session_state so it survives page switches. Type in
+    it to search: names and run ids are both in its labels."""
+    labels = {s.run_id: s.label for s in store().list_runs()}
+    ids = list(labels)
     if "_pending_run" in st.session_state:
         st.session_state[RUN_KEY] = st.session_state.pop("_pending_run")
-    if st.session_state.get(RUN_KEY) not in ids:
+    if st.session_state.get(RUN_KEY) not in labels:
         st.session_state[RUN_KEY] = ids[0] if ids else None
     if not ids:
         st.sidebar.caption("No runs yet: launch one on the Train page.")
         return None
     # Labels must not change while a run trains (a state in them would reset the choice).
-    return st.sidebar.selectbox("Run", ids, key=RUN_KEY, format_func=run_name)
+    return st.sidebar.selectbox(f"Run ({len(ids):,})", ids, key=RUN_KEY, format_func=labels.get,
+                                help="type to search by name or run id")
 
 
 def run_name(run_id: str) -> str:
     try:
-        return store().read_config(run_id).name or run_id
+        return store().summary(run_id).name or run_id
     except Exception:
         return run_id
-
-
-DATASET_LABELS = {"digits": "digits (built in, offline)", "image-folder": "image folder (root/<class>/*.png)",
-                  "csv-folder": "CSV-labelled folder", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST",
-                  "cifar10": "CIFAR-10"}
-
-
-def dataset_picker(container=None) -> RunConfig:
-    """Dataset + its options; the choice is kept in session_state and shared by the pages."""
-    from core.config import DATASET_DEFAULTS, DATASETS, RunConfig
-    box = container or st
-    dataset = box.selectbox("Dataset", DATASETS, key="ds_name", format_func=DATASET_LABELS.get)
-    defaults = DATASET_DEFAULTS[dataset]
-    data_path = labels_csv = ""
-    if dataset in ("image-folder", "csv-folder"):
-        data_path = box.text_input("Folder", key="ds_path", placeholder="/path/to/images")
-        if dataset == "csv-folder":
-            labels_csv = box.text_input("Labels CSV (filename,label)", key="ds_csv",
-                                        placeholder="default: <folder>/labels.csv")
-    elif dataset != "digits":
-        data_path = box.text_input("Download folder", key="ds_path", placeholder="default: ./data")
-    cols = box.columns(2)
-    size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
-    image_size = cols[0].number_input("Image size", 4, 1024, value=defaults["image_size"], key=size_key)
-    channels = cols[1].selectbox("Channels", (1, 3), index=(1, 3).index(defaults["channels"]), key=channels_key,
-                                 format_func=lambda c: "grayscale" if c == 1 else "RGB")
-    return RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv,
-                                 image_size=int(image_size), channels=int(channels))
 
 
 RUNS_COLUMNS = {

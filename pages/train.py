@@ -6,11 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from core import plots
-from core.config import MODELS, OPTIMIZERS, SCHEDULERS, RunConfig
+from core.config import SETTINGS, RunConfig, read_config_values
 from core.data import validate_run_config
 from core.live import LiveMetrics
-from core.store import ACTIVE_STATES, RESUMABLE_STATES
-from pages import shared
+from core.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
+from core.store import UnreadableRun
+from pages import forms, shared
 
 shared.ensure_app_navigation()
 
@@ -23,66 +24,20 @@ store, jobs = shared.store(), shared.jobs()
 # --- the launch form -----------------------------------------------------------------------------
 def launch_form() -> None:
     version = st.session_state.setdefault("form_version", 0)   # bumped by Clone to reset the widgets
-    with st.expander("New run", expanded=not store.run_ids() or bool(st.session_state.get("clone_config"))):
-        if st.session_state.get("clone_config"):
+    clone = st.session_state.get("clone_config")
+    with st.expander("New run", expanded=not store.run_ids() or bool(clone)):
+        if clone:
             st.info(f"Prefilled from {st.session_state.get('clone_of')}. Change what you like and launch.")
-        data = shared.dataset_picker(st.container(border=True))
-        clone = st.session_state.get("clone_config")
-        base = RunConfig.from_dict(clone) if clone else RunConfig.for_dataset(data.dataset)
-        c = dataclasses.replace(base, dataset=data.dataset, data_path=data.data_path, labels_csv=data.labels_csv,
-                                image_size=data.image_size, channels=data.channels)
-        k = lambda name: f"tf_{name}_{version}"  # noqa: E731
+        data = forms.dataset_picker(st.container(border=True))
+        # A clone's settings apply to its own dataset; another dataset starts from its own defaults.
+        base = read_config_values(clone)[0] if clone and clone.get("dataset") == data.dataset else data
+        base = dataclasses.replace(base, **{name: getattr(data, name) for name in forms.DATA_FIELDS})
         with st.form("launch"):
-            cols = st.columns(4)
-            name = cols[0].text_input("Run name", c.name, key=k("name"), placeholder="optional")
-            model = cols[1].selectbox("Model", MODELS, MODELS.index(c.model), key=k("model"))
-            epochs = cols[2].number_input("Epochs", value=c.epochs, step=1, key=k("epochs"))
-            batch_size = cols[3].number_input("Batch size", value=c.batch_size, step=1, key=k("bs"))
-            cols = st.columns(4)
-            optimizer = cols[0].selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(c.optimizer), key=k("opt"))
-            lr = cols[1].number_input("Learning rate", value=c.lr, format="%.5f", step=1e-4, key=k("lr"))
-            weight_decay = cols[2].number_input("Weight decay", value=c.weight_decay, format="%.5f", key=k("wd"))
-            momentum = cols[3].number_input("Momentum (sgd)", value=c.momentum, key=k("mom"))
-            cols = st.columns(4)
-            scheduler = cols[0].selectbox("LR schedule", SCHEDULERS, SCHEDULERS.index(c.scheduler), key=k("sch"))
-            step_size = cols[1].number_input("Step size (epochs)", value=c.step_size, key=k("ss"))
-            gamma = cols[2].number_input("Decay factor", value=c.gamma, key=k("gamma"))
-            label_smoothing = cols[3].number_input("Label smoothing", value=c.label_smoothing, key=k("ls"))
-            cols = st.columns(4)
-            aug_random_crop = cols[0].checkbox("Random crop", c.aug_random_crop, key=k("crop"))
-            aug_flip = cols[1].checkbox("Horizontal flip", c.aug_flip, key=k("flip"))
-            aug_rotation = cols[2].number_input("Rotation (degrees)", value=c.aug_rotation, key=k("rot"))
-            aug_color_jitter = cols[3].number_input("Colour jitter", value=c.aug_color_jitter, key=k("jit"))
-            with st.expander("More settings"):
-                cols = st.columns(4)
-                class_weighted_loss = cols[0].checkbox("Class-weighted loss", c.class_weighted_loss, key=k("cw"))
-                mixed_precision = cols[1].checkbox("Mixed precision (CUDA)", c.mixed_precision, key=k("amp"))
-                early = cols[2].number_input("Early-stopping patience (0 = off)", value=c.early_stopping_patience,
-                                             key=k("es"))
-                grad_clip = cols[3].number_input("Gradient clipping (0 = off)", value=c.grad_clip, key=k("gc"))
-                cols = st.columns(4)
-                val_fraction = cols[0].number_input("Validation fraction", value=c.val_fraction, key=k("vf"))
-                test_fraction = cols[1].number_input("Test fraction", value=c.test_fraction, key=k("tf"))
-                seed = cols[2].number_input("Seed", value=c.seed, step=1, key=k("seed"))
-                device = cols[3].selectbox("Device", ("auto", "cpu", "cuda"), ("auto", "cpu", "cuda").index(c.device),
-                                           key=k("dev"))
-                cols = st.columns(4)
-                log_interval = cols[0].number_input("Log every N steps", value=c.log_interval, step=1, key=k("li"))
-                best_metric = cols[1].selectbox("Best checkpoint by", ("val_acc", "val_loss"),
-                                                ("val_acc", "val_loss").index(c.best_metric), key=k("bm"))
+            values = forms.settings_form(base, key_prefix=f"tf_{data.dataset}_{version}")
             launched = st.form_submit_button("Launch", type="primary")
         if not launched:
             return
-        config = RunConfig(
-            dataset=c.dataset, data_path=c.data_path, labels_csv=c.labels_csv, image_size=c.image_size,
-            channels=c.channels, name=name.strip(), model=model, epochs=int(epochs), batch_size=int(batch_size),
-            optimizer=optimizer, lr=float(lr), weight_decay=float(weight_decay), momentum=float(momentum),
-            scheduler=scheduler, step_size=int(step_size), gamma=float(gamma), label_smoothing=float(label_smoothing),
-            aug_random_crop=aug_random_crop, aug_flip=aug_flip, aug_rotation=float(aug_rotation),
-            aug_color_jitter=float(aug_color_jitter), class_weighted_loss=class_weighted_loss,
-            mixed_precision=mixed_precision, early_stopping_patience=int(early), grad_clip=float(grad_clip),
-            val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed), device=device,
-            log_interval=int(log_interval), best_metric=best_metric, num_workers=c.num_workers)
+        config = dataclasses.replace(base, **values)
         problems = validate_run_config(config)
         if problems:
             st.error("Nothing was launched. Please fix:\n" + "\n".join(f"- {p}" for p in problems))
@@ -179,17 +134,20 @@ def draw_live(run_id: str) -> None:
         st.session_state[f"was_active:{run_id}"] = True
 
 
-def clone_into_form(run_id: str) -> None:
-    """Button callback (runs before the widgets exist, so it may set their state): prefill the form."""
-    config = store.read_config(run_id)
+def clone_into_form(config: RunConfig, run_id: str) -> None:
+    """Button callback (runs before the widgets exist, so it may set their state): prefill the form.
+    Values that do not fit their setting (a hand-edited config.json) are left at the defaults."""
     st.session_state["clone_config"] = config.to_dict()
     st.session_state["clone_of"] = run_id
     st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
+    fits = {name: SETTINGS[name].problem(getattr(config, name)) is None for name in forms.DATA_FIELDS}
+    if not fits["dataset"]:
+        return
     st.session_state["ds_name"] = config.dataset
-    st.session_state[f"ds_size_{config.dataset}"] = config.image_size
-    st.session_state[f"ds_channels_{config.dataset}"] = config.channels
-    st.session_state["ds_path"] = config.data_path
-    st.session_state["ds_csv"] = config.labels_csv
+    for name, key in (("image_size", f"ds_size_{config.dataset}"), ("channels", f"ds_channels_{config.dataset}"),
+                      ("data_path", "ds_path"), ("labels_csv", "ds_csv")):
+        if fits[name]:
+            st.session_state[key] = getattr(config, name)
 
 
 def run_actions(run_id: str, state: str) -> None:
@@ -200,10 +158,19 @@ def run_actions(run_id: str, state: str) -> None:
         time.sleep(0.3)
         st.rerun()
     if cols[1].button("Resume", disabled=state not in RESUMABLE_STATES, key="btn_resume"):
-        jobs.resume(run_id)
+        try:
+            jobs.resume(run_id)
+        except (RuntimeError, UnreadableRun) as error:    # another tab was quicker; a broken config
+            st.error(f"Not resumed: {error}")
+            return
         st.session_state.pop(f"live:{run_id}", None)
         st.rerun()
-    cols[2].button("Clone", key="btn_clone", on_click=clone_into_form, args=(run_id,))
+    try:
+        config = store.read_config(run_id)
+    except UnreadableRun:
+        config = None
+    cols[2].button("Clone", key="btn_clone", on_click=clone_into_form, args=(config, run_id),
+                   disabled=config is None)
     with cols[3].popover("Delete", disabled=state in ACTIVE_STATES):
         st.write(f"Delete **{run_id}** and all its files?")
         if st.button("Yes, delete it", type="primary", key="btn_delete"):
@@ -217,17 +184,22 @@ def live_view() -> None:
     run_id = shared.selected_run()
     if run_id is None:
         return
+    summary = store.summary(run_id)
     st.subheader(f"Run {shared.run_label(run_id)}")
     st.caption(run_id)
-    state = store.read_status(run_id)["state"]
-    run_actions(run_id, state)
-    refresh = st.fragment(run_every=REFRESH_S if state in ACTIVE_STATES else None)(draw_live)
+    for note in summary.notes:
+        st.warning(note)
+    run_actions(run_id, summary.state)
+    if summary.state == UNREADABLE:
+        st.error(f"This run folder cannot be read: {summary.error}")
+        return
+    refresh = st.fragment(run_every=REFRESH_S if summary.state in ACTIVE_STATES else None)(draw_live)
     refresh(run_id)
 
 
 # --- compare -----------------------------------------------------------------------------------
 def compare() -> None:
-    ids = store.run_ids()
+    ids = [s.run_id for s in store.list_runs() if s.state != UNREADABLE]
     if len(ids) < 2:
         return
     with st.expander("Compare runs"):

@@ -58,3 +58,21 @@ def tiny_digits(**overrides):
     values = dict(image_size=8, epochs=2, batch_size=64, log_interval=5)
     values.update(overrides)
     return RunConfig.for_dataset("digits", **values)
+
+
+class CliResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """`python -m core ARGS --runs RUNS`, run in this process through core.__main__.main."""
+    from core.__main__ import main
+
+    def run(*args, runs) -> CliResult:
+        capsys.readouterr()
+        code = main([*map(str, args), "--runs", str(runs)])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+    return run

@@ -1,9 +1,10 @@
 """The paths a person clicks, in a real headless Chromium (Debian's) against `streamlit run app.py`.
 
-A missing /usr/bin/chromium fails these tests: .ci/run installs it.
+A missing /usr/bin/chromium fails these tests: `make test` installs it.
 """
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def server(tmp_path_factory):
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -49,17 +50,21 @@ def server(tmp_path_factory):
                 raise RuntimeError((runs.parent / "streamlit.log").read_text())
             time.sleep(0.3)
     yield {"url": url, "runs": runs}
-    process.terminate()
+    # The server and its training children share a process group of their own: end them all.
+    os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
-        process.kill()
-    subprocess.run(["pkill", "-f", str(runs)], check=False)   # training children of this server
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="module")
 def browser():
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (make test does)"
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
@@ -95,7 +100,7 @@ def launch(page, epochs: int, name: str):
         page.get_by_text("New run").first.click()
         page.wait_for_timeout(500)
     epochs_box.fill(str(epochs))
-    page.get_by_label("Run name").fill(name)
+    page.get_by_label("Run name", exact=True).fill(name)
     page.get_by_role("button", name="Launch").click()
     expect(page.get_by_role("heading", name=re.compile(f"Run {name}"))).to_be_visible(timeout=FIRST_RENDER_MS)
 

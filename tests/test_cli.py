@@ -1,19 +1,12 @@
-"""`python -m core ...` as a person runs it: exit codes, messages, nothing written on rejection."""
+"""`python -m core ...` as a person runs it (in this process, through main(argv)): exit codes,
+messages, nothing written on rejection."""
 import json
-import os
-import subprocess
-import sys
 
 from conftest import ROOT
+from core.config import SETTINGS
 
 
-def cli(*args, runs, timeout=180):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "core", *args, "--runs", str(runs)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def test_train_runs_show_and_resume(tmp_path):
+def test_train_runs_show_and_resume(tmp_path, cli):
     runs = tmp_path / "runs"
     done = cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--set", "image_size=8",
                "--set", "log_interval=5", runs=runs)
@@ -25,19 +18,20 @@ def test_train_runs_show_and_resume(tmp_path):
     assert run_id in listing.stdout and "completed" in listing.stdout and "100%" in listing.stdout
     shown = json.loads(cli("show", run_id, runs=runs).stdout)
     assert shown["config"]["model"] == "mlp" and shown["status"]["state"] == "completed"
-    assert shown["last_metrics"]["val/epoch"]["epoch"] == 2
+    assert shown["last_metrics"]["val/epoch"]["epoch"] == 2 and shown["unknown_settings"] == {}
     again = cli("resume", run_id, runs=runs)
     assert again.returncode == 2 and "only failed, interrupted, stopped runs can be resumed" in again.stderr
 
 
-def test_rejected_input_exits_2_and_writes_nothing(tmp_path):
+def test_rejected_input_exits_2_and_writes_nothing(tmp_path, cli):
     runs = tmp_path / "runs"
     bad = cli("train", "--epochs", "0", "--set", "lr=-1", "--set", "optimizer=rmsprop", runs=runs)
     assert bad.returncode == 2
     assert "error: epochs must be >= 1, got 0" in bad.stderr and "error: lr must be > 0, got -1" in bad.stderr
+    assert "error: optimizer must be one of sgd, adam, adamw; got 'rmsprop'" in bad.stderr
     assert cli("train", "--dataset", "imagenet", runs=runs).returncode == 2
     assert cli("train", "--set", "colour=red", runs=runs).stderr.strip() == "error: unknown setting 'colour'"
-    missing = cli("train", "--dataset", "image-folder", "--data", str(tmp_path / "nope"), runs=runs)
+    missing = cli("train", "--dataset", "image-folder", "--data", tmp_path / "nope", runs=runs)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert not runs.exists() or list(runs.iterdir()) == []
     for args in (("show", "../../etc"), ("show", "no-such-run"), ("resume", "a/b")):
@@ -45,10 +39,29 @@ def test_rejected_input_exits_2_and_writes_nothing(tmp_path):
         assert result.returncode == 2 and result.stderr.startswith("error: ")
 
 
-def test_a_failed_run_exits_1(tmp_path, image_folder):
+def test_set_values_are_parsed_by_their_setting(tmp_path, cli):
+    runs = tmp_path / "runs"
+    done = cli("train", "--epochs", "1", "--set", "image_size=8", "--set", "lr=1", "--set", "aug_flip=TRUE",
+               "--set", "name=12", "--set", "grad_clip=2", runs=runs)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[1]
+    config = json.loads((runs / run_id / "config.json").read_text())
+    assert (config["lr"], config["aug_flip"], config["name"], config["grad_clip"]) == (1.0, True, "12", 2.0)
+    assert isinstance(config["lr"], float) and config["schema_version"] == 2
+
+
+def test_train_help_lists_every_setting(capsys):
+    from core.__main__ import main
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for name, setting in SETTINGS.items():
+        assert f"  {name} = {setting.default!r}: {setting.label}; {setting.rule()}" in text, name
+
+
+def test_a_failed_run_exits_1(tmp_path, image_folder, cli):
     for png in image_folder.rglob("*.png"):
         png.write_bytes(b"garbage")
-    result = cli("train", "--dataset", "image-folder", "--data", str(image_folder), "--batch-size", "2",
+    result = cli("train", "--dataset", "image-folder", "--data", image_folder, "--batch-size", "2",
                  runs=tmp_path / "runs")
     assert result.returncode == 1 and "failed" in result.stdout and "could be read" in result.stdout
 

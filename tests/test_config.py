@@ -51,3 +51,36 @@ def test_key_value_updates_parse_types():
     with pytest.raises(ConfigError) as error:
         RunConfig().with_updates(["nonsense", "colour=red"])
     assert error.value.problems == ["expected key=value, got 'nonsense'", "unknown setting 'colour'"]
+
+
+def test_every_field_is_described_once():
+    import dataclasses
+
+    from core.config import GROUPS, SETTINGS
+    assert list(SETTINGS) == [f.name for f in dataclasses.fields(RunConfig)]
+    for name, setting in SETTINGS.items():
+        assert setting.label and setting.group in GROUPS, name
+        assert setting.problem(setting.default) is None, name       # every default is allowed
+        assert setting.kind in (int, float, bool, str), name
+
+
+def test_model_minimum_size_comes_from_the_registry():
+    from core.models import MODEL_SPECS
+    smallest = MODEL_SPECS["simple-cnn"].min_input_size
+    assert f"image_size must be >= {smallest} for simple-cnn, got 4" in RunConfig(image_size=4).validate()
+    assert RunConfig(image_size=4, model="mlp").validate() == []
+
+
+def test_older_and_newer_config_files_are_read_tolerantly():
+    import json
+
+    from core.config import read_config_values
+    written = json.loads(RunConfig(epochs=3).to_json())
+    assert written["schema_version"] == 2
+    older = {k: v for k, v in written.items() if k not in ("schema_version", "label_smoothing")}
+    config, unknown = read_config_values(older)
+    assert (config.epochs, config.label_smoothing, unknown) == (3, 0.0, {})      # missing key: default
+    config, unknown = read_config_values({**written, "schema_version": 9, "warmup_epochs": 2})
+    assert config.epochs == 3 and unknown == {"warmup_epochs": 2}               # unknown key: kept aside
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        read_config_values([1, 2])

@@ -1,13 +1,10 @@
 """Evaluation of a run's checkpoint: cached predictions, invalidated when the checkpoint changes."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_digits
+from conftest import tiny_digits
 from core.evaluate import evaluate_run
 from core.worker import run_training
 
@@ -21,7 +18,7 @@ def trained(store):
 
 def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
     report, arrays = evaluate_run(store, trained, "best", "val")
-    folder = store.run_dir(trained) / "eval" / "best-val"
+    folder = store.eval_dir(trained, "best", "val")
     with np.load(folder / "predictions.npz") as saved:
         assert saved["probs"].dtype == np.float32 and saved["labels"].dtype == np.int64
         assert saved["probs"].shape == (report["samples"], 10)
@@ -52,13 +49,11 @@ def test_bad_requests(store, trained):
         evaluate_run(store, fresh, "best", "val")
 
 
-def test_cli_eval(store, trained):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "core", "eval", trained, "--split", "test", "--runs", str(store.root)],
-                            capture_output=True, text=True, env=env, timeout=120)
+def test_cli_eval(store, trained, cli):
+    result = cli("eval", trained, "--split", "test", runs=store.root)
     assert result.returncode == 0, result.stderr
-    report = json.loads((store.run_dir(trained) / "eval" / "best-test" / "report.json").read_text())
-    assert f"accuracy {report['accuracy']:.4f}" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "core", "eval", "../x", "--runs", str(store.root)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    report_path = store.eval_dir(trained, "best", "test") / "report.json"
+    report = json.loads(report_path.read_text())
+    assert f"accuracy {report['accuracy']:.4f}" in result.stdout and f"report: {report_path}" in result.stdout
+    bad = cli("eval", "../x", runs=store.root)
     assert bad.returncode == 2 and bad.stderr.startswith("error: invalid run id")

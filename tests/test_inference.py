@@ -88,24 +88,17 @@ def test_decompression_bomb_is_refused_before_decoding():
         open_image(bomb)
 
 
-def test_cli_predict(predictor, tmp_path):
+def test_cli_predict(predictor, tmp_path, cli):
     import json
-    import os
-    import subprocess
-    import sys
-    from conftest import ROOT
     good, bad = tmp_path / "zero.png", tmp_path / "notes.txt"
     good.write_bytes(accepted_kinds()["png-gray"])
     bad.write_text("not a picture")
     run_dir = predictor.run_dir
-    command = [sys.executable, "-m", "core", "predict", "--top-k", "2", "--runs", str(run_dir.parent),
-               run_dir.name, str(good)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    ok = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    ok = cli("predict", "--top-k", "2", run_dir.name, good, runs=run_dir.parent)
     assert ok.returncode == 0, ok.stderr
     [line] = [json.loads(text) for text in ok.stdout.splitlines()]
     assert line["file"] == str(good) and line["top_k"][0]["class"] == "0" and len(line["top_k"]) == 2
-    mixed = subprocess.run(command + [str(bad)], capture_output=True, text=True, env=env, timeout=120)
+    mixed = cli("predict", "--top-k", "2", run_dir.name, good, bad, runs=run_dir.parent)
     assert mixed.returncode == 3
     lines = [json.loads(text) for text in mixed.stdout.splitlines()]
     assert "top_k" in lines[0] and lines[1] == {"file": str(bad), "error": lines[1]["error"]}

@@ -27,3 +27,25 @@ def test_parameter_counts_and_unknown_names():
         build_model("vgg", 1, 8, 8, 10)
     with pytest.raises(ValueError, match="at least 8x8"):
         build_model("simple-cnn", 1, 4, 4, 10)
+
+
+@pytest.mark.parametrize("name", ["mlp", "simple-cnn", "resnet18", "resnet34"])
+def test_registry_describes_head_embedding_and_feature_layers(name):
+    from core.models import model_spec, parameter_groups
+    spec = model_spec(name)
+    model = build_model(name, 3, 32, 32, 5)
+    head = model.get_submodule(spec.head)
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 5
+    seen = {}
+    hooks = [model.get_submodule(path).register_forward_hook(
+        lambda module, inputs, output, path=path: seen.__setitem__(path, output.detach().clone()))
+        for path in (spec.embedding, *spec.feature_layers)]
+    model.eval()(torch.randn(2, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    assert seen[spec.embedding].flatten(1).shape == (2, head.in_features)    # what the head reads
+    sides = [seen[path].shape[-1] for path in spec.feature_layers]
+    assert all(seen[path].dim() == 4 for path in spec.feature_layers) and sides == sorted(sides, reverse=True)
+    groups = parameter_groups(model, name)
+    assert {id(p) for p in groups["head"]} == {id(p) for p in head.parameters()}
+    assert len(groups["backbone"]) + len(groups["head"]) == len(list(model.parameters()))

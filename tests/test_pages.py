@@ -94,8 +94,8 @@ def test_model_page_summary_of_a_fresh_model_and_a_checkpoint(app, finished_run)
 def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
     app.run().switch_page("pages/train.py").run()
     version = app.session_state["form_version"]
-    app.number_input(key=f"tf_epochs_{version}").set_value(0)
-    app.number_input(key=f"tf_lr_{version}").set_value(-1.0)
+    app.number_input(key=f"tf_digits_{version}_epochs").set_value(0)
+    app.number_input(key=f"tf_digits_{version}_lr").set_value(-1.0)
     [submit] = [b for b in app.button if b.label == "Launch"]
     submit.click().run()
     no_errors(app)
@@ -109,8 +109,8 @@ def test_launch_creates_a_run_that_trains(app, tmp_path):
     from core.store import RunStore
     app.run().switch_page("pages/train.py").run()
     version = app.session_state["form_version"]
-    app.number_input(key=f"tf_epochs_{version}").set_value(1)
-    app.text_input(key=f"tf_name_{version}").input("from the form")
+    app.number_input(key=f"tf_digits_{version}_epochs").set_value(1)
+    app.text_input(key=f"tf_digits_{version}_name").input("from the form")
     [submit] = [b for b in app.button if b.label == "Launch"]
     submit.click().run()
     no_errors(app)
@@ -133,8 +133,8 @@ def test_clone_prefills_the_form(app, finished_run):
     clone.click().run()
     no_errors(app)
     version = app.session_state["form_version"]
-    assert app.number_input(key=f"tf_epochs_{version}").value == 2
-    assert app.text_input(key=f"tf_name_{version}").value == "finished"
+    assert app.number_input(key=f"tf_digits_{version}_epochs").value == 2
+    assert app.text_input(key=f"tf_digits_{version}_name").value == "finished"
     assert any("Prefilled from" in i.value for i in app.info)
 
 
@@ -201,3 +201,56 @@ def test_predict_page_predicts_and_refuses(app, finished_run):
     assert any("notes.txt" in w.value and "not an image" in w.value for w in app.warning)
     [table] = [frame.value for frame in app.dataframe]
     assert table["file"].tolist() == ["zero.png", "notes.txt"] and table["predicted"].tolist()[0] == "0"
+
+
+def test_switching_the_dataset_applies_its_defaults(app, tmp_path):
+    """digits -> image-folder in the Train form: the launched config has the folder's defaults, not
+    the values the digits widgets showed."""
+    import json
+
+    from conftest import write_png
+    folder = tmp_path / "shapes"
+    for label, value in (("dark", 20), ("light", 200)):
+        (folder / label).mkdir(parents=True)
+        for i in range(40):
+            write_png(folder / label / f"{i}.png", value + i % 7)
+    app.run().switch_page("pages/train.py").run()
+    version = app.session_state["form_version"]
+    app.number_input(key=f"tf_digits_{version}_epochs").set_value(3)      # a digits choice, then...
+    app.selectbox(key="ds_name").set_value("image-folder").run()
+    app.text_input(key="ds_path").input(str(folder)).run()
+    no_errors(app)
+    assert app.number_input(key=f"tf_image-folder_{version}_epochs").value == 20
+    [submit] = [b for b in app.button if b.label == "Launch"]
+    submit.click().run()
+    no_errors(app)
+    from pages import shared
+    shared.jobs().shutdown()
+    [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
+    launched = json.loads((tmp_path / "runs" / run_id / "config.json").read_text())
+    from core.config import RunConfig
+    expected = RunConfig.for_dataset("image-folder", data_path=str(folder)).to_dict()
+    assert {k: launched[k] for k in expected} == expected
+
+
+def test_pages_show_an_unreadable_run_without_crashing(app, finished_run, tmp_path):
+    broken = tmp_path / "runs" / "29990101-000000-broken-0000"
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "config.json").write_text('{"epochs": ')
+    (broken / "status.json").write_text("[]")
+    app.run()
+    assert app.sidebar.selectbox(key="run_id").value == broken.name       # the newest, still offered
+    for page in PAGES:
+        app.switch_page(page).run()
+        no_errors(app)
+    app.switch_page("pages/train.py").run()
+    assert any("cannot be read" in e.value and "config.json" in e.value for e in app.error)
+    app.switch_page("pages/runs.py").run()
+    [table] = [frame.value for frame in app.dataframe]
+    assert set(table["state"]) == {"unreadable", "completed"}
+
+
+def test_the_run_picker_shows_names_and_ids(app, finished_run):
+    app.run()
+    picker = app.sidebar.selectbox(key="run_id")
+    assert picker.options == [f"finished · {finished_run}"] and picker.label == "Run (1)"

@@ -80,3 +80,96 @@ def test_no_temp_files_are_left_behind(store):
     for i in range(20):
         store.update_status(run_id, step=i)
     assert sorted(p.name for p in store.run_dir(run_id).iterdir()) == ["checkpoints", "config.json", "status.json"]
+
+
+def test_files_carry_their_schema_version(store):
+    run_id = store.create_run(RunConfig())
+    folder = store.run_dir(run_id)
+    assert json.loads((folder / "config.json").read_text())["schema_version"] == 2
+    assert json.loads((folder / "status.json").read_text())["schema_version"] == 2
+
+
+def test_a_config_key_this_version_does_not_know_is_kept_and_reported(store):
+    run_id = store.create_run(RunConfig(name="from the future"))
+    path = store.run_dir(run_id) / "config.json"
+    values = json.loads(path.read_text())
+    path.write_text(json.dumps({**values, "schema_version": 7, "warmup_epochs": 3}))
+    [summary] = store.list_runs()
+    assert (summary.run_id, summary.state, summary.name) == (run_id, "created", "from the future")
+    assert summary.notes and "warmup_epochs" in summary.notes[0]
+    assert json.loads(path.read_text())["warmup_epochs"] == 3            # never dropped from the file
+    assert store.runnable_config(run_id).name == "from the future"       # and the run can still train
+
+
+@pytest.mark.parametrize("config_text, status_text, reason", [
+    ('{"epochs": 3', None, "config.json cannot be read"),
+    ('[]', None, "config must be a JSON object"),
+    (None, '[]', "status.json must hold a JSON object"),
+    (None, '"running"', "status.json must hold a JSON object"),
+    (None, '{"state": "running", "heartbeat": "now"}', "heartbeat has the wrong type"),
+    (None, '{"state": "paused"}', "unknown state 'paused'"),
+    ('{"batch_size": -5, "val_fraction": 0, "device": "tpu"}', None, "batch_size must be >= 1, got -5"),
+])
+def test_an_unreadable_run_is_listed_with_its_reason(store, config_text, status_text, reason):
+    good = store.create_run(RunConfig(name="good"))
+    bad = store.create_run(RunConfig(name="bad"))
+    if config_text is not None:
+        (store.run_dir(bad) / "config.json").write_text(config_text)
+    if status_text is not None:
+        (store.run_dir(bad) / "status.json").write_text(status_text)
+    summaries = {s.run_id: s for s in store.list_runs()}
+    assert summaries[good].state == "created"
+    assert summaries[bad].state == "unreadable" and reason in summaries[bad].error
+    assert store.summary(bad) == summaries[bad]
+
+
+def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cli):
+    from core.jobs import JobManager
+    from core.store import UnreadableRun
+    run_id = store.create_run(RunConfig(name="edited"))
+    store.update_status(run_id, state="stopped")
+    folder = store.run_dir(run_id)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(batch_size=-5, val_fraction=0, device="tpu", lr="fast")
+    (folder / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    [summary] = store.list_runs()
+    assert summary.state == "unreadable"
+    for problem in ("batch_size must be >= 1, got -5", "val_fraction must be > 0, got 0",
+                    "device must be one of auto, cpu, cuda; got 'tpu'", "lr must be a number, got 'fast'"):
+        assert problem in summary.error
+    result = cli("resume", run_id, runs=store.root)
+    assert result.returncode == 2 and "batch_size must be >= 1" in result.stderr and "'tpu'" in result.stderr
+    manager = JobManager(store)
+    try:
+        with pytest.raises(UnreadableRun, match="lr must be a number"):
+            manager.resume(run_id)
+    finally:
+        manager.shutdown()
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_transitions_are_checked(store):
+    from core.states import InvalidTransition
+    run_id = store.create_run(RunConfig())
+    store.transition(run_id, "queued")
+    with pytest.raises(InvalidTransition, match="already queued"):
+        store.transition(run_id, "queued")
+    store.update_status(run_id, state="completed")
+    with pytest.raises(InvalidTransition, match="only failed, interrupted, stopped runs can be resumed"):
+        store.transition(run_id, "queued")
+
+
+def test_summaries_are_cached_until_the_files_change(store, monkeypatch):
+    run_id = store.create_run(RunConfig(name="cached"))
+    store.update_status(run_id, state="stopped")
+    first = store.summary(run_id)
+    reads = []
+    original = store._read_summary
+    monkeypatch.setattr(store, "_read_summary", lambda rid: reads.append(rid) or original(rid))
+    assert store.list_runs() == [first] and reads == []          # unchanged files: not read again
+    store.update_status(run_id, state="failed", error="boom")
+    [changed] = store.list_runs()
+    assert (changed.state, changed.error, reads) == ("failed", "boom", [run_id])
+    store.delete_run(run_id)
+    assert store.list_runs() == [] and store._summaries == {}

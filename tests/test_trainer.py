@@ -1,8 +1,9 @@
 """The training loop, run in-process through run_training (what the child process runs)."""
+import pytest
 import torch
 
 from conftest import tiny_digits
-from core.callbacks import load_checkpoint
+from core.checkpoint import load_checkpoint
 from core.trainer import Callback
 from core.worker import run_training
 
@@ -123,14 +124,98 @@ def test_every_optimizer_scheduler_and_augmentation_runs(store):
     assert all(lr > 0 for lr in lrs)
 
 
-def test_hostile_checkpoint_is_refused(store, tmp_path):
-    import pickle
+class Recorder(Callback):
+    """Remembers which hooks ran, in order, and the gradients seen before each optimizer step."""
 
-    class Boom:
-        def __reduce__(self):
-            return (print, ("this code ran",))
-    path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"model": Boom(), "config": {}}))
-    import pytest
-    with pytest.raises(ValueError, match="not a readable Trainboard checkpoint"):
-        load_checkpoint(path)
+    def __init__(self):
+        self.calls, self.grads_present, self.errors = [], [], []
+
+    def on_before_optimizer_step(self, trainer):
+        self.calls.append("before_step")
+        self.grads_present.append(all(p.grad is not None for p in trainer.model.parameters()))
+
+    def on_validation_end(self, trainer, val_row):
+        self.calls.append("validation_end")
+
+    def on_epoch_end(self, trainer, rows):
+        self.calls.append("epoch_end")
+
+    def on_exception(self, trainer, error):
+        self.errors.append(error)
+
+
+def test_train_step_is_one_step_that_never_waits_for_the_host():
+    from core.data import load_dataset
+    from core.trainer import Trainer
+    config = tiny_digits(epochs=1)
+    trainer = Trainer(config, load_dataset(config), device=torch.device("cpu"))
+    split = trainer.train_split
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    loss, correct = trainer.train_step((split.images[:32], split.labels[:32]))
+    assert torch.is_tensor(loss) and loss.dim() == 0 and not loss.requires_grad
+    assert torch.is_tensor(correct) and 0 <= int(correct) <= 32
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_hooks_and_the_logged_gradient_norm(store):
+    recorder = Recorder()
+    run_id = store.create_run(tiny_digits(epochs=2, log_interval=4))
+    assert run_training(store, run_id, [recorder], handle_signals=False) == "completed"
+    steps = store.read_status(run_id)["step"]
+    assert recorder.calls.count("before_step") == steps and all(recorder.grads_present)
+    assert recorder.calls[-2:] == ["validation_end", "epoch_end"]
+    rows = [r for r in store.read_metrics(run_id) if r["kind"] == "step"]
+    assert rows and all(r["grad_norm"] > 0 for r in rows)
+
+
+def test_the_gradient_norm_is_measured_before_clipping(store):
+    run_id = store.create_run(tiny_digits(epochs=1, log_interval=2, grad_clip=1e-3))
+    run_training(store, run_id, handle_signals=False)
+    norms = [r["grad_norm"] for r in store.read_metrics(run_id) if r["kind"] == "step"]
+    assert min(norms) > 1e-3        # what clipping found, not what it left
+
+
+def test_a_failure_reaches_on_exception(store):
+    recorder = Recorder()
+
+    def poison(trainer):
+        with torch.no_grad():
+            next(trainer.model.parameters()).fill_(float("nan"))
+    run_id = store.create_run(tiny_digits(epochs=1, log_interval=50))
+    assert run_training(store, run_id, [AtStep(2, poison), recorder], handle_signals=False) == "failed"
+    [error] = recorder.errors
+    assert "loss became nan at step 3" in str(error)      # found at the epoch's end, step still named
+    assert "loss became nan at step 3" in store.read_status(run_id)["error"]
+
+
+@pytest.mark.parametrize("order", ["checkpointer first", "early stopping first"])
+def test_best_checkpoint_and_early_stopping_do_not_depend_on_order(tmp_path, order):
+    from core.callbacks import Checkpointer, EarlyStopping
+    from core.data import load_dataset
+    from core.trainer import Trainer
+    config = tiny_digits(epochs=10, lr=1e-12, scheduler="none")
+    checkpointer = Checkpointer(tmp_path / "latest.pt", tmp_path / "best.pt", "val_loss")
+    early = EarlyStopping(patience=1, metric="val_acc")
+    callbacks = [checkpointer, early] if order == "checkpointer first" else [early, checkpointer]
+    trainer = Trainer(config, load_dataset(config), callbacks, device=torch.device("cpu"))
+    trainer.fit()
+    assert trainer.state.stop_reason == "early" and trainer.state.epoch == 2
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["loop"]["epoch"] == checkpointer.monitor.best_epoch           # its own metric's best
+    latest = load_checkpoint(tmp_path / "latest.pt")
+    assert latest["callbacks"]["EarlyStopping"]["since_best"] == 1           # saved after its update
+    assert latest["callbacks"]["Checkpointer"]["best"] == checkpointer.monitor.best
+
+
+def test_a_flip_is_torch_flip_under_a_seeded_generator():
+    from core.augment import BatchPreprocessor
+    from core.config import RunConfig
+    images = torch.rand(64, 3, 8, 8)
+    prep = BatchPreprocessor([0.5] * 3, [0.25] * 3, RunConfig(aug_flip=True))
+    out = prep.augment(images.clone(), generator=torch.Generator().manual_seed(7))
+    flipped = torch.rand(64, generator=torch.Generator().manual_seed(7)) < 0.5   # the same draw
+    assert 10 < int(flipped.sum()) < 54
+    assert torch.allclose(out[flipped], torch.flip(images[flipped], dims=[-1]), atol=1e-6)
+    assert torch.allclose(out[~flipped], images[~flipped], atol=1e-6)
+    pixels = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(prep(pixels, train=False), prep.normalise(pixels.float() / 255))   # none at eval

@@ -1,0 +1,101 @@
+"""Checkpoints: the one place that saves, loads and turns them back into models.
+
+A checkpoint is a dict of tensors and plain Python values, so it loads with weights_only=True (a
+checkpoint is data, never code). It carries what rebuilds the model (config, classes, input shape,
+mean/std), so `load_model(path)` needs nothing but the file. The weights are always the plain
+module's: a torch.compile or DDP wrapper's prefixes (`_orig_mod.`, `module.`) never reach a file.
+
+Schema versions: 1 had no version key and kept the early-stopping and best-checkpoint state in
+"loop"; 2 keeps each callback's own state under "callbacks". Version 1 files are upgraded on load.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CHECKPOINT_SCHEMA_VERSION = 2
+REQUIRED_KEYS = ("model", "config", "classes", "input_shape", "mean", "std", "loop")
+
+
+def plain_module(model: nn.Module) -> nn.Module:
+    """The module under a torch.compile (OptimizedModule) or DDP / DataParallel wrapper."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save to a temp file beside `path`, fsync, then os.replace: never half a checkpoint.
+    A failed write (a full disk) removes its temp file and raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save({**state, "schema_version": CHECKPOINT_SCHEMA_VERSION}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, device="cpu") -> dict:
+    """A Trainboard checkpoint of any schema version, upgraded to the current one; ValueError with
+    the reason for anything else (a pickle with code in it, another program's file, a torn file)."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        # torch's message advises weights_only=False, the one thing never to do with an unknown file.
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ValueError(f"{path.name} is not a readable Trainboard checkpoint "
+                         f"({type(error).__name__}{': ' + first_line if first_line else ''})") from None
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise ValueError(f"{path.name} is not a Trainboard checkpoint (it lacks the model, config or "
+                         "data description)")
+    version = checkpoint.get("schema_version", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_SCHEMA_VERSION:
+        raise ValueError(f"{path.name} was written by a newer Trainboard (checkpoint schema {version}; "
+                         f"this version reads up to {CHECKPOINT_SCHEMA_VERSION})")
+    if version == 1:
+        checkpoint = _upgrade_from_1(checkpoint)
+    return checkpoint
+
+
+def _upgrade_from_1(checkpoint: dict) -> dict:
+    """Version 1 kept one best value, shared by early stopping and the best checkpoint, in "loop"."""
+    loop = checkpoint["loop"]
+    monitor = {"best": loop.get("best_value"), "best_epoch": loop.get("best_epoch"),
+               "since_best": loop.get("epochs_without_improvement", 0)}
+    return {**checkpoint, "schema_version": CHECKPOINT_SCHEMA_VERSION,
+            "callbacks": {"Checkpointer": dict(monitor), "EarlyStopping": dict(monitor)}}
+
+
+def model_from_checkpoint(checkpoint: dict, device="cpu") -> nn.Module:
+    """The checkpoint's model, built from its own description, weights loaded, in eval mode."""
+    from core.models import build_model
+    config = checkpoint["config"]
+    model = build_model(config["model"], *checkpoint["input_shape"], len(checkpoint["classes"]))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"the checkpoint's weights do not fit a {config['model']} "
+                         f"({str(error).splitlines()[0][:200]})") from None
+    return model.to(device).eval()
+
+
+def load_model(path: Path, device="cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode, checkpoint) from a checkpoint file: the one call that every reader of
+    best.pt / latest.pt needs."""
+    checkpoint = load_checkpoint(path, device="cpu")
+    return model_from_checkpoint(checkpoint, device), checkpoint

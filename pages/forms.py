@@ -1,0 +1,86 @@
+"""Widgets derived from the settings' own descriptions (core.config.SETTINGS): the dataset picker
+and the Train / Clone form. Not a page: app.py's st.navigation lists the pages.
+
+A widget's key names the dataset it was drawn for, so switching the dataset draws fresh widgets with
+that dataset's defaults instead of keeping the first dataset's values.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from core.config import FOLDER_DATASETS, GROUPS, SETTINGS, RunConfig, Setting
+
+COLUMNS = 4
+DATA_FIELDS = tuple(name for name, s in SETTINGS.items() if s.group == "data")
+
+
+def setting_widget(box, setting: Setting, value, key: str):
+    """The widget for one setting, showing `value` (or the default when `value` does not fit)."""
+    help_text = setting.help or None
+    if setting.kind is bool:
+        return box.checkbox(setting.label, value=value if isinstance(value, bool) else setting.default,
+                            key=key, help=help_text)
+    if setting.choices:
+        options = list(setting.choices)
+        index = options.index(value if value in options else setting.default)
+        labels = setting.choice_labels or {}
+        return box.selectbox(setting.label, options, index=index, key=key, help=help_text,
+                             format_func=lambda choice: labels.get(choice, str(choice)))
+    if setting.kind in (int, float):
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        shown = setting.kind(value if fits else setting.default)
+        return box.number_input(setting.label, value=shown, step=setting.step, format=setting.format,
+                                key=key, help=help_text)
+    return box.text_input(setting.label, value=value if isinstance(value, str) else "", key=key, help=help_text,
+                          max_chars=setting.max_length)
+
+
+def _draw_group(box, config: RunConfig, group: str, key_prefix: str) -> dict:
+    names = [name for name, s in SETTINGS.items() if s.group == group]
+    values = {}
+    for start in range(0, len(names), COLUMNS):
+        columns = box.columns(COLUMNS)
+        for column, name in zip(columns, names[start:start + COLUMNS]):
+            values[name] = setting_widget(column, SETTINGS[name], getattr(config, name), f"{key_prefix}_{name}")
+    return values
+
+
+def settings_form(config: RunConfig, key_prefix: str) -> dict:
+    """Every setting but the data ones, as widgets showing `config`; returns {name: value}.
+    Call inside st.form. The last group is folded under 'More settings'."""
+    values = {}
+    for group in GROUPS[1:-1]:
+        values.update(_draw_group(st, config, group, key_prefix))
+    with st.expander("More settings"):
+        values.update(_draw_group(st, config, GROUPS[-1], key_prefix))
+    return {name: value.strip() if isinstance(value, str) else value for name, value in values.items()}
+
+
+def dataset_picker(container=None) -> RunConfig:
+    """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
+    the dataset's default config with the picked data settings."""
+    box = container or st
+    dataset_setting = SETTINGS["dataset"]
+    dataset = box.selectbox(dataset_setting.label, dataset_setting.choices, key="ds_name",
+                            format_func=dataset_setting.choice_labels.get, help=dataset_setting.help)
+    defaults = RunConfig.for_dataset(dataset)
+    data_path = labels_csv = ""
+    if dataset in FOLDER_DATASETS:
+        data_path = box.text_input(SETTINGS["data_path"].label, key="ds_path", placeholder="/path/to/images")
+        if dataset == "csv-folder":
+            labels_csv = box.text_input(SETTINGS["labels_csv"].label, key="ds_csv",
+                                        placeholder="default: <folder>/labels.csv")
+    elif dataset != "digits":
+        data_path = box.text_input("Download folder", key="ds_path", placeholder="default: ./data",
+                                   help=SETTINGS["data_path"].help)
+    cols = box.columns(2)
+    size, channels = SETTINGS["image_size"], SETTINGS["channels"]
+    image_size = cols[0].number_input(size.label, int(size.low), int(size.high), value=defaults.image_size,
+                                      key=f"ds_size_{dataset}", help=size.help)
+    picked_channels = cols[1].selectbox(channels.label, channels.choices,
+                                        index=channels.choices.index(defaults.channels), key=f"ds_channels_{dataset}",
+                                        format_func=channels.choice_labels.get)
+    return dataclasses.replace(defaults, data_path=data_path, labels_csv=labels_csv, image_size=int(image_size),
+                               channels=int(picked_channels))
