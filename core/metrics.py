@@ -1,9 +1,17 @@
 """Classification figures from (probs [N, C], labels [N]), vectorised with NumPy.
 
 Each figure is defined as scikit-learn defines it (tests/test_metrics.py checks them against it on
-the same arrays), but computed with one sort per class, so 1,000,000 x 10 predictions take seconds.
-A class absent from the labels has no ROC AUC or average precision (None), as in scikit-learn,
-where it would warn or fail; macro averages are over the classes that have one.
+the same arrays, ties in scores included). A class absent from the labels has no ROC AUC or average
+precision (None), a class that is every label no ROC AUC, as in scikit-learn, where it would warn or
+fail; macro averages are over the classes that have one.
+
+Why it is fast (1,000,000 x 10 float32 predictions in ~0.7 s on the project's 2-core VM, 5 s with an
+argsort and a curve per class): ROC AUC, average precision and the best-F1 threshold only change at
+the scores of the positives, so they need, for each distinct positive score u, how many positives
+score u and how many of all scores lie below and at u. That is two plain (unstable, SIMD) sorts - all
+scores, positives' scores - and two binary searches of the distinct positive scores into the sorted
+scores; no argsort, no gather, no curve over every score. The micro average works the same way on
+the 10M flattened scores, whose positives are the 1M true-class scores.
 """
 from __future__ import annotations
 
@@ -33,34 +41,53 @@ def per_class_prf(confusion: np.ndarray) -> dict:
 
 
 def _binary_curve_points(scores: np.ndarray, positives: np.ndarray):
-    """Cumulative TP and FP at each distinct score, highest first (the thresholds of roc_curve)."""
-    order = np.argsort(-scores, kind="mergesort")
+    """Cumulative TP and FP at each distinct score, highest first (the thresholds of roc_curve), for
+    drawing. Ties are grouped by distinct score, so an unstable sort is enough."""
+    order = np.argsort(scores)[::-1]
     scores, positives = scores[order], positives[order]
-    distinct = np.flatnonzero(np.diff(scores)) if len(scores) > 1 else np.array([], dtype=int)
-    ends = np.r_[distinct, len(scores) - 1]
+    ends = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), len(scores) - 1]
     tps = np.cumsum(positives)[ends]
     fps = (ends + 1) - tps
     return tps.astype(float), fps.astype(float), scores[ends]
 
 
-def binary_figures(scores: np.ndarray, positives: np.ndarray) -> dict:
-    """ROC AUC, average precision and the F1-maximising threshold of one class, from one sort."""
-    tps, fps, thresholds = _binary_curve_points(scores, positives)
-    if tps[-1] == 0:
+def _ranked_figures(sorted_scores: np.ndarray, sorted_positive_scores: np.ndarray) -> dict:
+    """ROC AUC, average precision and best-F1 threshold from all scores and the positives' scores,
+    both sorted ascending. Only thresholds at a positive's score matter:
+    - AP = sum over thresholds of (recall step) * precision, and recall only steps at positive scores;
+    - AUC = P(positive > negative) + P(tie) / 2 (the Mann-Whitney statistic, which equals the area
+      under the trapezoidal ROC curve), counted exactly in integers;
+    - F1 only falls when a threshold adds negatives alone, so its maximum is at a positive score."""
+    n, n_pos = len(sorted_scores), len(sorted_positive_scores)
+    if n_pos == 0:
         return {"roc_auc": None, "average_precision": None, "best_f1_threshold": None}
+    # Distinct positive scores u (ascending); `first` = how many positives score below u.
+    first = np.flatnonzero(np.r_[True, sorted_positive_scores[1:] != sorted_positive_scores[:-1]])
+    u = sorted_positive_scores[first]
+    at_u = np.diff(np.r_[first, n_pos])                         # positives scoring exactly u
+    below = np.searchsorted(sorted_scores, u, side="left")     # all scores < u
+    equal = np.searchsorted(sorted_scores, u, side="right") - below
+    tp = n_pos - first                                          # positives >= u
+    predicted = n - below                                       # all >= u
     auc = None
-    if fps[-1] > 0:
-        auc = float(np.trapezoid(np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]))
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    # sklearn.metrics.average_precision_score: sum over thresholds of (R_n - R_{n-1}) * P_n
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
-    best = int(np.argmax(f1))
+    if n > n_pos:
+        negatives_below, negatives_equal = below - first, equal - at_u
+        twice_u_statistic = int(np.dot(at_u, 2 * negatives_below + negatives_equal))
+        auc = twice_u_statistic / (2 * n_pos * (n - n_pos))
+    precision = tp / predicted
+    recall = tp / n_pos
+    ap = float(np.dot(at_u, precision)) / n_pos
+    f1 = 2 * precision * recall / (precision + recall)          # tp >= 1 at every u, so no 0/0
+    best = len(f1) - 1 - int(np.argmax(f1[::-1]))              # highest threshold among equal maxima
     return {"roc_auc": auc, "average_precision": ap,
-            "best_f1_threshold": {"threshold": float(thresholds[best]), "f1": float(f1[best]),
+            "best_f1_threshold": {"threshold": float(u[best]), "f1": float(f1[best]),
                                   "precision": float(precision[best]), "recall": float(recall[best])}}
+
+
+def binary_figures(scores: np.ndarray, positives: np.ndarray) -> dict:
+    """ROC AUC, average precision and the F1-maximising threshold of one class."""
+    scores, positives = np.asarray(scores), np.asarray(positives, dtype=bool)
+    return _ranked_figures(np.sort(scores), np.sort(scores[positives]))
 
 
 def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +104,12 @@ def pr_curve(scores: np.ndarray, positives: np.ndarray):
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
     """ECE over equal-width confidence bins, and the bins themselves (for a reliability diagram)."""
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == labels
+    probs = np.asarray(probs)
+    predicted = probs.argmax(1)
+    return _calibration(probs[np.arange(len(probs)), predicted], predicted == labels, bins)
+
+
+def _calibration(confidence: np.ndarray, correct: np.ndarray, bins: int) -> tuple[float, list[dict]]:
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     count = np.bincount(which, minlength=bins)
     conf_sum = np.bincount(which, weights=confidence, minlength=bins)
@@ -87,7 +118,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     for b in range(bins):
         if count[b]:
             accuracy, mean_conf = correct_sum[b] / count[b], conf_sum[b] / count[b]
-            ece += abs(accuracy - mean_conf) * count[b] / len(labels)
+            ece += abs(accuracy - mean_conf) * count[b] / len(correct)
             table.append({"low": b / bins, "high": (b + 1) / bins, "count": int(count[b]),
                           "accuracy": float(accuracy), "confidence": float(mean_conf)})
     return float(ece), table
@@ -101,16 +132,23 @@ def classification_report(probs: np.ndarray, labels: np.ndarray, class_names: li
     predicted = probs.argmax(1)
     confusion = confusion_matrix(labels, predicted, c)
     prf = per_class_prf(confusion)
-    onehot = labels[:, None] == np.arange(c)[None, :]
-    figures = [binary_figures(probs[:, k], onehot[:, k]) for k in range(c)]
+    # One contiguous row of scores per class: the positives of class k are picked from it, then the
+    # rows are sorted in place (a strided column would be copied at each step).
+    scores = np.ascontiguousarray(probs.T)
+    positives = [np.sort(scores[k][labels == k]) for k in range(c)]
+    scores.sort(axis=1)
+    figures = [_ranked_figures(scores[k], positives[k]) for k in range(c)]
     aucs = [f["roc_auc"] for f in figures]
     aps = [f["average_precision"] for f in figures]
     thresholds = [f["best_f1_threshold"] for f in figures]
-    micro = binary_figures(probs.ravel(), onehot.ravel())
+    # Micro average: every (sample, class) score, whose positives are the true-class scores. Merging the
+    # sorted rows (stable sort = timsort) measured 2x slower than a plain SIMD sort of all 10M scores.
+    true_scores = probs[np.arange(n), labels]
+    micro = _ranked_figures(np.sort(probs, axis=None), np.sort(true_scores))
     defined_auc = [a for a in aucs if a is not None]
     defined_ap = [a for a in aps if a is not None]
-    loss = float(-np.log(np.clip(probs[np.arange(n), labels].astype(np.float64), 1e-15, 1)).mean()) if n else 0.0
-    ece, reliability = expected_calibration_error(probs, labels)
+    loss = float(-np.log(np.clip(true_scores.astype(np.float64), 1e-15, 1)).mean()) if n else 0.0
+    ece, reliability = _calibration(probs[np.arange(n), predicted], predicted == labels, 15)
     return {
         "samples": int(n), "classes": list(class_names), "accuracy": float((predicted == labels).mean()) if n else 0.0,
         "loss": loss,
