@@ -53,14 +53,14 @@ class StatusReporter(Callback):
 
     def start(self) -> None:
         check_transition(self.status["state"], RUNNING, self.run_id)
-        self.write(state=RUNNING, pid=os.getpid(), host=HOST, started_at=self.status.get("started_at")
-                   or time.time(), ended_at=None, error=None)
+        self.write(state=RUNNING, announce=True, pid=os.getpid(), host=HOST,
+                   started_at=self.status.get("started_at") or time.time(), ended_at=None, error=None)
         self.thread.start()
 
-    def write(self, fsync: bool = True, **changes) -> None:
+    def write(self, fsync: bool = True, announce: bool = False, **changes) -> None:
         with self.lock:
             self.status.update(changes, heartbeat=time.time())
-            self.store.write_status(self.run_id, dict(self.status), fsync=fsync)
+            self.store.write_status(self.run_id, dict(self.status), fsync=fsync, announce=announce)
 
     def _beat(self) -> None:
         while not self.stopped.wait(HEARTBEAT_EVERY_S):

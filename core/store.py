@@ -11,17 +11,20 @@ import secrets
 import tempfile
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import ConfigError, RunConfig, read_config_values
-from core.states import (ACTIVE_STATES, CREATED, UNREADABLE, WRITTEN_STATES, check_transition,
+from core.states import (ACTIVE_STATES, CREATED, INTERRUPTED, RUNNING, UNREADABLE, WRITTEN_STATES, check_transition,
                          effective_state, owner_gone)
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 STOP_FILE = "STOP"
+CHANGES_FILE = ".changes"     # in the runs folder: ids of runs whose state changed, one per line
+SUMMARIES_FILE = ".summaries.json"   # in the runs folder: the summary cache, kept across restarts
 LOG_FILE = "train.log"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
@@ -38,6 +41,11 @@ EXPORT_FILES = {"onnx": "model.onnx", "onnx-int8-dynamic": "model.int8.onnx",
 # What predict / serve can run a run's model with, and the export file each reads (None: best.pt).
 SERVING_BACKENDS = {"torch": None, "onnx": "onnx", "onnx-int8": "onnx-int8-static"}
 RUN_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
+DEEP_CHECK_EVERY = 16       # list_runs re-checks each run's files every this many listings
+LISTING_TTL_S = 0.5         # list_runs answers again from its last listing for this long
+SUMMARIES_SAVE_EVERY_S = 10.0   # the summary cache is saved at most this often, when it changed
+SUMMARIES_FORMAT = 1
+JOURNAL_LIMIT_BYTES = 1 << 20   # the change journal starts over beyond this size
 
 
 class RunNotFound(KeyError):
@@ -110,6 +118,15 @@ class RunSummary:
         return f"{self.name} · {self.run_id}" if self.name else self.run_id
 
 
+def matching_runs(summaries: list[RunSummary], query: str) -> list[RunSummary]:
+    """The runs whose name, id, state, dataset or model contain every word of `query` (any case)."""
+    words = query.lower().split()
+    if not words:
+        return list(summaries)
+    return [s for s in summaries
+            if all(w in f"{s.name} {s.run_id} {s.state} {s.dataset} {s.model}".lower() for w in words)]
+
+
 # status.json: the keys every reader may rely on, their defaults when an older file lacks them, and
 # what their values must be. Other keys (classes, last_val, ...) are kept as they are.
 _NUMBER = (int, float)
@@ -140,10 +157,24 @@ def parse_status(value) -> dict:
     return status
 
 
-def _fingerprint(path: Path):
-    """Changes whenever the file is replaced (a new inode) or rewritten."""
-    stat = os.stat(path)
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+def _folder_key(folder: str) -> tuple:
+    """Changes whenever a file in the run folder is replaced: every write of status.json and
+    config.json is an os.replace, which updates the folder's mtime. One stat per run."""
+    stat = os.stat(folder)
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _files_key(folder: str) -> tuple:
+    """Changes when config.json or status.json is edited in place too (an editor that does not
+    replace the file): the deep check, made on a rotating share of the runs each listing."""
+    key = []
+    for name in (CONFIG_FILE, STATUS_FILE):
+        try:
+            stat = os.stat(os.path.join(folder, name))
+            key.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            key.append(None)
+    return tuple(key)
 
 
 class MetricsReader:
@@ -231,10 +262,15 @@ class RunStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_runs_dir()
-        # run_id -> (fingerprint of config.json and status.json, RunSummary): a finished run's
-        # files are read once, then only stat()ed, so thousands of runs stay cheap to list.
-        self._summaries: dict[str, tuple[tuple, RunSummary]] = {}
-        self._lock = threading.Lock()
+        # run_id -> (folder key, files key, RunSummary): a finished run's files are read once, then
+        # only its folder is stat()ed, so thousands of runs stay cheap to list.
+        self._summaries: dict[str, tuple[tuple, tuple, RunSummary]] = {}
+        self._listings = 0
+        self._journal_offset: int | None = None      # None until the first listing
+        self._unsaved, self._saved_at = False, 0.0
+        self._last_listing: tuple[float, list[RunSummary]] | None = None
+        self.listing_ttl_s = LISTING_TTL_S
+        self._lock = threading.RLock()
 
     # --- paths ---------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -299,6 +335,7 @@ class RunStore:
                                    "created_at": time.time(), "started_at": None, "ended_at": None,
                                    "heartbeat": None, "best": None, "error": None})
         atomic_write_bytes(path / CONFIG_FILE, config.to_json().encode())
+        self.announce_change(run_id)
         return run_id
 
     def read_config_with_unknown(self, run_id: str) -> tuple[RunConfig, dict]:
@@ -344,9 +381,47 @@ class RunStore:
                 time.sleep(0.01)   # os.replace makes this rare; a retry covers odd filesystems
         return {"error": "status.json is missing or not JSON"}
 
-    def write_status(self, run_id: str, status: dict, fsync: bool = True) -> None:
+    def write_status(self, run_id: str, status: dict, fsync: bool = True, announce: bool = False) -> None:
+        """Replace status.json. A state other than 'running', or `announce`, is also recorded in the
+        change journal, so listings re-read this run; heartbeats of a running run are not (a running
+        run is re-read on every listing anyway)."""
         atomic_write_json(self.run_dir(run_id) / STATUS_FILE,
                           {**status, "schema_version": STATUS_SCHEMA_VERSION}, fsync=fsync)
+        if announce or status.get("state") != RUNNING:
+            self.announce_change(run_id)
+
+    def announce_change(self, run_id: str) -> None:
+        """Append the run id to the change journal (best effort: a lost line is caught by the deep
+        check within DEEP_CHECK_EVERY listings)."""
+        self._last_listing = None
+        try:
+            with open(self.root / CHANGES_FILE, "ab", buffering=0) as handle:
+                handle.write(f"{run_id}\n".encode())      # one short O_APPEND write: never interleaved
+        except OSError:
+            pass
+
+    def _changed_runs(self) -> set[str] | None:
+        """Run ids announced since the last call; None when the journal was removed or truncated
+        (then every run is checked)."""
+        path = self.root / CHANGES_FILE
+        try:
+            with open(path, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size < self._journal_offset:
+                    self._journal_offset = 0
+                    return None
+                handle.seek(self._journal_offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            missing, self._journal_offset = self._journal_offset > 0, 0
+            return None if missing else set()
+        end = chunk.rfind(b"\n") + 1                       # a line being written waits for next time
+        self._journal_offset += end
+        if self._journal_offset > JOURNAL_LIMIT_BYTES:
+            # Start the journal over; every process that reads it next checks all its runs once.
+            os.truncate(path, 0)
+            self._journal_offset = 0
+        return set(chunk[:end].decode(errors="replace").split())
 
     def update_status(self, run_id: str, **changes) -> dict:
         """Read-modify-write of status.json, for when no training process owns it."""
@@ -387,34 +462,33 @@ class RunStore:
     def summary(self, run_id: str) -> RunSummary:
         """What the runs table shows of a run. A run whose files cannot be understood is summarised
         as 'unreadable' with the reason, never raised."""
-        summary = self._summary_in(self.run_dir(run_id))
+        summary = self._summary_in(check_run_id(run_id), deep=True)
         if summary is None:
             raise RunNotFound(f"no run {run_id!r} in {self.root}")
         return summary
 
-    def _summary_in(self, folder: Path) -> RunSummary | None:
-        """The summary of the run in `folder`, from the cache while its files are unchanged; None
-        when the folder holds no run (no config.json)."""
-        run_id = folder.name
+    def _summary_in(self, run_id: str, deep: bool) -> RunSummary | None:
+        """The run's summary, from the cache while its folder is unchanged (and, when `deep`, its
+        files too); None when the folder holds no run (no config.json)."""
+        folder = os.path.join(self.root, run_id)
         try:
-            key = _fingerprint(folder / CONFIG_FILE)
+            folder_key = _folder_key(folder)
         except FileNotFoundError:
             return None
-        try:
-            key += _fingerprint(folder / STATUS_FILE)
-        except FileNotFoundError:
-            pass
         with self._lock:
             cached = self._summaries.get(run_id)
         # An active run's effective state and duration move with the clock: always read afresh.
-        if cached and cached[0] == key and cached[1].state not in ACTIVE_STATES:
-            return cached[1]
+        if cached and cached[0] == folder_key and cached[2].state not in ACTIVE_STATES:
+            if not deep or cached[1] == _files_key(folder):
+                return cached[2]
+        files_key = _files_key(folder)          # taken before reading: a later change is seen next time
         try:
             summary = self._read_summary(run_id)
         except RunNotFound:
             return None
         with self._lock:
-            self._summaries[run_id] = (key, summary)
+            self._summaries[run_id] = (folder_key, files_key, summary)
+            self._unsaved |= summary.state not in ACTIVE_STATES
         return summary
 
     def _read_summary(self, run_id: str) -> RunSummary:
@@ -447,29 +521,103 @@ class RunStore:
                           notes=notes)
 
     def list_runs(self) -> list[RunSummary]:
-        """Every run's summary, newest first; unreadable runs included, with their reason."""
+        """Every run's summary, newest first; unreadable runs included, with their reason.
+
+        Cheap at 10,000 runs: one directory listing, then a finished run's cached summary is used
+        as it is unless the change journal names it; running runs are read afresh; a rotating
+        sixteenth of the runs get the deep check (their files stat()ed), which also catches files
+        edited in place by hand. Several pages in one rerun share one listing (LISTING_TTL_S)."""
+        with self._lock:
+            last = self._last_listing
+            if last and time.monotonic() - last[0] < self.listing_ttl_s:
+                return list(last[1])
+            summaries = self._list_runs()
+            self._last_listing = (time.monotonic(), summaries)
+            return list(summaries)
+
+    def _list_runs(self) -> list[RunSummary]:
         if not self.root.is_dir():
             return []
+        if self._journal_offset is None:
+            # The first listing of this process: start from the summaries a previous process saved
+            # and check each run's folder once; the journal's past is not needed.
+            self._load_saved_summaries()
+            changed = None
+            try:
+                self._journal_offset = os.stat(self.root / CHANGES_FILE).st_size
+            except FileNotFoundError:
+                self._journal_offset = 0
+        else:
+            changed = self._changed_runs()         # None: the journal was lost, check every folder
         with os.scandir(self.root) as entries:
             names = sorted((e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)), reverse=True)
-        summaries = [s for s in (self._summary_in(self.root / name) for name in names) if s is not None]
-        with self._lock:
-            listed = {s.run_id for s in summaries}
-            for gone in [r for r in self._summaries if r not in listed]:
-                del self._summaries[gone]
+        self._listings += 1
+        turn, root = self._listings % DEEP_CHECK_EVERY, os.fspath(self.root)
+        cache, summaries = self._summaries, []
+        for i, name in enumerate(names):
+            cached = cache.get(name)
+            if (cached is not None and i % DEEP_CHECK_EVERY != turn and cached[2].state not in ACTIVE_STATES
+                    and (changed is None or name not in changed)):
+                if changed is not None:
+                    summaries.append(cached[2])      # the common case: no syscall at all
+                    continue
+                try:
+                    if _folder_key(f"{root}/{name}") == cached[0]:
+                        summaries.append(cached[2])
+                        continue
+                except FileNotFoundError:
+                    continue
+            if changed and name in changed:
+                cache.pop(name, None)
+            summary = self._summary_in(name, deep=True)
+            if summary is not None:
+                summaries.append(summary)
+        listed = {s.run_id for s in summaries}
+        for gone in [r for r in cache if r not in listed]:
+            del cache[gone]
+        if self._unsaved and time.monotonic() - self._saved_at > SUMMARIES_SAVE_EVERY_S:
+            self._save_summaries()
         return summaries
 
+    def _save_summaries(self) -> None:
+        """Write the summary cache for the next process (best effort: it is only a cache)."""
+        runs = {run_id: [folder_key, files_key, dataclasses.asdict(summary)]
+                for run_id, (folder_key, files_key, summary) in self._summaries.items()
+                if summary.state not in ACTIVE_STATES}
+        try:
+            atomic_write_json(self.root / SUMMARIES_FILE, {"format": SUMMARIES_FORMAT, "runs": runs}, fsync=False)
+        except OSError:
+            return
+        self._unsaved, self._saved_at = False, time.monotonic()
+
+    def _load_saved_summaries(self) -> None:
+        """Fill the cache from the saved summaries; a missing, older or broken file is ignored."""
+        try:
+            saved = json.loads((self.root / SUMMARIES_FILE).read_bytes())
+            if saved.get("format") != SUMMARIES_FORMAT:
+                return
+            loaded = {}
+            for run_id, (folder_key, files_key, fields) in saved["runs"].items():
+                files_key = tuple(tuple(k) if k is not None else None for k in files_key)
+                loaded[run_id] = (tuple(folder_key), files_key, RunSummary(**{**fields, "notes": tuple(fields["notes"])}))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return
+        self._summaries.update(loaded)
+
     def mark_interrupted_runs(self) -> list[str]:
-        """Persist 'interrupted' for active runs whose owner is gone (called at start-up)."""
+        """Persist 'interrupted' for active runs whose owner is gone (called at start-up). Only runs
+        that listings show as active or interrupted are looked at: not 10,000 status files."""
         marked = []
-        for run_id in self.run_ids():
+        for summary in self.list_runs():
+            if summary.state not in ACTIVE_STATES | {INTERRUPTED}:
+                continue
             try:
-                status = parse_status(self.read_raw_status(run_id))
+                status = parse_status(self.read_raw_status(summary.run_id))
             except UnreadableRun:
                 continue
             if status["state"] in ACTIVE_STATES and owner_gone(status):
-                self.update_status(run_id, state="interrupted", pid=None)
-                marked.append(run_id)
+                self.update_status(summary.run_id, state=INTERRUPTED, pid=None)
+                marked.append(summary.run_id)
         return marked
 
     def delete_run(self, run_id: str) -> None:
@@ -481,4 +629,5 @@ class RunStore:
         # Rename first so readers never see a half-deleted run as a run.
         trash = self.root / f".deleting-{run_id}-{secrets.token_hex(2)}"
         os.replace(path, trash)
+        self._last_listing = None
         shutil.rmtree(trash, ignore_errors=True)

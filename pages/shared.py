@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from core.jobs import JobManager
-from core.store import RunStore, default_runs_dir
+from core.store import RunStore, default_runs_dir, matching_runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,20 +92,38 @@ def run_label(run_id: str) -> str:
     return f"{summary.name or run_id} · {summary.state}"
 
 
+PICKER_LIMIT = 100      # runs a picker lists at once: each 10,000-option picker cost ~0.9 s per page
+
+
+def runs_in_view(summaries: list | None = None) -> list:
+    """The runs the sidebar search matches (all runs when it is empty), newest first."""
+    summaries = store().list_runs() if summaries is None else summaries
+    return matching_runs(summaries, st.session_state.get("run_search", ""))
+
+
 def run_picker() -> str | None:
-    """The sidebar picker; the choice lives in session_state so it survives page switches. Type in
-    it to search: names and run ids are both in its labels."""
-    labels = {s.run_id: s.label for s in store().list_runs()}
-    ids = list(labels)
+    """The sidebar picker; the choice lives in session_state so it survives page switches. It lists
+    the newest PICKER_LIMIT runs that the search box matches (the box shows once there are more), and
+    the chosen run always."""
+    summaries = store().list_runs()
+    labels = {s.run_id: s.label for s in summaries}
     if "_pending_run" in st.session_state:
         st.session_state[RUN_KEY] = st.session_state.pop("_pending_run")
     if st.session_state.get(RUN_KEY) not in labels:
-        st.session_state[RUN_KEY] = ids[0] if ids else None
-    if not ids:
+        st.session_state[RUN_KEY] = summaries[0].run_id if summaries else None
+    if not summaries:
         st.sidebar.caption("No runs yet: launch one on the Train page.")
         return None
+    if len(summaries) > PICKER_LIMIT:
+        st.sidebar.text_input("Find a run", key="run_search", placeholder="name, id, state, dataset, model")
+    found = runs_in_view(summaries)
+    ids = [s.run_id for s in found[:PICKER_LIMIT]]
+    if st.session_state[RUN_KEY] not in ids:
+        ids.insert(0, st.session_state[RUN_KEY])
+    if len(found) > PICKER_LIMIT:
+        st.sidebar.caption(f"The newest {PICKER_LIMIT} of {len(found):,} matching runs; type to narrow.")
     # Labels must not change while a run trains (a state in them would reset the choice).
-    return st.sidebar.selectbox(f"Run ({len(ids):,})", ids, key=RUN_KEY, format_func=labels.get,
+    return st.sidebar.selectbox(f"Run ({len(summaries):,})", ids, key=RUN_KEY, format_func=labels.get,
                                 help="type to search by name or run id")
 
 
@@ -124,11 +142,18 @@ RUNS_COLUMNS = {
 
 
 def runs_frame(summaries) -> pd.DataFrame:
-    """The runs table shared by the Train and Runs pages."""
+    """The runs table shared by the Train and Runs pages (built column by column: one
+    pd.to_datetime per row took 2.8 s for 10,000 runs)."""
     import pandas as pd
-    return pd.DataFrame([{
-        "run": s.run_id, "name": s.name, "state": s.state, "progress": s.progress,
-        "best val acc": s.best_value if s.best_metric == "val_acc" else None,
-        "epoch": f"{s.epoch}/{s.epochs}", "duration": s.duration_s,
-        "created": pd.to_datetime(s.created_at, unit="s", utc=True).tz_convert(None),
-        "model": s.model, "dataset": s.dataset, "error": s.error} for s in summaries])
+    frame = pd.DataFrame({
+        "run": [s.run_id for s in summaries], "name": [s.name for s in summaries],
+        "state": [s.state for s in summaries], "progress": [s.progress for s in summaries],
+        "best val acc": [s.best_value if s.best_metric == "val_acc" else None for s in summaries],
+        "epoch": [f"{s.epoch}/{s.epochs}" for s in summaries],
+        "duration": [s.duration_s for s in summaries],
+        "created": pd.to_datetime([s.created_at for s in summaries], unit="s"),
+        "model": [s.model for s in summaries], "dataset": [s.dataset for s in summaries],
+        "error": [s.error for s in summaries]})
+    frame["best val acc"] = frame["best val acc"].astype(float)
+    frame["duration"] = frame["duration"].astype(float)
+    return frame

@@ -199,11 +199,15 @@ def live_view() -> None:
 
 # --- compare -----------------------------------------------------------------------------------
 def compare() -> None:
-    ids = [s.run_id for s in store.list_runs() if s.state != UNREADABLE]
-    if len(ids) < 2:
+    runs = [s for s in shared.runs_in_view() if s.state != UNREADABLE]
+    if len(runs) < 2:
         return
+    labels = {s.run_id: s.label for s in runs}
     with st.expander("Compare runs"):
-        chosen = st.multiselect("Runs", ids, default=ids[:2], format_func=shared.run_name, key="cmp_runs")
+        # The newest runs the sidebar search matches, and those already chosen.
+        chosen_before = [r for r in st.session_state.get("cmp_runs", []) if r in labels]
+        ids = list(dict.fromkeys(chosen_before + list(labels)[:shared.PICKER_LIMIT]))
+        chosen = st.multiselect("Runs", ids, default=ids[:2], format_func=labels.get, key="cmp_runs")
         if len(chosen) < 2:
             st.caption("Pick two or more runs.")
             return

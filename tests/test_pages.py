@@ -162,9 +162,10 @@ def test_runs_page_filters_and_offers_csv(app, finished_run):
     no_errors(app)
     [table] = [frame.value for frame in app.dataframe]
     assert table["run"].tolist() == [finished_run] and table["state"].tolist() == ["completed"]
+    assert any(f"metrics of {finished_run}" in b.proto.label for b in app.get("download_button"))
     app.multiselect(key="runs_states").set_value(["failed"]).run()
     assert [frame.value for frame in app.dataframe][0].empty
-    assert any("metrics of" in b.proto.label for b in app.get("download_button"))
+    assert not app.get("download_button")
 
 
 def test_evaluate_page_shows_the_report_of_the_chosen_run(app, finished_run, tmp_path):
@@ -226,7 +227,8 @@ def test_switching_the_dataset_applies_its_defaults(app, tmp_path):
     no_errors(app)
     from pages import shared
     shared.jobs().shutdown()
-    [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
+    from core.store import RunStore
+    [run_id] = RunStore(tmp_path / "runs").run_ids()
     launched = json.loads((tmp_path / "runs" / run_id / "config.json").read_text())
     from core.config import RunConfig
     expected = RunConfig.for_dataset("image-folder", data_path=str(folder)).to_dict()

@@ -80,6 +80,7 @@ def test_no_temp_files_are_left_behind(store):
     for i in range(20):
         store.update_status(run_id, step=i)
     assert sorted(p.name for p in store.run_dir(run_id).iterdir()) == ["checkpoints", "config.json", "status.json"]
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".")] == [".changes"]
 
 
 def test_files_carry_their_schema_version(store):
@@ -161,15 +162,67 @@ def test_transitions_are_checked(store):
 
 
 def test_summaries_are_cached_until_the_files_change(store, monkeypatch):
+    store.listing_ttl_s = 0
     run_id = store.create_run(RunConfig(name="cached"))
     store.update_status(run_id, state="stopped")
-    first = store.summary(run_id)
+    [first] = store.list_runs()
     reads = []
     original = store._read_summary
     monkeypatch.setattr(store, "_read_summary", lambda rid: reads.append(rid) or original(rid))
-    assert store.list_runs() == [first] and reads == []          # unchanged files: not read again
+    assert store.list_runs() == [first] and reads == []          # unchanged: not read, not even stat()ed
     store.update_status(run_id, state="failed", error="boom")
     [changed] = store.list_runs()
     assert (changed.state, changed.error, reads) == ("failed", "boom", [run_id])
     store.delete_run(run_id)
     assert store.list_runs() == [] and store._summaries == {}
+
+
+def test_a_file_edited_in_place_is_seen(store):
+    from core.store import DEEP_CHECK_EVERY
+    store.listing_ttl_s = 0
+    run_id = store.create_run(RunConfig(name="before"))
+    store.list_runs()
+    path = store.run_dir(run_id) / "config.json"
+    path.write_text(path.read_text().replace('"before"', '"after!"'))    # same folder mtime, same size
+    assert store.summary(run_id).name == "after!"                         # one run: checked at once
+    other = store.create_run(RunConfig(name="before"))
+    store.list_runs()
+    path = store.run_dir(other) / "config.json"
+    path.write_text(path.read_text().replace('"before"', '"after!"'))
+    names = [{s.run_id: s.name for s in store.list_runs()}[other] for _ in range(DEEP_CHECK_EVERY)]
+    assert names[-1] == "after!"                                          # every run, within a cycle
+
+
+def test_a_change_made_by_another_process_is_seen_at_the_next_listing(store):
+    from core.store import RunStore
+    store.listing_ttl_s = 0
+    run_id = store.create_run(RunConfig(name="elsewhere"))
+    store.update_status(run_id, state="stopped")
+    assert [s.state for s in store.list_runs()] == ["stopped"]
+    other = RunStore(store.root)                  # another process: the CLI, a training child
+    other.transition(run_id, "queued", pid=None)
+    other.update_status(run_id, state="failed", error="boom")
+    assert [(s.state, s.error) for s in store.list_runs()] == [("failed", "boom")]
+    (store.root / ".changes").unlink()            # a lost journal: every run is checked again
+    other.update_status(run_id, state="stopped", error=None)
+    (store.root / ".changes").unlink()
+    assert [s.state for s in store.list_runs()] == ["stopped"]
+
+
+def test_a_new_process_starts_from_the_saved_summaries(store, monkeypatch):
+    from core.store import RunStore
+    kept = store.create_run(RunConfig(name="kept"))
+    changed = store.create_run(RunConfig(name="changed"))
+    for run_id in (kept, changed):
+        store.update_status(run_id, state="stopped")
+    store.list_runs()                                 # reads both and saves the summaries
+    assert (store.root / ".summaries.json").exists()
+    RunStore(store.root).update_status(changed, state="failed", error="while we were away")
+    restarted = RunStore(store.root)
+    reads = []
+    original = restarted._read_summary
+    monkeypatch.setattr(restarted, "_read_summary", lambda rid: reads.append(rid) or original(rid))
+    states = {s.run_id: s.state for s in restarted.list_runs()}
+    assert states == {kept: "stopped", changed: "failed"} and reads == [changed]
+    (store.root / ".summaries.json").write_text('{"format": 1, "runs": {"x": [1, 2, {"evil": true}]}}')
+    assert {s.run_id: s.state for s in RunStore(store.root).list_runs()} == states    # a broken cache: ignored
