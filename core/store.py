@@ -495,15 +495,17 @@ class RunStore:
         status = self.read_status(run_id)
         try:
             config, unknown = self.read_config_with_unknown(run_id)
-            problems = config.validate()
-            if problems:
-                raise UnreadableRun("config.json: " + "; ".join(problems))
         except UnreadableRun as error:
             return RunSummary(run_id, "", UNREADABLE, "?", "?", 0, 0, 0.0, None, None,
-                              status.get("created_at") or 0.0, None, str(error))
-        if status["state"] == UNREADABLE:
-            return RunSummary(run_id, config.name, UNREADABLE, config.dataset, config.model, 0, config.epochs,
-                              0.0, None, None, 0.0, None, status["error"])
+                              status["created_at"] or 0.0, None, str(error))
+        problems = config.validate()
+        if problems or status["state"] == UNREADABLE:
+            # Shown with what can be told of it (its name, when that at least is text).
+            text = {name: value if isinstance(value, str) else "?"
+                    for name, value in (("name", config.name), ("dataset", config.dataset), ("model", config.model))}
+            reason = "config.json: " + "; ".join(problems) if problems else status["error"]
+            return RunSummary(run_id, text["name"] if text["name"] != "?" else "", UNREADABLE, text["dataset"],
+                              text["model"], 0, 0, 0.0, None, None, status["created_at"] or 0.0, None, reason)
         notes = (f"config.json has settings this version does not know (kept, not used): "
                  f"{', '.join(sorted(unknown))}",) if unknown else ()
         best = status["best"] or {}

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core import plots
-from core.config import RunConfig
+from core.config import SETTINGS, RunConfig
 from core.data import DatasetError
 from pages import forms, shared
 
@@ -66,10 +66,13 @@ st.image(images, width=72, caption=[f"#{page * PER_PAGE + i}" for i in range(len
 st.subheader("Augmentation preview")
 with st.container(border=True):
     cols = st.columns(5)
-    crop = cols[0].toggle("Random crop", value=config.aug_random_crop, key="aug_crop")
-    flip = cols[1].toggle("Horizontal flip", value=config.aug_flip, key="aug_flip")
-    rotation = cols[2].slider("Rotation (degrees)", 0, 180, 15, key="aug_rot")
-    jitter = cols[3].slider("Colour jitter", 0.0, 1.0, 0.2, key="aug_jit")
+    crop = cols[0].toggle(SETTINGS["aug_random_crop"].label, value=config.aug_random_crop, key="aug_crop")
+    flip = cols[1].toggle(SETTINGS["aug_flip"].label, value=config.aug_flip, key="aug_flip")
+    rotation_setting, jitter_setting = SETTINGS["aug_rotation"], SETTINGS["aug_color_jitter"]
+    rotation = cols[2].slider(rotation_setting.label, int(rotation_setting.low), int(rotation_setting.high), 15,
+                              key="aug_rot", help=rotation_setting.help)
+    jitter = cols[3].slider(jitter_setting.label, float(jitter_setting.low), float(jitter_setting.high), 0.2,
+                            key="aug_jit", help=jitter_setting.help)
     count = cols[4].slider("Versions", 1, 16, 8, key="aug_n")
     sample = st.number_input("Sample of the class above", 0, len(view.members[class_index]) - 1, 0, key="aug_idx")
 
