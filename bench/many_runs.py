@@ -13,25 +13,18 @@ folder, then measures, in the same run:
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.store import RunStore, atomic_write_bytes, atomic_write_json  # noqa: E402
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def make_runs(root: Path, count: int) -> list[str]:
@@ -114,61 +107,38 @@ def store_work(root: Path, ids: list[str], repeats: int) -> None:
     print(f"  first listing of a restarted server (saved summaries checked) {restarted * 1000:6.1f} ms")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def runs_page(root: Path, count: int, repeats: int) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=dict(os.environ, TRAINBOARD_RUNS=str(root)), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            shown = f"{count:,} of {count:,} runs"
+    with running_app(root) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        shown = f"{count:,} of {count:,} runs"
 
-            def wait_for_runs_table(page) -> None:
-                page.get_by_text(shown).wait_for(timeout=120_000)
-                page.get_by_test_id("stDataFrame").wait_for(timeout=120_000)
+        def wait_for_runs_table(page) -> None:
+            page.get_by_text(shown).wait_for(timeout=120_000)
+            page.get_by_test_id("stDataFrame").wait_for(timeout=120_000)
 
-            def open_in_new_tab() -> float:
-                page = browser.new_page()
-                start = time.perf_counter()
-                page.goto(f"{url}/runs")
-                wait_for_runs_table(page)
-                elapsed = time.perf_counter() - start
-                page.close()
-                return elapsed
-
-            def switch_to_runs_page(page) -> float:
-                page.goto(f"{url}/")
-                page.get_by_text("Where to start").wait_for(timeout=120_000)
-                start = time.perf_counter()
-                page.get_by_test_id("stSidebarNavLink").filter(has_text="Runs").click()
-                wait_for_runs_table(page)
-                return time.perf_counter() - start
-
-            first = open_in_new_tab()        # the server's first listing: its cache starts cold
-            tab = statistics.median(open_in_new_tab() for _ in range(repeats))
+        def open_in_new_tab() -> float:
             page = browser.new_page()
-            switch = statistics.median(switch_to_runs_page(page) for _ in range(repeats))
-            browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
+            start = time.perf_counter()
+            page.goto(f"{url}/runs")
+            wait_for_runs_table(page)
+            elapsed = time.perf_counter() - start
+            page.close()
+            return elapsed
+
+        def switch_to_runs_page(page) -> float:
+            page.goto(f"{url}/")
+            page.get_by_text("Where to start").wait_for(timeout=120_000)
+            start = time.perf_counter()
+            page.get_by_test_id("stSidebarNavLink").filter(has_text="Runs").click()
+            wait_for_runs_table(page)
+            return time.perf_counter() - start
+
+        first = open_in_new_tab()        # the server's first listing: from the summaries saved before
+        tab = statistics.median(open_in_new_tab() for _ in range(repeats))
+        page = browser.new_page()
+        switch = statistics.median(switch_to_runs_page(page) for _ in range(repeats))
+        browser.close()
     return {"switch": switch, "tab": tab, "first": first}
 
 

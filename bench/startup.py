@@ -10,53 +10,30 @@ title rendered (the script has run once).
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 
 
 def measure(script: Path, title: str, browser, runs: str) -> tuple[float, float]:
-    port = free_port()
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                               "--server.headless", "true", "--server.fileWatcherType", "none"],
-                              cwd=ROOT, env=dict(os.environ, TRAINBOARD_RUNS=runs),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.02)
+    with running_app(runs, script) as url:
         served = time.perf_counter() - start
         page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(f"{url}/")
         page.get_by_role("heading", name=title).wait_for(timeout=60_000)
         shown = time.perf_counter() - start
         page.close()
-        return served, shown
-    finally:
-        server.terminate()
-        server.wait()
+    return served, shown
 
 
 def main() -> None:
@@ -66,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
         hello = Path(folder) / "hello.py"
         hello.write_text("import streamlit as st\nst.title('Hello')\n")
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         results = {"baseline": [], "trainboard": []}
         for _ in range(args.repeats):
             results["baseline"].append(measure(hello, "Hello", browser, folder))

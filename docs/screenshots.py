@@ -4,13 +4,8 @@
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,12 +13,11 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from core.worker import run_training  # noqa: E402
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 PAGES = {"train": 14, "datasets": 8, "model": 8, "runs": 5, "evaluate": 12, "predict": 6}
 
 
@@ -49,33 +43,18 @@ def main() -> None:
     for name, model in (("cnn-baseline", "simple-cnn"), ("mlp-baseline", "mlp")):
         run_training(store, store.create_run(RunConfig.for_dataset("digits", model=model, epochs=8, name=name,
                                                                     log_interval=5)), handle_signals=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-                              cwd=ROOT, env=dict(os.environ, TRAINBOARD_RUNS=str(runs)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            for name, wait in PAGES.items():
-                page.goto(f"http://127.0.0.1:{port}/{name}")
-                page.wait_for_timeout(wait * 1000)
-                if name == "predict":
-                    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(sample_files(runs.parent))
-                    page.wait_for_timeout(6000)
-                page.screenshot(path=str(ROOT / "docs" / f"{name}.png"))
-                print("wrote", ROOT / "docs" / f"{name}.png")
-            browser.close()
-    finally:
-        server.terminate()
+    with running_app(runs) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1700})
+        for name, wait in PAGES.items():
+            page.goto(f"{url}/{name}")
+            page.wait_for_timeout(wait * 1000)
+            if name == "predict":
+                page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(sample_files(runs.parent))
+                page.wait_for_timeout(6000)
+            page.screenshot(path=str(ROOT / "docs" / f"{name}.png"))
+            print("wrote", ROOT / "docs" / f"{name}.png")
+        browser.close()
 
 
 if __name__ == "__main__":

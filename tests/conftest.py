@@ -18,6 +18,15 @@ def store(tmp_path):
     return RunStore(tmp_path / "runs")
 
 
+@pytest.fixture
+def trained(store):
+    """The id of a finished two-epoch digits run in `store`."""
+    from core.worker import run_training
+    run_id = store.create_run(tiny_digits(epochs=2))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    return run_id
+
+
 def write_png(path: Path, value: int, size=(12, 12), mode="RGB") -> None:
     from PIL import Image
     rng = np.random.default_rng(value)

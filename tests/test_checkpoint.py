@@ -9,14 +9,6 @@ from core.checkpoint import (CHECKPOINT_SCHEMA_VERSION, load_checkpoint, load_mo
                              save_checkpoint)
 from core.data import load_dataset
 from core.trainer import Trainer
-from core.worker import run_training
-
-
-@pytest.fixture
-def trained(store):
-    run_id = store.create_run(tiny_digits(epochs=1))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
-    return run_id
 
 
 def test_load_model_rebuilds_what_was_trained(store, trained):

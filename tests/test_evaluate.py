@@ -9,13 +9,6 @@ from core.evaluate import evaluate_run
 from core.worker import run_training
 
 
-@pytest.fixture
-def trained(store):
-    run_id = store.create_run(tiny_digits(epochs=2))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
-    return run_id
-
-
 def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
     report, arrays = evaluate_run(store, trained, "best", "val")
     folder = store.eval_dir(trained, "best", "val")
