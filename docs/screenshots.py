@@ -54,6 +54,12 @@ def main() -> None:
                 page.wait_for_timeout(6000)
             page.screenshot(path=str(ROOT / "docs" / f"{name}.png"))
             print("wrote", ROOT / "docs" / f"{name}.png")
+            if name == "train":            # the form, drawn from the settings' descriptions
+                page.get_by_text("New run").first.click()
+                page.get_by_text("More settings").first.click()
+                page.wait_for_timeout(2000)
+                page.locator('[data-testid="stExpander"]').first.screenshot(path=str(ROOT / "docs" / "train-form.png"))
+                print("wrote", ROOT / "docs" / "train-form.png")
         browser.close()
 
 

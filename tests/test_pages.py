@@ -256,3 +256,21 @@ def test_the_run_picker_shows_names_and_ids(app, finished_run):
     app.run()
     picker = app.sidebar.selectbox(key="run_id")
     assert picker.options == [f"finished · {finished_run}"] and picker.label == "Run (1)"
+
+
+def test_the_run_picker_is_searchable_past_its_limit(app, tmp_path, monkeypatch):
+    from core.config import RunConfig
+    from core.store import RunStore
+    from pages import shared
+    monkeypatch.setattr(shared, "PICKER_LIMIT", 5)
+    store = RunStore(tmp_path / "runs")
+    ids = [store.create_run(RunConfig(name=f"trial {i}" if i != 3 else "the odd one")) for i in range(8)]
+    app.run()
+    picker = app.sidebar.selectbox(key="run_id")
+    assert len(picker.options) == 5 and picker.label == "Run (8)"
+    app.sidebar.text_input(key="run_search").input("ODD").run()
+    no_errors(app)
+    picker = app.sidebar.selectbox(key="run_id")
+    assert f"the odd one · {ids[3]}" in picker.options and len(picker.options) <= 2    # it, and the chosen run
+    picker.set_value(ids[3]).run()
+    assert app.session_state["run_id"] == ids[3]
