@@ -197,6 +197,7 @@ class Trainer:
         self.state = LoopState(steps_per_epoch=steps_per_epoch,
                                total_steps=steps_per_epoch * config.epochs)
         self.meter = IntervalMeter(config.log_interval, self.device)
+        self._grad_norm = None     # measured by train_step at each logged step
 
     # --- checkpoint state ------------------------------------------------------------------
     def state_dict(self, for_inference: bool = False) -> dict:
