@@ -462,14 +462,14 @@ class RunStore:
     def summary(self, run_id: str) -> RunSummary:
         """What the runs table shows of a run. A run whose files cannot be understood is summarised
         as 'unreadable' with the reason, never raised."""
-        summary = self._summary_in(check_run_id(run_id), deep=True)
+        summary = self._summary_in(check_run_id(run_id))
         if summary is None:
             raise RunNotFound(f"no run {run_id!r} in {self.root}")
         return summary
 
-    def _summary_in(self, run_id: str, deep: bool) -> RunSummary | None:
-        """The run's summary, from the cache while its folder is unchanged (and, when `deep`, its
-        files too); None when the folder holds no run (no config.json)."""
+    def _summary_in(self, run_id: str) -> RunSummary | None:
+        """The run's summary, from the cache while its folder and files are unchanged; None when the
+        folder holds no run (no config.json)."""
         folder = os.path.join(self.root, run_id)
         try:
             folder_key = _folder_key(folder)
@@ -478,10 +478,9 @@ class RunStore:
         with self._lock:
             cached = self._summaries.get(run_id)
         # An active run's effective state and duration move with the clock: always read afresh.
-        if cached and cached[0] == folder_key and cached[2].state not in ACTIVE_STATES:
-            if not deep or cached[1] == _files_key(folder):
-                return cached[2]
         files_key = _files_key(folder)          # taken before reading: a later change is seen next time
+        if cached and cached[:2] == (folder_key, files_key) and cached[2].state not in ACTIVE_STATES:
+            return cached[2]
         try:
             summary = self._read_summary(run_id)
         except RunNotFound:
@@ -571,7 +570,7 @@ class RunStore:
                     continue
             if changed and name in changed:
                 cache.pop(name, None)
-            summary = self._summary_in(name, deep=True)
+            summary = self._summary_in(name)
             if summary is not None:
                 summaries.append(summary)
         listed = {s.run_id for s in summaries}
