@@ -11,6 +11,7 @@ import sys
 import time
 
 from core.config import DATASETS, SETTINGS, ConfigError, RunConfig, settings_help
+from core.lease import LeaseHeld, check_not_running
 from core.states import RESUMABLE_STATES, InvalidTransition
 from core.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, InvalidRunId, RunNotFound,
                         RunStore, UnreadableRun, default_runs_dir)
@@ -98,6 +99,10 @@ def cmd_resume(args, store: RunStore) -> int:
         store.runnable_config(args.run_id)
     except UnreadableRun as error:
         raise Rejected(f"run {args.run_id} cannot be resumed: {error}")
+    try:
+        check_not_running(store.lease_path(args.run_id), args.run_id)   # its status may be stale
+    except LeaseHeld as error:
+        raise Rejected(str(error))
     store.stop_path(args.run_id).unlink(missing_ok=True)
     return _train_and_report(store, args.run_id)
 

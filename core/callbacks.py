@@ -64,24 +64,31 @@ class StatusReporter(Callback):
 
     def _beat(self) -> None:
         while not self.stopped.wait(HEARTBEAT_EVERY_S):
-            self.write(fsync=False)
+            try:
+                self.write(fsync=False)
+            except OSError:
+                pass     # a full disk: the training thread meets it too and fails the run, saying why
 
     def _progress(self, trainer: Trainer) -> dict:
         s = trainer.state
         return {"epoch": s.epoch + (1 if s.batch_in_epoch else 0), "step": s.step,
                 "total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch}
 
+    @staticmethod
+    def _best(trainer: Trainer) -> dict | None:
+        best = trainer.best
+        return None if best.best is None else {"metric": best.metric, "value": best.best, "epoch": best.best_epoch}
+
     def on_fit_start(self, trainer):
-        self.write(fsync=False, **self._progress(trainer), device=str(trainer.device))
+        # A resume restates the best from the checkpoint: a crash may have come before status.json said it.
+        self.write(fsync=False, **self._progress(trainer), device=str(trainer.device), best=self._best(trainer))
 
     def on_log_interval(self, trainer, row):
         self.write(fsync=False, **self._progress(trainer), last_train={"loss": row["loss"], "acc": row["acc"]})
 
     def on_epoch_end(self, trainer, rows):
-        best = trainer.best
         self.write(**self._progress(trainer), last_val={"loss": rows[1]["loss"], "acc": rows[1]["acc"]},
-                   best=None if best.best is None else {"metric": best.metric, "value": best.best,
-                                                        "epoch": best.best_epoch})
+                   best=self._best(trainer))
 
     def on_fit_end(self, trainer, outcome):
         self.write(fsync=False, **self._progress(trainer))
@@ -114,8 +121,12 @@ class EarlyStopping(Callback):
 
 class Checkpointer(Callback):
     """latest.pt every epoch and on stop; best.pt whenever the epoch just ended is the best by its own
-    monitored metric. best.pt holds what inference needs (no optimizer state) and is written before
-    latest.pt, so a crash between the two never leaves latest.pt claiming a best that best.pt lacks."""
+    monitored metric. best.pt holds what inference needs (no optimizer state).
+
+    Crash-consistent order (MetricsLogger runs first and fsyncs the epoch's lines): latest.pt is the
+    commit that says the epoch is done; best.pt follows it. A crash before latest.pt makes the resume
+    redo the epoch (its lines are dropped); a crash between the two is repaired before the resume by
+    restore_best_from_latest, so best.pt never lags the best epoch the files record."""
 
     def __init__(self, latest: Path, best: Path, metric: str = "val_acc"):
         self.latest, self.best = Path(latest), Path(best)
@@ -126,9 +137,9 @@ class Checkpointer(Callback):
         self.improved = self.monitor.update(val_row, trainer.state.epoch + 1)
 
     def on_epoch_end(self, trainer, rows):
+        save_checkpoint(trainer.state_dict(), self.latest)
         if self.improved:
             save_checkpoint(trainer.state_dict(for_inference=True), self.best)
-        save_checkpoint(trainer.state_dict(), self.latest)
 
     def on_fit_end(self, trainer, outcome):
         if outcome == "stopped" and trainer.state.batch_in_epoch:

@@ -16,8 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.store import TEMP_SUFFIX
+
 CHECKPOINT_SCHEMA_VERSION = 2
 REQUIRED_KEYS = ("model", "config", "classes", "input_shape", "mean", "std", "loop")
+RESUME_ONLY_KEYS = ("optimizer", "scheduler", "scaler", "callbacks", "rng")   # not in best.pt
 
 
 def plain_module(model: nn.Module) -> nn.Module:
@@ -35,7 +38,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
     """torch.save to a temp file beside `path`, fsync, then os.replace: never half a checkpoint.
     A failed write (a full disk) removes its temp file and raises."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with open(tmp, "wb") as handle:
             torch.save({**state, "schema_version": CHECKPOINT_SCHEMA_VERSION}, handle)
@@ -70,6 +73,26 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     if version == 1:
         checkpoint = _upgrade_from_1(checkpoint)
     return checkpoint
+
+
+def restore_best_from_latest(latest: Path, best: Path) -> bool:
+    """Crash repair, run before a resume. An epoch ends with its metrics lines, then latest.pt (the
+    commit), then best.pt: a crash between the last two leaves latest.pt recording a best epoch that
+    best.pt does not hold. latest.pt then holds exactly that epoch's weights, so best.pt is rebuilt
+    from it. Returns True when it was."""
+    checkpoint = load_checkpoint(latest)
+    loop = checkpoint["loop"]
+    recorded = checkpoint.get("callbacks", {}).get("Checkpointer", {}).get("best_epoch")
+    if recorded is None or recorded != loop["epoch"] or loop["batch_in_epoch"]:
+        return False
+    if Path(best).exists():
+        try:
+            if load_checkpoint(best)["loop"]["epoch"] == recorded:
+                return False
+        except ValueError:
+            pass          # a broken best.pt is rebuilt too
+    save_checkpoint({k: v for k, v in checkpoint.items() if k not in RESUME_ONLY_KEYS}, best)
+    return True
 
 
 def _upgrade_from_1(checkpoint: dict) -> dict:

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from core.lease import ALREADY_RUNNING_EXIT, check_not_running
 from core.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, RUNNING,
                          STOPPED, check_transition, effective_state)
 from core.store import RunStore, parse_status
@@ -45,18 +46,34 @@ class JobManager:
         self._children: dict[str, subprocess.Popen] = {}
         self._stop_asked_at: dict[str, float] = {}
         self._closed = False
-        self.recovered = store.mark_interrupted_runs()
+        self.recovered, self.requeued = self._recover()
         self._workers = [threading.Thread(target=self._work, name=f"trainboard-worker-{i}", daemon=True)
                          for i in range(self.max_concurrent)]
         for worker in self._workers:
             worker.start()
 
+    def _recover(self) -> tuple[list[str], list[str]]:
+        """At start-up: runs that were training when their server died become 'interrupted' (a person
+        decides to resume them); runs that were waiting in its queue are queued here again."""
+        interrupted, requeued = [], []
+        for run_id, state in self.store.orphaned_runs():
+            if state == QUEUED:
+                self.store.update_status(run_id, pid=os.getpid(), host=HOST, attempt=secrets.token_hex(4))
+                self._queue.put(run_id)
+                requeued.append(run_id)
+            else:
+                self.store.update_status(run_id, state=INTERRUPTED, pid=None)
+                interrupted.append(run_id)
+        return interrupted, requeued
+
     # --- public API (thread-safe) ---------------------------------------------------------------
     def submit(self, run_id: str) -> None:
         """Queue a created (or resumable) run; it starts when a worker is free. Raises UnreadableRun
-        (with every problem of its config) or InvalidTransition, changing nothing."""
+        (with every problem of its config) or InvalidTransition (LeaseHeld: another process trains
+        it), changing nothing."""
         self.store.runnable_config(run_id)
         check_transition(self.store.read_status(run_id)["state"], QUEUED, run_id)
+        check_not_running(self.store.lease_path(run_id), run_id)    # its status may be stale
         self.store.stop_path(run_id).unlink(missing_ok=True)
         with self._lock:
             self._stop_asked_at.pop(run_id, None)
@@ -130,7 +147,8 @@ class JobManager:
 
     def _supervise(self, run_id: str) -> None:
         run_dir = self.store.run_dir(run_id).resolve()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        # Unbuffered, so train.log holds the child's last words even when it is killed.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
             p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
         with self._lock:   # the same lock as stop(): a run stopped while queued never starts
             # A run stopped while queued, or queued twice, is skipped here.
@@ -156,6 +174,8 @@ class JobManager:
             with self._lock:
                 self._children.pop(run_id, None)
                 stop_asked = self._stop_asked_at.pop(run_id, None) is not None
+        if child.returncode == ALREADY_RUNNING_EXIT:
+            return       # another process trains this run (a second server): its status is theirs
         status = self.store.read_raw_status(run_id)
         # The child died without recording an outcome (killed, out of memory, segfault). Another
         # attempt token means the run was already queued again (a quick resume): leave it be.

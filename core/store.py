@@ -4,10 +4,12 @@ This module is the one place that knows file names and layout; everything else g
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import ConfigError, RunConfig, read_config_values
+from core.lease import check_not_running
 from core.states import (ACTIVE_STATES, CREATED, INTERRUPTED, RUNNING, UNREADABLE, WRITTEN_STATES, check_transition,
                          effective_state, owner_gone)
 
@@ -26,6 +29,8 @@ STOP_FILE = "STOP"
 CHANGES_FILE = ".changes"     # in the runs folder: ids of runs whose state changed, one per line
 SUMMARIES_FILE = ".summaries.json"   # in the runs folder: the summary cache, kept across restarts
 LOG_FILE = "train.log"
+LEASE_FILE = ".lease"         # flock'ed by the process that trains the run (core.lease)
+TEMP_SUFFIX = ".tmp"          # atomic writes go to ".NAME.*.tmp" beside their file first
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -56,6 +61,25 @@ class InvalidRunId(ValueError):
     pass
 
 
+# Write errors that come from the disk, not from Trainboard: the run fails with a sentence that says
+# so and where, and resumes once the disk is fixed.
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only"}
+
+
+def disk_error_message(error: BaseException, where: Path) -> str | None:
+    """A plain sentence for a write that failed because of the disk (None for any other error)."""
+    if not isinstance(error, OSError) or error.errno not in DISK_ERRORS:
+        return None
+    target = error.filename or where
+    try:
+        free = f"; {shutil.disk_usage(where).free / 2**20:,.0f} MB free there now"
+    except OSError:
+        free = ""
+    return (f"{DISK_ERRORS[error.errno]}: could not write {target}{free}. Free some space (or make the "
+            "folder writable) and resume the run: it continues from its last checkpoint")
+
+
 def default_runs_dir() -> Path:
     return Path(os.environ.get("TRAINBOARD_RUNS", "runs"))
 
@@ -70,7 +94,7 @@ def check_run_id(run_id: str) -> str:
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write to a temp file in the same folder, then os.replace: readers never see half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, 0o644)   # mkstemp makes 0600; run files are meant to be shared
         with os.fdopen(fd, "wb") as handle:
@@ -209,13 +233,21 @@ class MetricsReader:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line, flushed at once; fsync on demand (epoch ends)."""
+    """Appends one JSON object per line, flushed at once; fsync on demand (epoch ends). A write that
+    fails (a full disk) takes its partial line back, so the file only ever holds whole lines."""
 
     def __init__(self, path: Path):
         self.handle = open(path, "ab", buffering=0)
 
     def write(self, row: dict) -> None:
-        self.handle.write((json.dumps(row, separators=(",", ":")) + "\n").encode())
+        data = memoryview((json.dumps(row, separators=(",", ":")) + "\n").encode())
+        start = self.handle.seek(0, os.SEEK_END)
+        try:
+            while data:      # an unbuffered write may write only part of its bytes
+                data = data[self.handle.write(data):]
+        except BaseException:
+            os.ftruncate(self.handle.fileno(), start)
+            raise
 
     def sync(self) -> None:
         os.fsync(self.handle.fileno())
@@ -296,6 +328,25 @@ class RunStore:
 
     def log_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / LOG_FILE
+
+    def lease_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / LEASE_FILE
+
+    def remove_temp_files(self, run_id: str, older_than_s: float = 60.0) -> list[Path]:
+        """Delete temp files left by a killed writer. Only the lease holder may call this: every temp
+        checkpoint is then an orphan; other temps (status, metrics) count as orphans once they are
+        older than any live atomic write."""
+        run_dir = self.run_dir(run_id)
+        removed = []
+        for folder, min_age in ((run_dir / CHECKPOINT_DIR, 0.0), (run_dir, older_than_s)):
+            for path in folder.glob(f".*{TEMP_SUFFIX}"):
+                try:
+                    if time.time() - path.stat().st_mtime >= min_age:
+                        path.unlink()
+                        removed.append(path)
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def eval_dir(self, run_id: str, checkpoint: str, split: str) -> Path:
         """Where the predictions and report of a checkpoint on a split are cached."""
@@ -605,10 +656,10 @@ class RunStore:
             return
         self._summaries.update(loaded)
 
-    def mark_interrupted_runs(self) -> list[str]:
-        """Persist 'interrupted' for active runs whose owner is gone (called at start-up). Only runs
-        that listings show as active or interrupted are looked at: not 10,000 status files."""
-        marked = []
+    def orphaned_runs(self) -> list[tuple[str, str]]:
+        """(run id, state written) of active runs whose owner is gone: read at start-up. Only runs that
+        listings show as active or interrupted are looked at: not 10,000 status files."""
+        orphans = []
         for summary in self.list_runs():
             if summary.state not in ACTIVE_STATES | {INTERRUPTED}:
                 continue
@@ -617,15 +668,15 @@ class RunStore:
             except UnreadableRun:
                 continue
             if status["state"] in ACTIVE_STATES and owner_gone(status):
-                self.update_status(summary.run_id, state=INTERRUPTED, pid=None)
-                marked.append(summary.run_id)
-        return marked
+                orphans.append((summary.run_id, status["state"]))
+        return orphans
 
     def delete_run(self, run_id: str) -> None:
         import shutil
         status = self.read_status(run_id)
         if status["state"] in ACTIVE_STATES:
             raise RuntimeError(f"run {run_id} is {status['state']}; stop it before deleting it")
+        check_not_running(self.lease_path(run_id), run_id)
         path = self.existing_run_dir(run_id)
         # Rename first so readers never see a half-deleted run as a run.
         trash = self.root / f".deleting-{run_id}-{secrets.token_hex(2)}"

@@ -12,31 +12,48 @@ import traceback
 from pathlib import Path
 
 from core.callbacks import Checkpointer, EarlyStopping, MetricsLogger, StatusReporter, StopFileWatcher
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, restore_best_from_latest
 from core.data import load_dataset
-from core.states import COMPLETED, FAILED, STOPPED, InvalidTransition
-from core.store import MetricsWriter, RunStore, UnreadableRun, parse_status, truncate_metrics
+from core.lease import ALREADY_RUNNING_EXIT, LeaseHeld, RunLease
+from core.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, InvalidTransition
+from core.store import MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status, truncate_metrics
 from core.trainer import Callback, Trainer, TrainingDiverged
 
 
 def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] = (),
                  handle_signals: bool = True) -> str:
     """Train (or resume) a run; returns its final state: completed, stopped or failed.
-    Raises UnreadableRun (config or status cannot be used) or InvalidTransition (the run is not in a
-    state that may start) before writing anything."""
+    Raises UnreadableRun (config or status cannot be used), LeaseHeld (another process trains it) or
+    InvalidTransition (the run is not in a state that may start) before writing anything."""
     config = store.runnable_config(run_id)
-    reporter = StatusReporter(store, run_id, parse_status(store.read_raw_status(run_id)))
+    # Taken before anything is written, held until this process ends: a second start fails here.
+    lease = RunLease(store.lease_path(run_id), run_id).acquire()
+    try:
+        return _train(store, run_id, config, extra_callbacks, handle_signals)
+    finally:
+        lease.release()
+
+
+def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals: bool) -> str:
+    status = parse_status(store.read_raw_status(run_id))
+    if status["state"] == RUNNING:
+        status["state"] = INTERRUPTED     # we hold the lease: the process that wrote "running" is gone
+    reporter = StatusReporter(store, run_id, status)
     stop_watcher = StopFileWatcher(store.stop_path(run_id))
     previous_handlers = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous_handlers[sig] = signal.signal(sig, lambda *_: stop_watcher.requested.set())
     reporter.start()
+    store.remove_temp_files(run_id)      # left by a process killed mid-write
     writer = None
     try:
         dataset = load_dataset(config)
-        latest = store.checkpoint_path(run_id, "latest")
-        checkpoint = load_checkpoint(latest) if latest.exists() else None
+        latest, best = store.checkpoint_path(run_id, "latest"), store.checkpoint_path(run_id, "best")
+        checkpoint = None
+        if latest.exists():
+            checkpoint = load_checkpoint(latest)
+            restore_best_from_latest(latest, best)
         # Lines past the checkpoint describe work lost with a crashed process; a torn last line
         # is dropped too, so the file never holds a broken line.
         resumed_step = checkpoint["loop"]["step"] if checkpoint else 0
@@ -45,7 +62,7 @@ def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] =
         # Metrics before checkpoints: a crash between the two makes the resume redo the epoch (its
         # lines are past the checkpoint and dropped) instead of losing its lines for good.
         callbacks = [MetricsLogger(writer),
-                     Checkpointer(latest, store.checkpoint_path(run_id, "best"), config.best_metric),
+                     Checkpointer(latest, best, config.best_metric),
                      EarlyStopping(config.early_stopping_patience, config.best_metric),
                      reporter, stop_watcher, *extra_callbacks]
         trainer = Trainer(config, dataset, callbacks)
@@ -59,18 +76,34 @@ def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] =
         reporter.finish(outcome, early_stopped_at=trainer.state.epoch if early else None)
         return outcome
     except TrainingDiverged as error:
-        reporter.finish(FAILED, error=str(error))
-        return FAILED
+        return _fail(reporter, str(error))
     except Exception as error:
-        traceback.print_exc()
-        reporter.finish(FAILED, error=f"{type(error).__name__}: {error}")
-        return FAILED
+        message = disk_error_message(error, store.run_dir(run_id))
+        if message is None:
+            traceback.print_exc()
+            message = f"{type(error).__name__}: {error}"
+        else:
+            print(f"error: {message}", file=sys.stderr)    # the disk, not a bug: no traceback
+        return _fail(reporter, message)
     finally:
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError:
+                pass       # its lines were synced at each epoch end; the failure is reported above
         store.stop_path(run_id).unlink(missing_ok=True)
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+
+
+def _fail(reporter: StatusReporter, message: str) -> str:
+    try:
+        reporter.finish(FAILED, error=message)
+    except OSError as error:
+        # status.json cannot be written either (the disk is still full): say it where we can.
+        print(f"error: the run failed ({message}) and status.json could not record it ({error})",
+              file=sys.stderr)
+    return FAILED
 
 
 def main(argv: list[str]) -> int:
@@ -80,6 +113,9 @@ def main(argv: list[str]) -> int:
     run_dir = Path(argv[0])
     try:
         state = run_training(RunStore(run_dir.parent), run_dir.name)
+    except LeaseHeld as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ALREADY_RUNNING_EXIT
     except (UnreadableRun, InvalidTransition) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,9 @@ cols[3].metric("Stopped, interrupted or failed", sum(s in RESUMABLE_STATES for s
 if shared.jobs().recovered:
     st.info(f"{len(shared.jobs().recovered)} run(s) were running when the server last stopped; they are marked "
             "interrupted and can be resumed on the Train page.")
+if shared.jobs().requeued:
+    st.info(f"{len(shared.jobs().requeued)} run(s) were waiting in the queue when the server last stopped; "
+            "they are queued again.")
 
 st.subheader("Where to start")
 st.page_link("pages/datasets.py", label="Datasets: what is in my data?", icon=":material/photo_library:")
