@@ -181,15 +181,15 @@ def _predictor(args, store: RunStore):
 
 
 def cmd_predict(args, store: RunStore) -> int:
-    """One JSON object per line per file; exit 3 when some files were refused."""
+    """One JSON object per line per file, a refused file's included; exit 3 when some were refused."""
+    from core.images import ImageRefused, read_image_file
     predictor = _predictor(args, store)
     refused = 0
     for name in args.files:
         try:
-            with open(name, "rb") as handle:
-                result = predictor.predict(handle.read(), top_k=args.top_k)
-        except OSError as error:
-            result = {"error": f"cannot read file: {error.strerror or error}"}
+            result = predictor.predict(read_image_file(name), top_k=args.top_k)
+        except ImageRefused as error:       # missing, unreadable or too large a file
+            result = {"error": str(error)}
         refused += "error" in result
         print(json.dumps({"file": name, **result}), flush=True)
     return EXIT_REFUSED_FILES if refused else EXIT_OK

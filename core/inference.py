@@ -11,7 +11,7 @@ import torch
 
 from core.augment import BatchPreprocessor
 from core.checkpoint import load_model
-from core.images import ImageRefused, open_image, to_array
+from core.images import ImageRefused, decode
 from core.store import SERVING_BACKENDS, RunStore
 from core.trainer import resolve_device
 
@@ -49,8 +49,9 @@ class Predictor:
         self.prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=self.device)
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        """Image bytes -> uint8 [C, H, W] as the model sees it (before normalisation)."""
-        return to_array(open_image(data), self.size, self.channels)
+        """Image bytes -> uint8 [C, H, W] as the model sees it (before normalisation); ImageRefused
+        for any file that cannot be used."""
+        return decode(data, self.size, self.channels)
 
     @torch.inference_mode()
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -63,7 +64,8 @@ class Predictor:
         return torch.softmax(logits, 1).cpu().numpy()
 
     def predict(self, data: bytes, top_k: int = 5) -> dict:
-        """{"top_k": [{"class", "prob"}], "latency_ms"} or {"error"} for a refused file."""
+        """{"top_k": [{"class", "prob"}], "latency_ms"}, or {"error"} for every refused file (the
+        HTTP service and the CLI rely on it: no decoder error gets past this)."""
         start = time.perf_counter()
         try:
             pixels = self.preprocess(data)

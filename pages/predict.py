@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from core import plots
+from core.images import ImageRefused, preview
 from core.store import SERVING_BACKENDS
 from pages import shared
 
@@ -52,7 +53,10 @@ for upload in uploads:
                  "latency ms": result["latency_ms"], "error": None})
     with st.container(border=True):
         left, middle, right = st.columns([1, 1, 3])
-        left.image(data, caption=upload.name, width=140)
+        try:        # our own rendering: st.image would re-decode the raw bytes, and TIFF, PSD... fail there
+            left.image(preview(data, 280), caption=upload.name, width=140)
+        except ImageRefused as refused:
+            left.caption(f"{upload.name}: no preview ({refused})")
         pixels = model.preprocess(data)
         middle.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), width=140,
                      caption="as the model sees it")

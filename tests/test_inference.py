@@ -9,6 +9,8 @@ from conftest import tiny_digits
 from core.images import MAX_PIXELS, ImageRefused, open_image, to_array
 from core.inference import Predictor
 from core.worker import run_training
+from test_images import REAL, REFUSED_FILES
+from test_pages import app, finished_run  # noqa: F401  (AppTest fixtures)
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -103,3 +105,52 @@ def test_cli_predict(predictor, tmp_path, cli):
     lines = [json.loads(text) for text in mixed.stdout.splitlines()]
     assert "top_k" in lines[0] and lines[1] == {"file": str(bad), "error": lines[1]["error"]}
     assert "not an image" in lines[1]["error"]
+
+
+@pytest.mark.parametrize("name", list(REFUSED_FILES))
+def test_every_odd_file_is_an_error_not_an_exception(predictor, name):
+    """The HTTP service and the CLI rely on this: a refused file is {"error"}, whatever PIL raised."""
+    data, reason = REFUSED_FILES[name]
+    result = predictor.predict(data)
+    assert set(result) == {"error"} and reason in result["error"]
+
+
+@pytest.mark.parametrize("name", ["psd", "spider", "tiff-lab"])
+def test_less_common_formats_are_predicted(predictor, name):
+    result = predictor.predict(REAL[name], top_k=2)
+    assert "error" not in result and len(result["top_k"]) == 2
+
+
+def test_cli_predict_goes_on_after_a_refused_file(predictor, tmp_path, cli):
+    import json
+    names = ["zero.png", "texture.dds", "cut.psd", "missing.png", "zero.jpg"]
+    (tmp_path / names[0]).write_bytes(accepted_kinds()["png-gray"])
+    (tmp_path / names[1]).write_bytes(REFUSED_FILES["dds-unknown-pixel-format"][0])
+    (tmp_path / names[2]).write_bytes(REFUSED_FILES["psd-truncated"][0])
+    (tmp_path / names[4]).write_bytes(accepted_kinds()["jpeg"])
+    run_dir = predictor.run_dir
+    result = cli("predict", run_dir.name, *(tmp_path / name for name in names), runs=run_dir.parent)
+    assert result.returncode == 3, result.stderr
+    lines = [json.loads(text) for text in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(tmp_path / name) for name in names]
+    assert [line["top_k"][0]["class"] for line in (lines[0], lines[4])] == ["0", "0"]
+    assert "DDS: Unimplemented pixel format" in lines[1]["error"]
+    assert "PSD: image file is truncated" in lines[2]["error"]
+    assert lines[3]["error"] == "cannot read file: No such file or directory"
+
+
+def test_predict_page_refuses_odd_files_and_predicts_the_rest(app, finished_run):
+    uploads = [("zero.png", accepted_kinds()["png-gray"]),
+               ("texture.dds", REFUSED_FILES["dds-unknown-pixel-format"][0]),
+               ("stack.spi", REAL["spider"]), ("scan.tif", REAL["tiff-lab"]),       # st.image fails on these two
+               ("cut.psd", REFUSED_FILES["psd-truncated"][0]), ("zero.jpg", accepted_kinds()["jpeg"])]
+    app.run().switch_page("pages/predict.py").run()
+    app.file_uploader(key="pr_files").set_value([(name, data, "image/png") for name, data in uploads]).run()
+    assert not app.exception, [e.value for e in app.exception]
+    warnings = [w.value for w in app.warning]
+    assert any("texture.dds" in w and "DDS: Unimplemented pixel format" in w for w in warnings)
+    assert any("cut.psd" in w and "PSD: image file is truncated" in w for w in warnings)
+    [table] = [frame.value for frame in app.dataframe]
+    assert table["file"].tolist() == [name for name, _ in uploads]
+    assert table["error"].isna().tolist() == [True, False, True, True, False, True]
+    assert table["predicted"].tolist()[-1] == "0"
