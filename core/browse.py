@@ -2,19 +2,26 @@
 
 Folders are listed, not decoded: counts come from the file listing and mean/std from a sample,
 so a 60,000-image folder opens in about the time it takes to list it. Thumbnails are decoded one
-page at a time.
+page at a time. Files that cannot be read are named with the reason, never a crash: those in the
+sample (every file of a folder up to the sample's size), and those on the thumbnail page shown.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.config import FOLDER_DATASETS, RunConfig
-from core.data import (SPLITS, _decode_many, _list_folder, sampled_stats,
-                       decode_file, load_dataset, stratified_split)
+from core.data import (SPLITS, Refusal, _list_folder, decode_file, decode_files, decode_sample,
+                       load_dataset, stats_of_sample, stratified_split)
+from core.images import ImageRefused
 
+
+@dataclass
+class ThumbnailPage:
+    images: list[np.ndarray]              # uint8 [H, W] or [H, W, 3]; a blank square for a refused file
+    refused: list[Refusal]                # the refused files of this page
 
 
 @dataclass
@@ -28,6 +35,8 @@ class DatasetView:
     images: torch.Tensor | None = None    # all samples as uint8, for in-memory datasets
     size: int = 0
     channels: int = 1
+    refused: list[Refusal] = field(default_factory=list)   # files found unreadable, with the reason
+    checked: int = 0                      # how many files were decoded to find them
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -38,27 +47,42 @@ class DatasetView:
         totals = np.sum([values for values in self.counts.values()], axis=0)
         return float(totals.max() / max(totals.min(), 1))
 
+    def skipped_title(self) -> str | None:
+        """"N files skipped: ..." for the files found unreadable (training leaves them out), or None."""
+        if not self.refused:
+            return None
+        n = len(self.refused)
+        title = f"{n:,} file{'s' if n != 1 else ''} skipped: cannot be read"
+        listed = sum(self.sizes.values())
+        if self.images is None and self.checked < listed:
+            title += (f" (found in a sample of {self.checked:,} of the {listed:,} files; training skips "
+                      "every such file)")
+        return title
+
     def pages(self, class_index: int, per_page: int) -> int:
         return max(1, -(-len(self.members[class_index]) // per_page))
 
-    def thumbnails(self, class_index: int, page: int, per_page: int) -> list[np.ndarray]:
-        """uint8 [H, W] or [H, W, 3] arrays for one page of one class; only this page is decoded."""
+    def thumbnails(self, class_index: int, page: int, per_page: int) -> ThumbnailPage:
+        """One page of one class; only this page is decoded."""
         refs = self.members[class_index][page * per_page:(page + 1) * per_page]
+        refused = []
         if self.images is not None:
             arrays = [self.images[i].numpy() for i in refs]
         else:
+            decoded, refused = decode_files(refs, self.size, self.channels)
             arrays = [a if a is not None else np.zeros((self.channels, self.size, self.size), np.uint8)
-                      for a in _decode_many(refs, self.size, self.channels)]
-        return [a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0) for a in arrays]
+                      for a in decoded]
+        return ThumbnailPage([a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0) for a in arrays], refused)
 
     def sample(self, class_index: int, index: int) -> torch.Tensor:
         """One sample as uint8 [C, H, W] (for the augmentation preview)."""
         ref = self.members[class_index][index]
         if self.images is not None:
             return self.images[ref]
-        image = decode_file(ref, self.size, self.channels)
-        return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8) if image is None \
-            else torch.from_numpy(image)
+        try:
+            return torch.from_numpy(decode_file(ref, self.size, self.channels))
+        except ImageRefused:
+            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8)
 
 
 def view_dataset(config: RunConfig) -> DatasetView:
@@ -68,14 +92,17 @@ def view_dataset(config: RunConfig) -> DatasetView:
         labels = np.asarray(labels)
         index = stratified_split(labels, config.val_fraction, config.test_fraction, config.seed)
         counts = {split: np.bincount(labels[index[split]], minlength=len(classes)).tolist() for split in SPLITS}
-        mean, std = sampled_stats(files, config.image_size, config.channels)
+        sample, refused = decode_sample(files, config.image_size, config.channels)
+        mean, std = stats_of_sample(sample, config.channels)
         members = [[files[i] for i in np.flatnonzero(labels == c)] for c in range(len(classes))]
         return DatasetView(classes, counts, (config.channels, config.image_size, config.image_size), mean, std,
-                           members, None, config.image_size, config.channels)
+                           members, None, config.image_size, config.channels, refused,
+                           checked=len(sample) + len(refused))
     data = load_dataset(config)
     images = torch.cat([data.splits[s].images for s in SPLITS])
     labels = torch.cat([data.splits[s].labels for s in SPLITS])
     members = [torch.nonzero(labels == c).flatten().tolist() for c in range(len(data.classes))]
     return DatasetView(data.classes, data.counts(), data.input_shape, data.mean, data.std, members, images,
-                       config.image_size, config.channels)
+                       config.image_size, config.channels, data.skipped,
+                       checked=len(images) + len(data.skipped))
 

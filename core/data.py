@@ -13,15 +13,17 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from core.config import FOLDER_DATASETS, RunConfig
-from core.images import ImageRefused, open_image, to_array
+from core.images import ImageRefused, decode, read_image_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "val", "test")
+SKIPPED_NAMED_IN_INFO = 20          # info() names this many skipped files; status.json stays small
 IN_MEMORY_LIMIT_BYTES = int(os.environ.get("TRAINBOARD_IN_MEMORY_LIMIT", 2 * 1024**3))
 TORCHVISION_SETS = {"mnist": ("MNIST", 60_000, 10_000, 10),
                     "fashion-mnist": ("FashionMNIST", 60_000, 10_000, 10),
@@ -54,6 +56,12 @@ class MemorySplit:
         return self.images[index]
 
 
+class Refusal(NamedTuple):
+    """A file left out, and why (a module-level class: DataLoader workers pickle it)."""
+    path: str
+    reason: str
+
+
 class _FileImages(torch.utils.data.Dataset):
     def __init__(self, files, labels, size, channels):
         self.files, self.labels, self.size, self.channels = files, labels, size, channels
@@ -62,15 +70,20 @@ class _FileImages(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        image = decode_file(self.files[i], self.size, self.channels)
-        return None if image is None else (torch.from_numpy(image), self.labels[i])
+        try:
+            return torch.from_numpy(decode_file(self.files[i], self.size, self.channels)), self.labels[i]
+        except ImageRefused as refused:
+            return Refusal(self.files[i], str(refused))
 
 
 def _collate_skipping_unreadable(items):
-    items = [item for item in items if item is not None]
+    """(images, labels, refusals); images and labels are None when every file was refused."""
+    refusals = [item for item in items if isinstance(item, Refusal)]
+    items = [item for item in items if not isinstance(item, Refusal)]
     if not items:
-        return None
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+        return None, None, refusals
+    return (torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64),
+            refusals)
 
 
 class StreamingSplit:
@@ -80,6 +93,7 @@ class StreamingSplit:
         self.files, self.label_list = files, labels
         self.labels = torch.tensor(labels, dtype=torch.int64)
         self.size, self.channels, self.workers = size, channels, workers
+        self.refused: dict[str, str] = {}      # path -> reason, found while streaming
 
     def __len__(self) -> int:
         return len(self.files)
@@ -90,17 +104,19 @@ class StreamingSplit:
             batch_size=batch_size, sampler=order.tolist(), num_workers=self.workers,
             collate_fn=_collate_skipping_unreadable, pin_memory=pin_memory,
             persistent_workers=False)
-        for batch in loader:
-            if batch is not None:
-                yield batch
+        for images, labels, refusals in loader:
+            self.refused.update(refusals)
+            if images is not None:
+                yield images, labels
 
     def to(self, device) -> "StreamingSplit":
         return self
 
     def sample(self, index: int) -> torch.Tensor:
-        image = decode_file(self.files[index], self.size, self.channels)
-        return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8) if image is None \
-            else torch.from_numpy(image)
+        try:
+            return torch.from_numpy(decode_file(self.files[index], self.size, self.channels))
+        except ImageRefused:
+            return torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8)
 
 
 @dataclass
@@ -110,7 +126,7 @@ class Dataset:
     splits: dict                      # "train" / "val" / "test" -> MemorySplit | StreamingSplit
     mean: list[float]
     std: list[float]
-    skipped: list[str] = field(default_factory=list)   # unreadable files left out
+    skipped: list[Refusal] = field(default_factory=list)   # (path, reason) of files left out
     streaming: bool = False
 
     @property
@@ -125,27 +141,43 @@ class Dataset:
         return {name: torch.bincount(split.labels.cpu(), minlength=len(self.classes)).tolist()
                 for name, split in self.splits.items()}
 
+    def refused_files(self) -> list[Refusal]:
+        """Every file left out: those found at load, and for a streamed folder those found since."""
+        found = dict(self.skipped)
+        for split in self.splits.values():
+            found.update(getattr(split, "refused", {}))
+        return [Refusal(path, reason) for path, reason in found.items()]
+
     def info(self) -> dict:
+        refused = self.refused_files()
         return {"name": self.name, "classes": self.classes, "input_shape": list(self.input_shape),
                 "counts": self.counts(), "sizes": {k: len(v) for k, v in self.splits.items()},
-                "mean": self.mean, "std": self.std, "skipped": len(self.skipped),
+                "mean": self.mean, "std": self.std, "skipped": len(refused),
+                "skipped_files": [{"file": path, "reason": reason}
+                                  for path, reason in refused[:SKIPPED_NAMED_IN_INFO]],
                 "streaming": self.streaming}
 
 
 # --- decoding -------------------------------------------------------------------------------
-def decode_file(path: str, size: int, channels: int) -> np.ndarray | None:
-    """An image file as uint8 [C, size, size], or None when it cannot be read (the caller counts it)."""
+def decode_file(path: str, size: int, channels: int) -> np.ndarray:
+    """An image file as uint8 [C, size, size]; ImageRefused says why it cannot be used."""
+    return decode(read_image_file(path), size, channels)
+
+
+def _decode_or_refusal(path: str, size: int, channels: int) -> np.ndarray | Refusal:
     try:
-        with open(path, "rb") as handle:
-            return to_array(open_image(handle.read()), size, channels)
-    except (OSError, ImageRefused):
-        return None
+        return decode_file(path, size, channels)
+    except ImageRefused as refused:
+        return Refusal(path, str(refused))
 
 
-def _decode_many(files: list[str], size: int, channels: int) -> list[np.ndarray | None]:
+def decode_files(files: list[str], size: int, channels: int) -> tuple[list[np.ndarray | None], list[Refusal]]:
+    """Each file decoded (None where refused, in order), and the refusals with their reasons."""
     # PIL releases the GIL while decoding, so a few threads help even on 2 cores.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        return list(pool.map(lambda f: decode_file(f, size, channels), files, chunksize=64))
+        results = list(pool.map(lambda f: _decode_or_refusal(f, size, channels), files, chunksize=64))
+    refused = [r for r in results if isinstance(r, Refusal)]
+    return [None if isinstance(r, Refusal) else r for r in results], refused
 
 
 # --- splitting ------------------------------------------------------------------------------
@@ -279,7 +311,7 @@ def _torchvision(config: RunConfig):
 def load_dataset(config: RunConfig) -> Dataset:
     """The dataset of a config, split and ready to batch; DatasetError when it cannot be used."""
     size, channels = config.image_size, config.channels
-    skipped: list[str] = []
+    skipped: list[Refusal] = []
     streaming = False
     if config.dataset == "digits":
         classes, images, labels = _digits()
@@ -292,13 +324,14 @@ def load_dataset(config: RunConfig) -> Dataset:
         classes, files, label_list = _list_folder(config)
         streaming = len(files) * channels * size * size > IN_MEMORY_LIMIT_BYTES
         if not streaming:
-            decoded = _decode_many(files, size, channels)
+            decoded, skipped = decode_files(files, size, channels)
             keep = [i for i, image in enumerate(decoded) if image is not None]
-            skipped = [files[i] for i, image in enumerate(decoded) if image is None]
             if skipped:
-                warnings.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+                warnings.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0].path}: "
+                              f"{skipped[0].reason}")
             if not keep:
-                raise DatasetError(f"none of the {len(files)} images in {config.data_path} could be read")
+                raise DatasetError(f"none of the {len(files)} images in {config.data_path} could be read "
+                                   f"(e.g. {skipped[0].path}: {skipped[0].reason})")
             images = torch.from_numpy(np.stack([decoded[i] for i in keep]))
             labels = np.asarray(label_list, dtype=np.int64)[keep]
             files = [files[i] for i in keep]
@@ -318,8 +351,9 @@ def load_dataset(config: RunConfig) -> Dataset:
     if streaming:
         splits = {name: StreamingSplit([files[i] for i in idx], labels[idx].tolist(), size, channels,
                                        config.num_workers) for name, idx in index.items()}
-        train = splits["train"]
-        mean, std = sampled_stats(train.files, size, channels)
+        # Only a sample is decoded here; the rest of the unreadable files are found while streaming.
+        sample, skipped = decode_sample(splits["train"].files, size, channels)
+        mean, std = stats_of_sample(sample, channels)
     else:
         splits = {name: MemorySplit(images[torch.from_numpy(idx)], torch.from_numpy(labels[idx]))
                   for name, idx in index.items()}
@@ -343,14 +377,20 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def sampled_stats(files: list[str], size: int, channels: int, limit: int = 2000):
-    """Per-channel mean and std estimated from up to `limit` files (for folders not held in memory)."""
+def decode_sample(files: list[str], size: int, channels: int,
+                  limit: int = 2000) -> tuple[list[np.ndarray], list[Refusal]]:
+    """Up to `limit` files picked with a fixed seed, decoded: the images and the refusals among them."""
     rng = np.random.default_rng(0)
     picks = rng.choice(len(files), size=min(limit, len(files)), replace=False)
-    decoded = [x for x in _decode_many([files[i] for i in picks], size, channels) if x is not None]
-    if not decoded:
+    decoded, refused = decode_files([files[i] for i in picks], size, channels)
+    return [x for x in decoded if x is not None], refused
+
+
+def stats_of_sample(images: list[np.ndarray], channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a sample of images (for folders not held in memory)."""
+    if not images:
         return [0.0] * channels, [0.0] * channels
-    return channel_stats(torch.from_numpy(np.stack(decoded)))
+    return channel_stats(torch.from_numpy(np.stack(images)))
 
 
 def count_split_sizes(config: RunConfig) -> dict[str, int]:

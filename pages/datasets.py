@@ -1,4 +1,5 @@
 """Datasets: class balance, split sizes, a sample grid per class and an augmentation preview."""
+import pandas as pd
 import streamlit as st
 
 from core import plots
@@ -47,6 +48,10 @@ cols[4].metric("Input shape", " x ".join(map(str, view.input_shape)))
 st.caption("Per-channel mean " + ", ".join(f"{m:.3f}" for m in view.mean) + " · std "
            + ", ".join(f"{s:.3f}" for s in view.std) + " (on the 0..1 scale"
            + (", estimated from a sample of the folder)" if view.images is None else ", training split)"))
+skipped = view.skipped_title()
+if skipped:
+    with st.expander(skipped):
+        st.dataframe(pd.DataFrame(view.refused, columns=["file", "reason"]), hide_index=True, key="ds_skipped")
 
 ratio = view.imbalance()
 if ratio > 3:
@@ -60,8 +65,10 @@ class_index = cols[0].selectbox("Class", range(len(view.classes)), format_func=l
                                 key="ds_class")
 pages = view.pages(class_index, PER_PAGE)
 page = cols[1].number_input(f"Page (of {pages})", 1, pages, 1, key=f"ds_page_{class_index}") - 1
-images = thumbnails(key, class_index, page)
-st.image(images, width=72, caption=[f"#{page * PER_PAGE + i}" for i in range(len(images))])
+grid = thumbnails(key, class_index, page)
+st.image(grid.images, width=72, caption=[f"#{page * PER_PAGE + i}" for i in range(len(grid.images))])
+if grid.refused:
+    st.caption("Blank: cannot be read. " + "; ".join(f"{path}: {reason}" for path, reason in grid.refused))
 
 st.subheader("Augmentation preview")
 with st.container(border=True):

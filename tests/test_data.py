@@ -7,6 +7,7 @@ import torch
 from core.config import RunConfig
 from core.data import (DatasetError, check_data, load_dataset, stratified_split,
                        validate_run_config)
+from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 
 def test_digits_loads_offline_with_counts_shape_and_stats():
@@ -53,6 +54,79 @@ def test_unreadable_images_are_skipped_and_counted(image_folder):
     assert len(data.skipped) == 2
     assert any("skipped 2 unreadable" in str(w.message) for w in caught)
     assert sum(len(s) for s in data.splits.values()) == 36
+
+
+def _add_odd_files(image_folder) -> dict[str, str]:
+    """Misnamed odd files among good ones (as found in real folders): path -> what the refusal says."""
+    from test_images import REFUSED_FILES
+    expected = {}
+    for folder, name in zip(("dark", "mid", "light", "dark"), ("dds-unknown-pixel-format", "psd-truncated",
+                                                              "png-oversize-ztxt", "tiff-huge-strip-offset")):
+        data, reason = REFUSED_FILES[name]
+        path = image_folder / folder / f"{name}.png"
+        path.write_bytes(data)
+        expected[str(path)] = reason
+    return expected
+
+
+def test_odd_files_are_skipped_and_named_with_their_reason(image_folder, monkeypatch):
+    import core.data
+    expected = _add_odd_files(image_folder)
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, batch_size=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_dataset(config)
+    assert sum(len(s) for s in data.splits.values()) == 36
+    assert {path: reason for path, reason in data.skipped}.keys() == expected.keys()
+    assert all(expected[path] in reason for path, reason in data.skipped)
+    assert any("skipped 4 unreadable" in str(w.message) for w in caught)
+    monkeypatch.setattr(core.data, "SKIPPED_NAMED_IN_INFO", 3)     # status.json stays small
+    info = data.info()
+    assert info["skipped"] == 4 and len(info["skipped_files"]) == 3
+    assert all(expected[row["file"]] in row["reason"] for row in info["skipped_files"])
+
+
+def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
+    import core.data
+    expected = _add_odd_files(image_folder)
+    monkeypatch.setattr(core.data, "IN_MEMORY_LIMIT_BYTES", 10)
+    monkeypatch.setattr(core.data, "decode_sample", lambda files, *args: ([], []))   # found while streaming
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8,
+                                   batch_size=4, num_workers=0, val_fraction=0.25, test_fraction=0.25)
+    data = load_dataset(config)
+    assert data.streaming and data.info()["skipped"] == 0
+    streamed = 0
+    for split in data.splits.values():
+        for images, labels in split.batches(torch.arange(len(split)), 4):
+            streamed += len(labels)
+    assert streamed == 36
+    info = data.info()
+    assert info["skipped"] == 4
+    assert all(expected[row["file"]] in row["reason"] for row in info["skipped_files"])
+
+
+def test_training_on_a_folder_with_odd_files_completes_and_counts_them(image_folder, store):
+    from core.worker import run_training
+    _add_odd_files(image_folder)
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
+                                   epochs=1, batch_size=8)
+    run_id = store.create_run(config)
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert store.read_status(run_id)["skipped_images"] == 4
+
+
+def test_datasets_page_names_odd_files_instead_of_crashing(app, image_folder):
+    expected = _add_odd_files(image_folder)
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").set_value("image-folder").run()
+    app.text_input(key="ds_path").input(str(image_folder)).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert [e.label for e in app.expander] == ["4 files skipped: cannot be read"]
+    [skipped] = [frame.value for frame in app.dataframe if "reason" in frame.value]
+    assert sorted(skipped["file"]) == sorted(expected)
+    assert all(expected[path] in reason for path, reason in zip(skipped["file"], skipped["reason"]))
+    [blanks] = [c.value for c in app.caption if c.value.startswith("Blank: cannot be read.")]   # class "dark"
+    assert "dds-unknown-pixel-format.png: unsupported kind of image (DDS" in blanks
 
 
 def test_grayscale_folder(image_folder):
