@@ -52,6 +52,9 @@ def _progress_callback(total_steps_hint: int):
         def on_fit_end(self, trainer, outcome):
             self.bar.close()
 
+        def on_exception(self, trainer, error):
+            self.bar.close()      # the bar's line ends before the error is printed
+
     return TqdmProgress()
 
 

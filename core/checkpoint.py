@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.store import TEMP_SUFFIX
+from core.store import TEMP_SUFFIX, disk_error
 
 CHECKPOINT_SCHEMA_VERSION = 2
 REQUIRED_KEYS = ("model", "config", "classes", "input_shape", "mean", "std", "loop")
@@ -45,8 +45,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        cause = disk_error(error)
+        if cause is not None and not isinstance(error, OSError):
+            raise OSError(cause.errno, cause.strerror, str(path)) from error   # say what filled up
         raise
 
 

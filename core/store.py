@@ -67,13 +67,24 @@ DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota i
                errno.EROFS: "the file system is read-only"}
 
 
+def disk_error(error: BaseException | None) -> OSError | None:
+    """The disk error behind `error`, if any: libraries wrap it (torch.save's zip writer raises a
+    RuntimeError while handling the OSError of a full disk)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def disk_error_message(error: BaseException, where: Path) -> str | None:
     """A plain sentence for a write that failed because of the disk (None for any other error)."""
-    if not isinstance(error, OSError) or error.errno not in DISK_ERRORS:
+    error = disk_error(error)
+    if error is None:
         return None
     target = error.filename or where
     try:
-        free = f"; {shutil.disk_usage(where).free / 2**20:,.0f} MB free there now"
+        free = f"; {shutil.disk_usage(where).free / 2**20:,.1f} MB free there now"
     except OSError:
         free = ""
     return (f"{DISK_ERRORS[error.errno]}: could not write {target}{free}. Free some space (or make the "

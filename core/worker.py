@@ -69,11 +69,12 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         if checkpoint:
             trainer.load_state_dict(checkpoint)
         reporter.write(classes=dataset.classes, input_shape=list(dataset.input_shape),
-                       skipped_images=len(dataset.skipped), resumed_from_step=resumed_step or None,
-                       dropped_metric_lines=dropped)
+                       resumed_from_step=resumed_step or None, dropped_metric_lines=dropped,
+                       **skipped_images(dataset))
         outcome = trainer.fit()
         early = trainer.state.stop_reason == "early"
-        reporter.finish(outcome, early_stopped_at=trainer.state.epoch if early else None)
+        reporter.finish(outcome, early_stopped_at=trainer.state.epoch if early else None,
+                        **skipped_images(dataset))    # a streamed folder meets more while training
         return outcome
     except TrainingDiverged as error:
         return _fail(reporter, str(error))
@@ -94,6 +95,12 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         store.stop_path(run_id).unlink(missing_ok=True)
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+
+
+def skipped_images(dataset) -> dict:
+    """The image files training leaves out, counted and (the first few) named with the reason."""
+    info = dataset.info()
+    return {"skipped_images": info["skipped"], "skipped_files": info["skipped_files"]}
 
 
 def _fail(reporter: StatusReporter, message: str) -> str:

@@ -101,6 +101,10 @@ def draw_live(run_id: str) -> None:
         st.error(status["error"])
     if status.get("early_stopped_at"):
         st.info(f"Early stopping ended the run after epoch {status['early_stopped_at']}.")
+    if status.get("skipped_images"):
+        with st.expander(f"{status['skipped_images']:,} image file(s) left out of training: they cannot be read"):
+            st.dataframe(pd.DataFrame(status.get("skipped_files") or [], columns=["file", "reason"]),
+                         hide_index=True)
     cols = st.columns(4)
     val_acc, val_loss = live.last("val", "epoch", "acc"), live.last("val", "epoch", "loss")
     cols[0].metric("val acc", f"{val_acc:.4f}" if val_acc is not None else "–")

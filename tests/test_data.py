@@ -105,14 +105,21 @@ def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
     assert all(expected[row["file"]] in row["reason"] for row in info["skipped_files"])
 
 
-def test_training_on_a_folder_with_odd_files_completes_and_counts_them(image_folder, store):
+def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_folder, store, app):
     from core.worker import run_training
-    _add_odd_files(image_folder)
+    expected = _add_odd_files(image_folder)
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8)
     run_id = store.create_run(config)
     assert run_training(store, run_id, handle_signals=False) == "completed"
-    assert store.read_status(run_id)["skipped_images"] == 4
+    status = store.read_status(run_id)
+    assert status["skipped_images"] == 4
+    assert all(expected[row["file"]] in row["reason"] for row in status["skipped_files"])
+    assert {row["file"] for row in status["skipped_files"]} == set(expected)
+    app.run().switch_page("pages/train.py").run()          # the run's live view names them too
+    [expander] = [e for e in app.expander if "left out of training" in e.label]
+    assert expander.label.startswith("4 image file(s)")
+    assert set(expander.dataframe[0].value["file"]) == set(expected)
 
 
 def test_datasets_page_names_odd_files_instead_of_crashing(app, image_folder):

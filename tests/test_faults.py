@@ -71,16 +71,30 @@ class FailingFile(io.FileIO):
         return super().write(data)
 
 
+class FillingDisk:
+    """A file with `room` bytes of space left: torch.save meets the OSError mid-write (and, as on a
+    real full disk, its zip writer then raises a RuntimeError of its own)."""
+    def __init__(self, handle, room, code):
+        self.handle, self.room, self.code = handle, room, code
+
+    def write(self, data):
+        if len(data) > self.room:
+            self.handle.write(bytes(data)[:self.room])
+            raise OSError(self.code, os.strerror(self.code))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def flush(self):
+        self.handle.flush()
+
+
 def fail_checkpoint_write(monkeypatch, code):
     real_save, calls = torch.save, [0]
 
     def save(obj, handle, *args, **kwargs):
         calls[0] += 1
-        if calls[0] == 2:                 # epoch 2's latest.pt: half of it, then the disk is full
-            buffer = io.BytesIO()
-            real_save(obj, buffer)
-            handle.write(buffer.getvalue()[:buffer.tell() // 2])
-            raise OSError(code, os.strerror(code))
+        if calls[0] == 2:                 # epoch 2's latest.pt fills the disk
+            handle = FillingDisk(handle, room=50_000, code=code)
         return real_save(obj, handle, *args, **kwargs)
     monkeypatch.setattr(torch, "save", save)
 
