@@ -203,7 +203,7 @@ def cmd_export(args, store: RunStore) -> int:
     store.existing_run_dir(args.run_id)
     try:
         report = export_run(store, args.run_id, quantize=args.quantize, torchscript=args.torchscript)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:     # ValueError: best.pt is not a checkpoint we read
         raise Rejected(str(error))
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -217,11 +217,22 @@ def cmd_export(args, store: RunStore) -> int:
 
 
 def cmd_serve(args, store: RunStore) -> int:
-    from core.serve import serve
-    predictor = _predictor(args, store)
-    print(f"serving {args.run_id} ({args.backend}) on http://{args.host}:{args.port}: POST /predict "
-          f"(multipart field 'file'), GET /health", flush=True)
-    serve(predictor, args.run_id, host=args.host, port=args.port, max_bytes=args.max_mb * 1024 * 1024)
+    from core.serve import Limits, listen, serve
+    given = {"concurrency": args.concurrency, "body_timeout_s": args.body_timeout}
+    limits = Limits(max_bytes=args.max_mb * 1024 * 1024, **{k: v for k, v in given.items() if v is not None})
+    if limits.concurrency < 1 or limits.body_timeout_s <= 0 or args.max_mb < 1:
+        raise Rejected("--concurrency, --body-timeout and --max-mb must be positive")
+    try:
+        listener = listen(args.host, args.port)       # before the model loads: a bad port fails at once
+    except ValueError as error:
+        raise Rejected(str(error))
+    with listener:
+        predictor = _predictor(args, store)
+        host, port = listener.getsockname()[:2]
+        print(f"serving {args.run_id} ({args.backend}) on http://{host}:{port}: POST /predict "
+              f"(multipart field 'file'), GET /health; {limits.concurrency} predictions at once, "
+              f"{limits.max_in_flight} requests in flight", flush=True)
+        serve(predictor, args.run_id, listener, limits)
     return EXIT_OK
 
 
@@ -273,10 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
     serve = sub.add_parser("serve", parents=[common], help="HTTP prediction service (ONNX Runtime)")
     serve.add_argument("run_id")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", default="8000", help="1-65535 (checked before the model loads)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--backend", choices=tuple(SERVING_BACKENDS), default="onnx")
     serve.add_argument("--max-mb", type=int, default=10, help="request size limit in MB")
+    serve.add_argument("--concurrency", type=int, help="predictions at once (default: the CPU count); "
+                                                         "twice as many more may wait, beyond that 503")
+    serve.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                       help="408 for a request whose body takes longer to arrive (default 10)")
     serve.set_defaults(func=cmd_serve)
     return parser
 
