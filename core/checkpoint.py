@@ -11,6 +11,8 @@ Schema versions: 1 had no version key and kept the early-stopping and best-check
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,24 +60,39 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     the reason for anything else (a pickle with code in it, another program's file, a torn file)."""
     path = Path(path)
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a file it then refuses: noise beside the reason.
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} is not a readable Trainboard checkpoint: the safe loader refused it "
+                         f"({_unpickler_reason(error)}), so nothing in it ran") from None
     except Exception as error:
-        # torch's message advises weights_only=False, the one thing never to do with an unknown file.
-        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise ValueError(f"{path.name} is not a readable Trainboard checkpoint "
-                         f"({type(error).__name__}{': ' + first_line if first_line else ''})") from None
+        first = str(error).strip().splitlines()[0].split(". ")[0][:200] if str(error).strip() else ""
+        raise ValueError(f"{path} is not a readable Trainboard checkpoint "
+                         f"({type(error).__name__}{': ' + first if first else ''})") from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
-        raise ValueError(f"{path.name} is not a Trainboard checkpoint (it lacks the model, config or "
+        raise ValueError(f"{path} is not a Trainboard checkpoint (it lacks the model, config or "
                          "data description)")
     version = checkpoint.get("schema_version", 1)
     if not isinstance(version, int) or version > CHECKPOINT_SCHEMA_VERSION:
-        raise ValueError(f"{path.name} was written by a newer Trainboard (checkpoint schema {version}; "
+        raise ValueError(f"{path} was written by a newer Trainboard (checkpoint schema {version}; "
                          f"this version reads up to {CHECKPOINT_SCHEMA_VERSION})")
     if version == 1:
         checkpoint = _upgrade_from_1(checkpoint)
     return checkpoint
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """What torch's weights-only unpickler refused, without the rest of its message: that goes on to
+    advise loading with weights_only=False, the one thing never to do with a file someone handed us."""
+    for line in str(error).splitlines():
+        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if line and not line.startswith(("Weights only load failed", "Check the documentation", "Please file")):
+            return line.split(". ")[0].rstrip(".")[:160]
+    return "a pickle the safe loader does not accept"
 
 
 def restore_best_from_latest(latest: Path, best: Path) -> bool:

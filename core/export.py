@@ -3,7 +3,6 @@ int8 dynamic quantisation (ONNX Runtime) and TorchScript, each with its size and
 from __future__ import annotations
 
 import os
-import pickle
 import time
 import warnings
 from pathlib import Path
@@ -93,23 +92,6 @@ def _quantize(onnx_path: Path, target: Path, kind: str, calibration: np.ndarray 
         prepared.unlink(missing_ok=True)
 
 
-def _load_best(path: Path):
-    """(model, checkpoint) from best.pt, or ValueError naming the file in one line."""
-    with warnings.catch_warnings():
-        # torch warns about the pickle protocol of a file it then refuses: noise beside the reason.
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            return load_model(path)
-        except ValueError as error:
-            # load_checkpoint quotes torch's refusal, which goes on to advise weights_only=False: the
-            # one thing never to do with a file someone handed us. Say what it means instead.
-            if isinstance(error.__context__, pickle.UnpicklingError):
-                raise ValueError(f"{path} is not a Trainboard checkpoint: it holds more than tensors and plain "
-                                 "values (code, or no checkpoint at all); refused without running it") from None
-            reason = str(error).removeprefix(path.name)      # it names the file, not which run's
-            raise ValueError(f"{path}{reason}" if reason != str(error) else f"{path}: {reason}") from None
-
-
 def export_run(store: RunStore, run_id: str, quantize: str | None = None, torchscript: bool = False) -> dict:
     """Write runs/<id>/model.onnx (+ an int8 model, model.ts.pt) and export.json; returns the report.
     quantize: None, "dynamic" or "static".
@@ -117,7 +99,7 @@ def export_run(store: RunStore, run_id: str, quantize: str | None = None, torchs
     path = store.checkpoint_path(run_id, "best")
     if not path.exists():
         raise FileNotFoundError(f"run {run_id} has no best.pt yet")
-    model, checkpoint = _load_best(path)
+    model, checkpoint = load_model(path)
     shape = tuple(checkpoint["input_shape"])
     onnx_path = store.export_path(run_id, "onnx")
     _write_onnx(model, shape, onnx_path)

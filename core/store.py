@@ -237,10 +237,24 @@ class MetricsReader:
         for line in chunk[:end].splitlines():
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     continue   # a torn line left by a crash; the resume drops it from the file
+                if is_metrics_row(row):
+                    rows.append(row)     # anything else (a hand edit, another program's line) is left out
         return rows
+
+
+METRIC_SPLITS, METRIC_KINDS = ("train", "val"), ("step", "epoch")
+
+
+def is_metrics_row(row) -> bool:
+    """A line readers can use: split and kind from their sets, whole step and epoch, numbers elsewhere."""
+    if not isinstance(row, dict) or row.get("split") not in METRIC_SPLITS or row.get("kind") not in METRIC_KINDS:
+        return False
+    whole = all(isinstance(row.get(key), int) and not isinstance(row.get(key), bool) for key in ("step", "epoch"))
+    return whole and all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+                         for key, value in row.items() if key not in ("split", "kind"))
 
 
 class MetricsWriter:
@@ -274,7 +288,8 @@ def read_jsonl_lines(path: Path) -> list[dict]:
 
 
 def truncate_metrics(path: Path, keep_until_step: int | None) -> int:
-    """Drop a torn last line, and lines past `keep_until_step` (work lost with the crashed process).
+    """Drop a torn last line, lines that are not metrics rows, and lines past `keep_until_step` (work
+    lost with the crashed process).
     Returns how many lines were dropped. Atomic: a crash here leaves the old file or the new one."""
     path = Path(path)
     if not path.exists():
@@ -286,10 +301,13 @@ def truncate_metrics(path: Path, keep_until_step: int | None) -> int:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             dropped += 1
             continue
-        if keep_until_step is not None and row.get("step", 0) > keep_until_step:
+        if not is_metrics_row(row):
+            dropped += 1
+            continue
+        if keep_until_step is not None and row["step"] > keep_until_step:
             dropped += 1
             continue
         kept.append(line)
@@ -441,6 +459,8 @@ class RunStore:
                 return json.loads(path.read_bytes())
             except (ValueError, FileNotFoundError):
                 time.sleep(0.01)   # os.replace makes this rare; a retry covers odd filesystems
+            except OSError as error:         # a folder, a permission, an I/O error
+                return {"error": f"status.json cannot be read: {error.strerror or error}"}
         return {"error": "status.json is missing or not JSON"}
 
     def write_status(self, run_id: str, status: dict, fsync: bool = True, announce: bool = False) -> None:

@@ -1,4 +1,7 @@
 """Every page through Streamlit's AppTest, on an empty run store and on one holding a finished run."""
+import json
+import shutil
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -250,6 +253,48 @@ def test_pages_show_an_unreadable_run_without_crashing(app, finished_run, tmp_pa
     app.switch_page("pages/runs.py").run()
     [table] = [frame.value for frame in app.dataframe]
     assert set(table["state"]) == {"unreadable", "completed"}
+
+
+# Run folders broken in every way found so far: each must read as what it is (or "unreadable" with
+# the reason), alone, while the other runs and every page keep working.
+BREAKAGES = {
+    "metrics-garbage": lambda d: (d / "metrics.jsonl").write_bytes(
+        b'\x00\xff garbage\n[1, 2]\n{"step": "x", "split": 5}\n"text"\n'),
+    "metrics-wrong-types": lambda d: (d / "metrics.jsonl").write_text(
+        '{"step": 1, "epoch": "one", "split": "val", "kind": "epoch", "loss": "nan", "acc": null}\n'),
+    "best-garbage": lambda d: (d / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint"),
+    "latest-torn": lambda d: (d / "checkpoints" / "latest.pt").write_bytes(b"PK\x03\x04 torn"),
+    "status-a-folder": lambda d: ((d / "status.json").unlink(), (d / "status.json").mkdir()),
+    "checkpoints-a-file": lambda d: (shutil.rmtree(d / "checkpoints"), (d / "checkpoints").write_text("x")),
+    "status-odd-numbers": lambda d: (d / "status.json").write_text(json.dumps(
+        {**json.loads((d / "status.json").read_text()), "epoch": 10**30, "step": -5, "total_steps": 0})),
+}
+
+
+def test_every_page_survives_run_folders_broken_in_every_way(app, finished_run, tmp_path, cli):
+    runs = tmp_path / "runs"
+    broken = {}
+    for i, (name, breakage) in enumerate(BREAKAGES.items()):
+        copy = runs / f"2999010{i}-000000-{name}-0000"
+        shutil.copytree(runs / finished_run, copy)
+        breakage(copy)
+        broken[name] = copy.name
+    app.run()
+    for name, run_id in broken.items():
+        app.sidebar.selectbox(key="run_id").select(run_id).run()
+        for page in PAGES:
+            app.switch_page(page).run()
+            assert not app.exception, (name, page, [e.value for e in app.exception])
+    app.switch_page("pages/runs.py").run()
+    [table] = [frame.value for frame in app.dataframe if "state" in frame.value]
+    states = dict(zip(table["run_id"], table["state"])) if "run_id" in table else None
+    assert len(table) == len(BREAKAGES) + 1 and "completed" in set(table["state"])
+    assert "unreadable" in set(table["state"])        # status.json as a folder
+    listing = cli("runs", runs=runs)
+    assert listing.returncode == 0 and finished_run in listing.stdout
+    assert all(run_id in listing.stdout for run_id in broken.values()), states
+    for run_id in broken.values():
+        assert cli("show", run_id, runs=runs).returncode in (0, 2)
 
 
 def test_the_run_picker_shows_names_and_ids(app, finished_run):

@@ -258,5 +258,7 @@ def test_export_of_a_file_that_is_no_checkpoint_is_one_line(store, cli, tmp_path
     best.write_bytes(pickle.dumps(RunsCode(marker)) if content == "hostile pickle" else b"\x00garbage" * 50)
     result = cli("export", run_id, runs=store.root)
     assert result.returncode == 2 and not marker.exists()
-    assert result.stderr == (f"error: {best} is not a Trainboard checkpoint: it holds more than tensors and plain "
-                             "values (code, or no checkpoint at all); refused without running it\n")
+    assert result.stderr.startswith(f"error: {best} is not a readable Trainboard checkpoint: the safe loader "
+                                    "refused it (")
+    assert result.stderr.endswith("), so nothing in it ran\n") and result.stderr.count("\n") == 1
+    assert "weights_only" not in result.stderr
