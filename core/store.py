@@ -262,6 +262,7 @@ class MetricsWriter:
     fails (a full disk) takes its partial line back, so the file only ever holds whole lines."""
 
     def __init__(self, path: Path):
+        self.path = Path(path)
         self.handle = open(path, "ab", buffering=0)
 
     def write(self, row: dict) -> None:
@@ -270,8 +271,10 @@ class MetricsWriter:
         try:
             while data:      # an unbuffered write may write only part of its bytes
                 data = data[self.handle.write(data):]
-        except BaseException:
+        except BaseException as error:
             os.ftruncate(self.handle.fileno(), start)
+            if isinstance(error, OSError) and error.filename is None:
+                raise OSError(error.errno, error.strerror, str(self.path)) from error   # name the file
             raise
 
     def sync(self) -> None:

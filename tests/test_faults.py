@@ -101,7 +101,7 @@ def fail_checkpoint_write(monkeypatch, code):
 
 def fail_metrics_write(monkeypatch, code):
     def open_failing(self, path):
-        self.handle = FailingFile(path, "ab", nth=7, code=code)     # a line in epoch 2
+        self.path, self.handle = path, FailingFile(path, "ab", nth=7, code=code)     # a line in epoch 2
     monkeypatch.setattr(core.store.MetricsWriter, "__init__", open_failing)
 
 
@@ -130,6 +130,7 @@ def test_a_disk_error_fails_the_run_saying_so_and_resume_works_once_fixed(store,
     assert run_training(store, run_id, handle_signals=False) == "failed"
     status = store.read_status(run_id)
     assert says in status["error"] and "resume" in status["error"]
+    assert f"could not write {store.run_dir(run_id)}/" in status["error"]           # names the file
     assert "Traceback" not in capsys.readouterr().err          # the disk, not a bug
     assert temp_files(store, run_id) == []
     lines = store.metrics_path(run_id).read_bytes().splitlines()
