@@ -236,6 +236,14 @@ def cmd_serve(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_diagnose(args, store: RunStore) -> int:
+    from core.diagnosis import diagnose_run
+    findings = diagnose_run(store, args.run_id)
+    print(json.dumps({"run_id": args.run_id, "state": store.read_status(args.run_id)["state"],
+                      "findings": [finding.to_dict() for finding in findings]}, indent=1))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--runs", default=None, help="runs folder (default: $TRAINBOARD_RUNS or ./runs)")
@@ -264,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("run_id")
         p.set_defaults(func=func)
+    diagnose = sub.add_parser("diagnose", parents=[common],
+                              help="what is wrong with a run, in plain words (JSON: findings with code, severity, "
+                                   "message, advice, evidence)")
+    diagnose.add_argument("run_id")
+    diagnose.set_defaults(func=cmd_diagnose)
     evaluate = sub.add_parser("eval", parents=[common], help="evaluate a run's checkpoint on a split")
     evaluate.add_argument("run_id")
     evaluate.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")

@@ -9,7 +9,7 @@ import numpy as np
 
 from core.store import MetricsReader
 
-FIELDS = ("step", "epoch", "time", "loss", "acc", "lr", "samples_per_s", "epoch_time")
+FIELDS = ("step", "epoch", "time", "loss", "acc", "lr", "grad_norm", "samples_per_s", "epoch_time")
 
 
 class LiveMetrics:
@@ -34,6 +34,19 @@ class LiveMetrics:
             self.arrays[key] = new if old is None else {f: np.concatenate([old[f], new[f]]) for f in FIELDS}
         self.lines += len(rows)
         return len(rows)
+
+    def rows(self) -> list[dict]:
+        """The rows read so far, as metrics rows (for the diagnosis); missing fields are left out."""
+        rows = []
+        for (split, kind), columns in self.arrays.items():
+            for i in range(len(columns["step"])):
+                row = {"split": split, "kind": kind}
+                for name in FIELDS:
+                    value = columns[name][i]
+                    if not np.isnan(value) or name == "loss":      # a NaN loss is a fact; a NaN elsewhere, absence
+                        row[name] = int(value) if name in ("step", "epoch") else float(value)
+                rows.append(row)
+        return rows
 
     def series(self, split: str, kind: str, field: str) -> tuple[np.ndarray, np.ndarray]:
         columns = self.arrays.get((split, kind))

@@ -249,10 +249,12 @@ METRIC_SPLITS, METRIC_KINDS = ("train", "val"), ("step", "epoch")
 
 
 def is_metrics_row(row) -> bool:
-    """A line readers can use: split and kind from their sets, whole step and epoch, numbers elsewhere."""
+    """A line readers can use: split and kind from their sets, a whole step (and epoch, when given),
+    numbers elsewhere."""
     if not isinstance(row, dict) or row.get("split") not in METRIC_SPLITS or row.get("kind") not in METRIC_KINDS:
         return False
-    whole = all(isinstance(row.get(key), int) and not isinstance(row.get(key), bool) for key in ("step", "epoch"))
+    whole = all(isinstance(row.get(key), int) and not isinstance(row.get(key), bool)
+                for key in ("step", "epoch") if key == "step" or key in row)
     return whole and all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
                          for key, value in row.items() if key not in ("split", "kind"))
 

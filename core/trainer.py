@@ -25,7 +25,11 @@ from core.models import build_model
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite at `step`."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 class Callback:
@@ -156,7 +160,7 @@ class IntervalMeter:
         for i, value in enumerate(values):
             if not math.isfinite(value):
                 step = last_step - count + 1 + i
-                raise TrainingDiverged(f"loss became {value} at step {step}; try a lower lr or gradient clipping")
+                raise TrainingDiverged(f"loss became {value} at step {step}; try a lower lr or gradient clipping", step)
         total = sum(v * n for v, n in zip(values, self.sizes))
         seen = sum(self.sizes)
         self.correct.zero_()

@@ -68,7 +68,9 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         trainer = Trainer(config, dataset, callbacks)
         if checkpoint:
             trainer.load_state_dict(checkpoint)
+        # Facts about the data the diagnosis reads (class balance, pixel range).
         reporter.write(classes=dataset.classes, input_shape=list(dataset.input_shape),
+                       class_counts=dataset.counts()["train"], mean=list(dataset.mean), std=list(dataset.std),
                        resumed_from_step=resumed_step or None, dropped_metric_lines=dropped,
                        **skipped_images(dataset))
         outcome = trainer.fit()
@@ -103,9 +105,9 @@ def skipped_images(dataset) -> dict:
     return {"skipped_images": info["skipped"], "skipped_files": info["skipped_files"]}
 
 
-def _fail(reporter: StatusReporter, message: str) -> str:
+def _fail(reporter: StatusReporter, message: str, **extra) -> str:
     try:
-        reporter.finish(FAILED, error=message)
+        reporter.finish(FAILED, error=message, **extra)
     except OSError as error:
         # status.json cannot be written either (the disk is still full): say it where we can.
         print(f"error: the run failed ({message}) and status.json could not record it ({error})",

@@ -8,6 +8,7 @@ import streamlit as st
 from core import plots
 from core.config import SETTINGS, RunConfig, read_config_values
 from core.data import validate_run_config
+from core.diagnosis import diagnose
 from core.live import LiveMetrics
 from core.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
 from core.store import UnreadableRun
@@ -129,6 +130,7 @@ def draw_live(run_id: str) -> None:
                                               log_y=True), key=f"lr_{run_id}")
         cols[1].plotly_chart(plots.line_chart({"samples/s": live.series("train", "step", "samples_per_s")},
                                               "throughput"), key=f"speed_{run_id}")
+        draw_diagnosis(run_id, live, status, config)
     elif state in ACTIVE_STATES:
         st.caption("Waiting for the first metrics…")
     if state not in ACTIVE_STATES and st.session_state.get(f"was_active:{run_id}"):
@@ -136,6 +138,26 @@ def draw_live(run_id: str) -> None:
         st.rerun(scope="app")     # turn the timer off and refresh the buttons
     if state in ACTIVE_STATES:
         st.session_state[f"was_active:{run_id}"] = True
+
+
+SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
+
+
+def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConfig) -> None:
+    """The run's findings in plain words, recomputed only when new metric lines arrived."""
+    key = (live.lines, status["state"], status.get("diverged_at_step"))
+    cached = st.session_state.get(f"diagnosis:{run_id}")
+    if cached is None or cached[0] != key:
+        cached = (key, diagnose(live.rows(), status, config.to_dict()))
+        st.session_state[f"diagnosis:{run_id}"] = cached
+    findings = cached[1]
+    st.markdown("**Diagnosis**")
+    if not findings:
+        st.caption("Nothing to report so far: no sign of divergence, stalled learning, a bad learning rate, "
+                   "overfitting or odd data.")
+    for finding in findings:
+        SEVERITY_BOX[finding.severity](f"**{finding.code.replace('_', ' ')}**: {finding.message}  \n"
+                                       f"*What to try:* {finding.advice}")
 
 
 def clone_into_form(config: RunConfig, run_id: str) -> None:
