@@ -7,14 +7,16 @@ sample (every file of a folder up to the sample's size), and those on the thumbn
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.config import FOLDER_DATASETS, RunConfig
-from core.data import (SPLITS, Refusal, _list_folder, decode_file, decode_files, decode_sample,
-                       load_dataset, stats_of_sample, stratified_split)
+from core.data import (SPLITS, Refusal, decode_file, decode_files, decode_sample, load_dataset,
+                       stats_of_sample, stratified_split)
+from core.folders import list_folder
 from core.images import ImageRefused
 
 
@@ -37,6 +39,7 @@ class DatasetView:
     channels: int = 1
     refused: list[Refusal] = field(default_factory=list)   # files found unreadable, with the reason
     checked: int = 0                      # how many files were decoded to find them
+    left_out: list[Refusal] = field(default_factory=list)  # stray and non-image files, empty classes
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -47,16 +50,23 @@ class DatasetView:
         totals = np.sum([values for values in self.counts.values()], axis=0)
         return float(totals.max() / max(totals.min(), 1))
 
+    def skipped(self) -> list[Refusal]:
+        """Every file left out of training that is known so far: listed aside, or found unreadable."""
+        return self.left_out + self.refused
+
     def skipped_title(self) -> str | None:
-        """"N files skipped: ..." for the files found unreadable (training leaves them out), or None."""
-        if not self.refused:
+        """"N files left out of training: 2 cannot be read, 1 not an image file, ..." or None."""
+        if not self.refused and not self.left_out:
             return None
-        n = len(self.refused)
-        title = f"{n:,} file{'s' if n != 1 else ''} skipped: cannot be read"
+        kinds = Counter(reason.split(" (")[0].split(":")[0] for _, reason in self.left_out)
+        parts = ([f"{len(self.refused):,} cannot be read"] if self.refused else []) + \
+            [f"{count:,} {kind}" for kind, count in kinds.items()]
+        n = len(self.refused) + len(self.left_out)
+        title = f"{n:,} file{'s' if n != 1 else ''} left out of training: " + ", ".join(parts)
         listed = sum(self.sizes.values())
-        if self.images is None and self.checked < listed:
-            title += (f" (found in a sample of {self.checked:,} of the {listed:,} files; training skips "
-                      "every such file)")
+        if self.refused and self.images is None and self.checked < listed:
+            title += (f" (unreadable ones found in a sample of {self.checked:,} of the {listed:,} files; "
+                      "training skips every such file)")
         return title
 
     def pages(self, class_index: int, per_page: int) -> int:
@@ -88,8 +98,8 @@ class DatasetView:
 def view_dataset(config: RunConfig) -> DatasetView:
     """A DatasetView of the data a config names; raises DatasetError like load_dataset."""
     if config.dataset in FOLDER_DATASETS:
-        classes, files, labels = _list_folder(config)
-        labels = np.asarray(labels)
+        listing = list_folder(config)
+        classes, files, labels = listing.classes, listing.files, np.asarray(listing.labels)
         index = stratified_split(labels, config.val_fraction, config.test_fraction, config.seed)
         counts = {split: np.bincount(labels[index[split]], minlength=len(classes)).tolist() for split in SPLITS}
         sample, refused = decode_sample(files, config.image_size, config.channels)
@@ -97,7 +107,7 @@ def view_dataset(config: RunConfig) -> DatasetView:
         members = [[files[i] for i in np.flatnonzero(labels == c)] for c in range(len(classes))]
         return DatasetView(classes, counts, (config.channels, config.image_size, config.image_size), mean, std,
                            members, None, config.image_size, config.channels, refused,
-                           checked=len(sample) + len(refused))
+                           checked=len(sample) + len(refused), left_out=listing.left_out)
     data = load_dataset(config)
     images = torch.cat([data.splits[s].images for s in SPLITS])
     labels = torch.cat([data.splits[s].labels for s in SPLITS])

@@ -132,8 +132,9 @@ class RunConfig:
                            help="digits ships with scikit-learn and works offline; folders hold your images; "
                                 "MNIST, Fashion-MNIST and CIFAR-10 are read from data_path")
     data_path: str = setting("", "Folder", "data",
-                             help="image-folder / csv-folder: the folder of images; torchvision sets: where "
-                                  "their files are (default ./data)")
+                             help="image-folder / csv-folder: the folder of images; MNIST, Fashion-MNIST, "
+                                  "CIFAR-10: the folder holding their original files, read where they are "
+                                  "(default ./data)")
     labels_csv: str = setting("", "Labels CSV (filename,label)", "data",
                               help="csv-folder only; default <folder>/labels.csv")
     image_size: int = setting(16, "Image size", "data", low=4, high=1024, step=1,
@@ -194,8 +195,12 @@ class RunConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> "RunConfig":
-        """A config with the sensible defaults of `dataset`, then `overrides` on top."""
+        """A config with the sensible defaults of `dataset` (for a folder, its images' own size and
+        channels, read from a few file headers), then `overrides` on top."""
         values = dict(DATASET_DEFAULTS.get(dataset, {}))
+        if dataset in FOLDER_DATASETS and overrides.get("data_path"):
+            from core.folders import proposed_shape     # here, not at the top: core.folders imports this
+            values.update(proposed_shape(dataset, overrides["data_path"], overrides.get("labels_csv", "")))
         values.update(overrides)
         return cls(dataset=dataset, **values)
 

@@ -7,31 +7,23 @@ DataLoader with workers. Normalisation and augmentation happen later, on whole b
 """
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from core.config import FOLDER_DATASETS, RunConfig
+from core import standard_sets
+from core.config import FOLDER_DATASETS, SETTINGS, RunConfig
+from core.folders import DatasetError, Refusal, list_folder
 from core.images import ImageRefused, decode, read_image_file
+from core.standard_sets import STANDARD_SETS
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "val", "test")
 SKIPPED_NAMED_IN_INFO = 20          # info() names this many skipped files; status.json stays small
 IN_MEMORY_LIMIT_BYTES = int(os.environ.get("TRAINBOARD_IN_MEMORY_LIMIT", 2 * 1024**3))
-TORCHVISION_SETS = {"mnist": ("MNIST", 60_000, 10_000, 10),
-                    "fashion-mnist": ("FashionMNIST", 60_000, 10_000, 10),
-                    "cifar10": ("CIFAR10", 50_000, 10_000, 10)}
-
-
-class DatasetError(ValueError):
-    """The data cannot be used; the message says why and what to do."""
 
 
 # --- splits ---------------------------------------------------------------------------------
@@ -54,12 +46,6 @@ class MemorySplit:
 
     def sample(self, index: int) -> torch.Tensor:
         return self.images[index]
-
-
-class Refusal(NamedTuple):
-    """A file left out, and why (a module-level class: DataLoader workers pickle it)."""
-    path: str
-    reason: str
 
 
 class _FileImages(torch.utils.data.Dataset):
@@ -230,84 +216,6 @@ def _digits():
     return [str(name) for name in bunch.target_names], images, bunch.target.astype(np.int64)
 
 
-def _folder_files(root: Path) -> tuple[list[str], list[str], list[int]]:
-    classes, files, labels = [], [], []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        members = sorted(str(f) for f in class_dir.rglob("*")
-                         if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
-        if members:
-            files += members
-            labels += [len(classes)] * len(members)
-            classes.append(class_dir.name)
-    return classes, files, labels
-
-
-def _csv_files(root: Path, labels_csv: Path) -> tuple[list[str], list[str], list[int]]:
-    with open(labels_csv, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["filename", "label"]:
-        rows = rows[1:]
-    bad = [i for i, row in enumerate(rows) if len(row) < 2]
-    if bad:
-        raise DatasetError(f"{labels_csv}: rows need two columns filename,label (row {bad[0] + 2} has "
-                           f"{len(rows[bad[0]])})")
-    names = [row[1].strip() for row in rows]
-    classes = sorted(set(names), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    index = {name: i for i, name in enumerate(classes)}
-    root_resolved = root.resolve()
-    files = []
-    for row in rows:
-        path = (root / row[0].strip()).resolve()
-        if root_resolved not in path.parents:
-            raise DatasetError(f"{labels_csv}: {row[0]!r} points outside {root}")
-        files.append(str(path))
-    return classes, files, [index[name] for name in names]
-
-
-def _list_folder(config: RunConfig) -> tuple[list[str], list[str], list[int]]:
-    root = Path(config.data_path).expanduser()
-    if not root.exists():
-        raise DatasetError(f"data_path {root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"data_path {root} is a file; it must be a folder of images")
-    if config.dataset == "csv-folder":
-        labels_csv = Path(config.labels_csv).expanduser() if config.labels_csv else root / "labels.csv"
-        if not labels_csv.is_file():
-            raise DatasetError(f"labels CSV {labels_csv} not found: csv-folder needs a filename,label CSV")
-        classes, files, labels = _csv_files(root, labels_csv)
-    else:
-        classes, files, labels = _folder_files(root)
-    if not files:
-        raise DatasetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
-                           + ("" if config.dataset == "csv-folder" else " in class sub-folders"))
-    if len(classes) < 2:
-        raise DatasetError(f"{root} has a single class ({classes[0]}); a classifier needs at least two")
-    return classes, files, labels
-
-
-def _torchvision(config: RunConfig):
-    cls_name, *_ = TORCHVISION_SETS[config.dataset]
-    import torchvision.datasets as tvd
-    cls = getattr(tvd, cls_name)
-    root = Path(config.data_path or os.environ.get("TRAINBOARD_DATA", "data")).expanduser()
-    loaded = []
-    for train in (True, False):
-        try:
-            part = cls(str(root), train=train, download=False)
-        except Exception:
-            try:
-                part = cls(str(root), train=train, download=True)
-            except Exception as error:
-                raise DatasetError(
-                    f"{config.dataset} is not on disk under {root} and could not be downloaded "
-                    f"({type(error).__name__}: {error}). Put torchvision's {cls_name} files in "
-                    f"{root / cls_name} (or set data_path) and try again.") from None
-        data = torch.as_tensor(np.asarray(part.data))
-        data = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)
-        loaded.append((data, np.asarray(part.targets, dtype=np.int64)))
-    return [str(c) for c in part.classes], loaded
-
-
 def load_dataset(config: RunConfig) -> Dataset:
     """The dataset of a config, split and ready to batch; DatasetError when it cannot be used."""
     size, channels = config.image_size, config.channels
@@ -316,12 +224,14 @@ def load_dataset(config: RunConfig) -> Dataset:
     if config.dataset == "digits":
         classes, images, labels = _digits()
         images = _resize_uint8(images, size, channels)
-    elif config.dataset in TORCHVISION_SETS:
-        classes, ((train_x, train_y), (test_x, test_y)) = _torchvision(config)
-        images = _resize_uint8(torch.cat([train_x, test_x]), size, channels)
+    elif config.dataset in STANDARD_SETS:
+        classes, parts = standard_sets.read(config.dataset, standard_sets.data_root(config.data_path))
+        (train_x, train_y), (test_x, test_y) = parts["train"], parts["test"]
+        images = _resize_uint8(torch.from_numpy(np.concatenate([train_x, test_x])), size, channels)
         labels = np.concatenate([train_y, test_y])
     elif config.dataset in FOLDER_DATASETS:
-        classes, files, label_list = _list_folder(config)
+        listing = list_folder(config)
+        classes, files, label_list = listing.classes, listing.files, listing.labels
         streaming = len(files) * channels * size * size > IN_MEMORY_LIMIT_BYTES
         if not streaming:
             decoded, skipped = decode_files(files, size, channels)
@@ -340,7 +250,7 @@ def load_dataset(config: RunConfig) -> Dataset:
     else:
         raise DatasetError(f"unknown dataset {config.dataset!r}")
 
-    if config.dataset in TORCHVISION_SETS:
+    if config.dataset in STANDARD_SETS:
         n_train = len(train_y)
         inner = stratified_split(labels[:n_train], config.val_fraction, 0.0, config.seed)
         index = {"train": inner["train"], "val": inner["val"],
@@ -397,18 +307,17 @@ def count_split_sizes(config: RunConfig) -> dict[str, int]:
     """Split sizes without decoding a single image (for validating a config quickly)."""
     if config.dataset == "digits":
         per_class = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]   # sklearn's digits, per class
-    elif config.dataset in TORCHVISION_SETS:
-        _, n_train, n_test, n_classes = TORCHVISION_SETS[config.dataset]
-        per_class = [n_train // n_classes] * n_classes
-        sizes = {"train": 0, "val": 0, "test": n_test}
-        for n in per_class:
-            tr, va, _ = split_counts(n, config.val_fraction, 0.0)
-            sizes["train"] += tr
-            sizes["val"] += va
+    elif config.dataset in STANDARD_SETS:
+        # The official test split stays whole; val comes out of the training files, as in load_dataset.
+        described = standard_sets.describe(config.dataset, standard_sets.data_root(config.data_path))
+        sizes = {"train": 0, "val": 0, "test": len(described.test_labels)}
+        for n in np.bincount(described.train_labels).tolist():
+            n_train, n_val, _ = split_counts(n, config.val_fraction, 0.0)
+            sizes["train"] += n_train
+            sizes["val"] += n_val
         return sizes
     else:
-        _, _, labels = _list_folder(config)
-        per_class = np.bincount(labels).tolist()
+        per_class = np.bincount(list_folder(config).labels).tolist()
     sizes = dict.fromkeys(SPLITS, 0)
     for n in per_class:
         for name, value in zip(SPLITS, split_counts(n, config.val_fraction, config.test_fraction)):
@@ -423,13 +332,13 @@ def check_data(config: RunConfig) -> list[str]:
     except DatasetError as error:
         return [str(error)]
     except OSError as error:
-        return [f"cannot read {config.data_path}: {error}"]
+        return [f"cannot read {SETTINGS['data_path'].label} {config.data_path}: {error.strerror or error}"]
     problems = []
     if isinstance(config.batch_size, int) and config.batch_size > sizes["train"]:
-        problems.append(f"batch_size {config.batch_size} is larger than the training split "
-                        f"({sizes['train']} samples)")
+        problems.append(f"{SETTINGS['batch_size'].label} {config.batch_size} is larger than the training split "
+                        f"({sizes['train']:,} samples)")
     if sizes["val"] == 0:
-        problems.append("the validation split is empty: raise val_fraction or add images")
+        problems.append(f"the validation split is empty: raise {SETTINGS['val_fraction'].label} or add images")
     return problems
 
 
@@ -445,6 +354,6 @@ def class_count(config: RunConfig) -> int:
     """How many classes the data of a config has, without decoding images."""
     if config.dataset == "digits":
         return 10
-    if config.dataset in TORCHVISION_SETS:
-        return TORCHVISION_SETS[config.dataset][3]
-    return len(_list_folder(config)[0])
+    if config.dataset in STANDARD_SETS:
+        return len(STANDARD_SETS[config.dataset].classes)
+    return len(list_folder(config).classes)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.callbacks import Checkpointer, EarlyStopping, MetricsLogger, StatusReporter, StopFileWatcher
 from core.checkpoint import load_checkpoint, restore_best_from_latest
-from core.data import load_dataset
+from core.data import DatasetError, load_dataset
 from core.lease import ALREADY_RUNNING_EXIT, LeaseHeld, RunLease
 from core.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, InvalidTransition
 from core.store import MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status, truncate_metrics
@@ -79,6 +79,9 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
                         **skipped_images(dataset))    # a streamed folder meets more while training
         return outcome
     except TrainingDiverged as error:
+        return _fail(reporter, str(error))
+    except DatasetError as error:      # the data, not a bug (changed since the launch check): no traceback
+        print(f"error: {error}", file=sys.stderr)
         return _fail(reporter, str(error))
     except Exception as error:
         message = disk_error_message(error, store.run_dir(run_id))

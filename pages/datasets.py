@@ -51,7 +51,7 @@ st.caption("Per-channel mean " + ", ".join(f"{m:.3f}" for m in view.mean) + " ·
 skipped = view.skipped_title()
 if skipped:
     with st.expander(skipped):
-        st.dataframe(pd.DataFrame(view.refused, columns=["file", "reason"]), hide_index=True, key="ds_skipped")
+        st.dataframe(pd.DataFrame(view.skipped(), columns=["file", "reason"]), hide_index=True, key="ds_skipped")
 
 ratio = view.imbalance()
 if ratio > 3:

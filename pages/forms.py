@@ -11,6 +11,7 @@ import dataclasses
 import streamlit as st
 
 from core.config import FOLDER_DATASETS, GROUPS, SETTINGS, RunConfig, Setting
+from core.folders import native_shape
 
 COLUMNS = 4
 DATA_FIELDS = tuple(name for name, s in SETTINGS.items() if s.group == "data")
@@ -65,7 +66,6 @@ def dataset_picker(container=None) -> RunConfig:
     dataset_setting = SETTINGS["dataset"]
     dataset = box.selectbox(dataset_setting.label, dataset_setting.choices, key="ds_name",
                             format_func=dataset_setting.choice_labels.get, help=dataset_setting.help)
-    defaults = RunConfig.for_dataset(dataset)
     data_path = labels_csv = ""
     if dataset in FOLDER_DATASETS:
         data_path = box.text_input(SETTINGS["data_path"].label, key="ds_path", placeholder="/path/to/images")
@@ -73,14 +73,29 @@ def dataset_picker(container=None) -> RunConfig:
             labels_csv = box.text_input(SETTINGS["labels_csv"].label, key="ds_csv",
                                         placeholder="default: <folder>/labels.csv")
     elif dataset != "digits":
-        data_path = box.text_input("Download folder", key="ds_path", placeholder="default: ./data",
+        data_path = box.text_input(SETTINGS["data_path"].label, key="ds_path", placeholder="default: ./data",
                                    help=SETTINGS["data_path"].help)
+    data_path, labels_csv = data_path.strip(), labels_csv.strip()
+    defaults = RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv)
+    native = native_shape(dataset, data_path, labels_csv) if dataset in FOLDER_DATASETS else None
+    if native:
+        box.caption(f"{native.describe()}: proposed {SETTINGS['image_size'].label.lower()} "
+                    f"{defaults.image_size}, {SETTINGS['channels'].choice_labels[defaults.channels]}.")
     cols = box.columns(2)
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
-    image_size = cols[0].number_input(size.label, int(size.low), int(size.high), value=defaults.image_size,
-                                      key=f"ds_size_{dataset}", help=size.help)
-    picked_channels = cols[1].selectbox(channels.label, channels.choices,
-                                        index=channels.choices.index(defaults.channels), key=f"ds_channels_{dataset}",
+    size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
+    _propose(size_key, defaults.image_size)
+    _propose(channels_key, defaults.channels)
+    image_size = cols[0].number_input(size.label, int(size.low), int(size.high), key=size_key, help=size.help)
+    picked_channels = cols[1].selectbox(channels.label, channels.choices, key=channels_key,
                                         format_func=channels.choice_labels.get)
-    return dataclasses.replace(defaults, data_path=data_path, labels_csv=labels_csv, image_size=int(image_size),
-                               channels=int(picked_channels))
+    return dataclasses.replace(defaults, image_size=int(image_size), channels=int(picked_channels))
+
+
+def _propose(key: str, value) -> None:
+    """Show `value` in widget `key` (drawn next) unless someone chose another value there: a folder's
+    own image size follows the folder typed, while a person's choice or a Clone's stays."""
+    proposed = st.session_state.setdefault("ds_proposed", {})
+    if key not in st.session_state or st.session_state[key] == proposed.get(key):
+        st.session_state[key] = value
+    proposed[key] = value

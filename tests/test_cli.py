@@ -64,9 +64,20 @@ def test_a_failed_run_exits_1(tmp_path, image_folder, cli):
     result = cli("train", "--dataset", "image-folder", "--data", image_folder, "--batch-size", "2",
                  runs=tmp_path / "runs")
     assert result.returncode == 1 and "failed" in result.stdout and "could be read" in result.stdout
+    assert "Traceback" not in result.stderr and "error: none of the 36 images" in result.stderr
 
 
 def test_core_never_imports_streamlit():
     for path in (ROOT / "core").glob("*.py"):
         text = path.read_text()
         assert "import streamlit" not in text and "from streamlit" not in text, path
+
+
+def test_a_dataset_that_cannot_be_loaded_is_rejected_before_any_run_folder_exists(tmp_path, cli):
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    result = cli("train", "--dataset", "fashion-mnist", "--data", data, "--epochs", "1", runs=runs)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: Fashion-MNIST's files were not found. Looked for train-images-idx3-ubyte, "
+                                    "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")
+    assert f"in {data}, {data / 'FashionMNIST' / 'raw'}" in result.stderr
+    assert not runs.exists() and not data.exists()

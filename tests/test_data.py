@@ -1,3 +1,4 @@
+import shutil
 import warnings
 
 import numpy as np
@@ -128,7 +129,7 @@ def test_datasets_page_names_odd_files_instead_of_crashing(app, image_folder):
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
     assert not app.exception, [e.value for e in app.exception]
-    assert [e.label for e in app.expander] == ["4 files skipped: cannot be read"]
+    assert [e.label for e in app.expander] == ["4 files left out of training: 4 cannot be read"]
     [skipped] = [frame.value for frame in app.dataframe if "reason" in frame.value]
     assert sorted(skipped["file"]) == sorted(expected)
     assert all(expected[path] in reason for path, reason in zip(skipped["file"], skipped["reason"]))
@@ -172,7 +173,7 @@ def _problems(tmp_path, **values):
 
 
 def test_bad_data_gets_clear_messages(tmp_path, image_folder):
-    assert _problems(tmp_path, data_path=str(tmp_path / "missing")) == [f"data_path {tmp_path / 'missing'} does not exist"]
+    assert _problems(tmp_path, data_path=str(tmp_path / "missing")) == [f"Folder {tmp_path / 'missing'} does not exist"]
     (tmp_path / "empty").mkdir()
     assert "holds no images" in _problems(tmp_path, data_path=str(tmp_path / "empty"))[0]
     (tmp_path / "afile.txt").write_text("x")
@@ -182,7 +183,7 @@ def test_bad_data_gets_clear_messages(tmp_path, image_folder):
     (image_folder / "dark" / "1.png").rename(single / "1.png")
     assert "single class (only)" in _problems(tmp_path, data_path=str(single.parent))[0]
     assert _problems(tmp_path, dataset="digits", batch_size=5000) == [
-        "batch_size 5000 is larger than the training split (1259 samples)"]
+        "Batch size 5000 is larger than the training split (1,259 samples)"]
     assert _problems(tmp_path, dataset="nope") == [
         "dataset must be one of digits, image-folder, csv-folder, mnist, fashion-mnist, cifar10; got 'nope'"]
 
@@ -193,11 +194,99 @@ def test_batch_size_check_matches_the_real_split():
     assert check_data(config) == []
 
 
-def test_torchvision_sets_explain_where_to_put_files(tmp_path, monkeypatch):
-    import torchvision.datasets as tvd
+# --- folders: native size, layouts, files left out ----------------------------------------------------
+def _gray_folder(root, side=28, per_class=6):
+    from conftest import write_png
+    for label, value in (("a", 30), ("b", 200)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            write_png(root / label / f"{i}.png", value + i, size=(side, side), mode="L")
+    return root
 
-    def offline(*args, download=False, **kwargs):
-        raise RuntimeError("Dataset not found" if not download else "no network")
-    monkeypatch.setattr(tvd, "MNIST", offline)
-    with pytest.raises(DatasetError, match=r"mnist is not on disk .* Put torchvision's MNIST files in"):
-        load_dataset(RunConfig.for_dataset("mnist", data_path=str(tmp_path)))
+
+def test_a_folder_of_small_grayscale_images_is_proposed_at_its_own_size(tmp_path, image_folder):
+    gray = _gray_folder(tmp_path / "gray")
+    assert (RunConfig.for_dataset("image-folder", data_path=str(gray)).image_size,
+            RunConfig.for_dataset("image-folder", data_path=str(gray)).channels) == (28, 1)
+    assert RunConfig.for_dataset("image-folder", data_path=str(gray), image_size=12).image_size == 12   # asked for
+    big = _gray_folder(tmp_path / "big", side=300)
+    assert RunConfig.for_dataset("image-folder", data_path=str(big)).image_size == 64      # the default caps it
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder))   # 12x12 RGB, one 20x16
+    assert (config.image_size, config.channels) == (12, 3)
+
+
+def test_datasets_page_proposes_the_folders_size_and_keeps_a_chosen_one(app, tmp_path):
+    gray = _gray_folder(tmp_path / "gray")
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").set_value("image-folder").run()
+    app.text_input(key="ds_path").input(str(gray)).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.number_input(key="ds_size_image-folder").value == 28
+    assert app.selectbox(key="ds_channels_image-folder").value == 1
+    assert any("100% of 12 sampled images are 28x28 grayscale" in c.value for c in app.caption)
+    app.number_input(key="ds_size_image-folder").set_value(16).run()
+    app.text_input(key="ds_path").input(str(gray) + "/").run()     # the same folder typed again
+    assert app.number_input(key="ds_size_image-folder").value == 16
+
+
+def test_a_csv_naming_missing_files_lists_the_first_ones(csv_folder):
+    rows = ["filename,label"] + [f"img/cat{i}.png,cat" for i in range(10)] + \
+        [f"photos/dog{i}.png,dog" for i in range(7)]
+    (csv_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    [problem] = _problems(csv_folder, dataset="csv-folder", data_path=str(csv_folder))
+    assert problem.startswith(f"Labels CSV (filename,label) {csv_folder / 'labels.csv'} names 7 files (of 17) that "
+                              f"are not in Folder {csv_folder}: photos/dog0.png, photos/dog1.png, photos/dog2.png, "
+                              "photos/dog3.png, photos/dog4.png, ...")
+
+
+def test_a_csv_whose_paths_are_relative_to_a_subfolder_says_so(csv_folder):
+    (csv_folder / "labels.csv").write_text("filename,label\ncat1.png,cat\ndog1.png,dog\n")
+    [problem] = _problems(csv_folder, dataset="csv-folder", data_path=str(csv_folder))
+    assert problem.endswith(f"{csv_folder / 'img' / 'cat1.png'} exists: set Folder to {csv_folder / 'img'}.")
+
+
+def test_layouts_that_are_almost_right_get_a_hint(tmp_path, image_folder):
+    wrapper = tmp_path / "download"
+    wrapper.mkdir()
+    image_folder.rename(wrapper / "images")
+    [problem] = _problems(tmp_path, data_path=str(wrapper))
+    assert problem == (f"Folder {wrapper} is one level too deep: it holds only images/, whose folders (dark, light, "
+                       f"mid) look like classes. Set Folder to {wrapper / 'images'}.")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (wrapper / "images").rename(splits / "train")
+    shutil.copytree(splits / "train", splits / "test")
+    [problem] = _problems(tmp_path, data_path=str(splits))
+    assert problem.startswith(f"Folder {splits} holds split folders (test, train), each with class folders inside. "
+                              f"Set Folder to {splits / 'train'}")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for path in sorted((splits / "train" / "dark").iterdir())[:3]:
+        shutil.copy(path, loose / path.name)
+    [problem] = _problems(tmp_path, data_path=str(loose))
+    assert "holds 3 images directly. Put each class's images in a folder of its own" in problem
+
+
+def test_stray_non_image_and_empty_class_files_are_counted_and_named(app, image_folder):
+    (image_folder / "notes.txt").write_text("where these came from")
+    (image_folder / "stray.png").write_bytes((image_folder / "dark" / "1.png").read_bytes())
+    (image_folder / "mid" / "labels.json").write_text("{}")
+    (image_folder / "empty").mkdir()
+    (image_folder / "dark" / "broken.png").write_bytes(b"not a png")
+    (image_folder / "light" / ".DS_Store").write_bytes(b"hidden: not ours to name")
+    from core.folders import list_folder
+    listing = list_folder(RunConfig.for_dataset("image-folder", data_path=str(image_folder)))
+    assert listing.classes == ["dark", "light", "mid"] and len(listing.files) == 37
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").set_value("image-folder").run()
+    app.text_input(key="ds_path").input(str(image_folder)).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert [e.label for e in app.expander] == ["5 files left out of training: 1 cannot be read, 1 empty class folder, "
+                                               "2 not an image file, 1 outside the class folders"]
+    [table] = [frame.value for frame in app.dataframe if "reason" in frame.value]
+    named = dict(zip(table["file"], table["reason"]))
+    assert named[str(image_folder / "notes.txt")].startswith("not an image file (only .png, .jpg")
+    assert named[str(image_folder / "mid" / "labels.json")].startswith("not an image file")
+    assert named[str(image_folder / "stray.png")] == "outside the class folders"
+    assert named[str(image_folder / "empty")] == "empty class folder: no image files in it"
+    assert "not an image" in named[str(image_folder / "dark" / "broken.png")]
