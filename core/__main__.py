@@ -1,22 +1,24 @@
 """Command line: `python -m core train|runs|show|resume|eval|export|predict|serve` on the same run store as the app.
 
 Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
-refused some files.
+refused some files, 141 the reader of the output went away (`runs | head`), quietly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 from core.config import DATASETS, SETTINGS, ConfigError, RunConfig, settings_help
 from core.lease import LeaseHeld, check_not_running
-from core.states import RESUMABLE_STATES, InvalidTransition
+from core.states import RESUMABLE_STATES, STOPPED, InvalidTransition
 from core.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, InvalidRunId, RunNotFound,
                         RunStore, UnreadableRun, default_runs_dir)
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_REFUSED_FILES = 0, 1, 2, 3
+EXIT_PIPE_CLOSED = 128 + 13     # what a shell reports for a program ended by SIGPIPE
 
 
 class Rejected(Exception):
@@ -108,6 +110,36 @@ def cmd_resume(args, store: RunStore) -> int:
         raise Rejected(str(error))
     store.stop_path(args.run_id).unlink(missing_ok=True)
     return _train_and_report(store, args.run_id)
+
+
+def cmd_stop(args, store: RunStore) -> int:
+    try:
+        state = store.request_stop(args.run_id)
+    except InvalidTransition as error:
+        raise Rejected(str(error))
+    if state is None:
+        raise Rejected(f"run {args.run_id} is {store.read_status(args.run_id)['state']}; only queued or running "
+                       "runs can be stopped")
+    print(f"run {args.run_id}: " + ("stopped (it was queued)" if state == STOPPED else
+                                    "stop asked; it ends after the current batch and can be resumed"))
+    return EXIT_OK
+
+
+def cmd_delete(args, store: RunStore) -> int:
+    summary = store.summary(args.run_id)         # RunNotFound / InvalidRunId -> exit 2
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise Rejected(f"delete {args.run_id}: add --yes to delete without being asked")
+        answer = input(f"delete run {summary.label} ({summary.state}) and all its files? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return EXIT_OK
+    try:
+        store.delete_run(args.run_id)
+    except RuntimeError as error:       # active, or its lease is held (LeaseHeld): another process trains it
+        raise Rejected(str(error))
+    print(f"run {args.run_id} deleted")
+    return EXIT_OK
 
 
 def _fmt_duration(seconds) -> str:
@@ -267,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", parents=[common], help="list runs")
     runs.set_defaults(func=cmd_runs)
+    stop = sub.add_parser("stop", parents=[common], help="stop a queued or running run (resume continues it)")
+    stop.add_argument("run_id")
+    stop.set_defaults(func=cmd_stop)
+    delete = sub.add_parser("delete", parents=[common], help="delete a run that is not queued or running")
+    delete.add_argument("run_id")
+    delete.add_argument("--yes", action="store_true", help="do not ask first")
+    delete.set_defaults(func=cmd_delete)
     for name, func, text in (("show", cmd_show, "config, status and last metrics of a run"),
                              ("resume", cmd_resume, "resume a stopped, interrupted or failed run")):
         p = sub.add_parser(name, parents=[common], help=text)
@@ -317,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REJECTED if exit_.code else EXIT_OK
     store = RunStore(args.runs if args.runs else default_runs_dir())
     try:
-        return args.func(args, store)
+        code = args.func(args, store)
+        sys.stdout.flush()      # a closed pipe shows here, not as a complaint at exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except Rejected as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -325,6 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     except (RunNotFound, InvalidRunId, UnreadableRun) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return EXIT_REJECTED
+
+
+def _reader_went_away() -> int:
+    """`python -m core runs | head -1`: the reader closed the pipe. End quietly, as `ls | head` does:
+    later writes (Python's own flush at exit included) go to /dev/null instead of raising."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass        # stdout is not a file (tests capture it): nothing is left to flush anyway
+    return EXIT_PIPE_CLOSED
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from core.lease import ALREADY_RUNNING_EXIT, check_not_running
-from core.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, RUNNING,
-                         STOPPED, check_transition, effective_state)
-from core.store import RunStore, parse_status
+from core.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, STOPPED,
+                         check_transition)
+from core.store import RunStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,11 +94,8 @@ class JobManager:
         (the child checks the stop file after every batch), killed if it ignores it for too long."""
         with self._lock:
             if run_id not in self._children:
-                if parse_status(self.store.read_raw_status(run_id))["state"] == QUEUED:
-                    self.store.transition(run_id, STOPPED, pid=None, ended_at=time.time())
-                    return
-                if effective_state(self.store.read_status(run_id)) != RUNNING:
-                    return      # not ours and not live: nothing to stop
+                self.store.request_stop(run_id)    # queued: stopped now; running elsewhere: the stop file
+                return
             self._stop_asked_at.setdefault(run_id, time.time())
         # The child owns status.json while it runs: it learns of the stop from this file.
         self.store.stop_path(run_id).write_text(str(time.time()))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from core.config import ConfigError, RunConfig, read_config_values
 from core.lease import check_not_running
-from core.states import (ACTIVE_STATES, CREATED, INTERRUPTED, RUNNING, UNREADABLE, WRITTEN_STATES, check_transition,
-                         effective_state, owner_gone)
+from core.states import (ACTIVE_STATES, CREATED, INTERRUPTED, QUEUED, RUNNING, STOPPED, UNREADABLE, WRITTEN_STATES,
+                         check_transition, effective_state, owner_gone)
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -706,6 +706,23 @@ class RunStore:
             if status["state"] in ACTIVE_STATES and owner_gone(status):
                 orphans.append((summary.run_id, status["state"]))
         return orphans
+
+    def request_stop(self, run_id: str) -> str | None:
+        """Ask a run to end (the app's Stop and the CLI's `stop`): a queued run is stopped at once; a
+        running one ends after its current batch, when its process finds the stop file. Returns
+        'stopped', 'running' (the stop is asked), or None when the run is neither queued nor running."""
+        status = parse_status(self.read_raw_status(run_id))
+        if status["state"] == QUEUED:
+            self.transition(run_id, STOPPED, pid=None, ended_at=time.time())
+            # Also the file: a server that started this run a moment ago stops it at once. A resume
+            # removes it.
+            self.stop_path(run_id).write_text(str(time.time()))
+            return STOPPED
+        if effective_state(status) == RUNNING:
+            # The process owns status.json while it runs: it learns of the stop from this file.
+            self.stop_path(run_id).write_text(str(time.time()))
+            return RUNNING
+        return None
 
     def delete_run(self, run_id: str) -> None:
         import shutil

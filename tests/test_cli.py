@@ -1,9 +1,14 @@
 """`python -m core ...` as a person runs it (in this process, through main(argv)): exit codes,
 messages, nothing written on rejection."""
 import json
+import os
+import subprocess
+import sys
+import time
 
 from conftest import ROOT
 from core.config import SETTINGS
+from core.states import HOST
 
 
 def test_train_runs_show_and_resume(tmp_path, cli):
@@ -81,3 +86,49 @@ def test_a_dataset_that_cannot_be_loaded_is_rejected_before_any_run_folder_exist
                                     "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte")
     assert f"in {data}, {data / 'FashionMNIST' / 'raw'}" in result.stderr
     assert not runs.exists() and not data.exists()
+
+
+def test_stop_a_queued_or_running_run_and_refuse_a_finished_one(tmp_path, cli, trained):
+    from core.store import RunStore
+    from conftest import tiny_digits
+    store = RunStore(tmp_path / "runs")
+    queued = store.create_run(tiny_digits())
+    store.transition(queued, "queued", pid=os.getpid(), host=HOST)
+    result = cli("stop", queued, runs=store.root)
+    assert result.returncode == 0 and result.stdout == f"run {queued}: stopped (it was queued)\n"
+    assert store.read_status(queued)["state"] == "stopped"
+    running = store.create_run(tiny_digits())
+    store.transition(running, "running", pid=os.getpid(), host=HOST, heartbeat=time.time())
+    result = cli("stop", running, runs=store.root)
+    assert result.returncode == 0 and "ends after the current batch" in result.stdout
+    assert store.stop_path(running).exists()            # what the training process checks after every batch
+    result = cli("stop", trained, runs=store.root)
+    assert result.returncode == 2
+    assert result.stderr == f"error: run {trained} is completed; only queued or running runs can be stopped\n"
+
+
+def test_delete_asks_for_yes_and_refuses_a_run_that_is_training(tmp_path, cli, trained):
+    from core.lease import RunLease
+    from core.store import RunStore
+    store = RunStore(tmp_path / "runs")
+    asked = cli("delete", trained, runs=store.root)       # stdin is not a terminal here: nothing to ask
+    assert asked.returncode == 2 and "add --yes" in asked.stderr and store.exists(trained)
+    with RunLease(store.lease_path(trained), trained):      # another process trains it (status may be stale)
+        held = cli("delete", trained, "--yes", runs=store.root)
+    assert held.returncode == 2 and "already running" in held.stderr and store.exists(trained)
+    store.update_status(trained, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
+    active = cli("delete", trained, "--yes", runs=store.root)
+    assert active.returncode == 2 and "stop it before deleting it" in active.stderr and store.exists(trained)
+    store.update_status(trained, state="completed", pid=None)
+    done = cli("delete", trained, "--yes", runs=store.root)
+    assert done.returncode == 0 and done.stdout == f"run {trained} deleted\n"
+    assert not store.exists(trained) and store.run_ids() == []
+    assert cli("delete", trained, "--yes", runs=store.root).returncode == 2      # no such run
+
+
+def test_runs_into_a_closed_pipe_ends_quietly(tmp_path, trained):
+    reader_gone = subprocess.Popen([sys.executable, "-m", "core", "runs", "--runs", str(tmp_path / "runs")],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_gone.stdout.close()          # as `| head -1` does once it has its line
+    stderr = reader_gone.stderr.read().decode()
+    assert reader_gone.wait() == 141 and stderr == ""      # 128 + SIGPIPE, as a shell reports `yes | head`
