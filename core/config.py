@@ -188,6 +188,9 @@ class RunConfig:
                           help="auto: CUDA when present")
     log_interval: int = setting(20, "Log every N steps", "more", low=1, high=100_000, step=1,
                                 help="training steps between metric lines")
+    probe_interval: int = setting(100, "Probe every N steps (0 = epoch ends)", "more", low=0, high=100_000,
+                                  step=1, help="weight and gradient histograms and statistics, update ratios and "
+                                               "dead ReLU units, also at every epoch's last step (probes.jsonl)")
     best_metric: str = setting("val_acc", "Best checkpoint by", "more", choices=("val_acc", "val_loss"),
                                help="what best.pt, early stopping and 'best' follow")
     num_workers: int = setting(2, "DataLoader workers", "more", low=0, high=64, step=1,

@@ -25,6 +25,8 @@ from core.states import (ACTIVE_STATES, CREATED, INTERRUPTED, QUEUED, RUNNING, S
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
+PROBES_FILE = "probes.jsonl"   # per-layer weight/gradient statistics (core.probes writes, reads it)
+TENSORBOARD_DIR = "tensorboard"   # event files written by `python -m core tensorboard`
 STOP_FILE = "STOP"
 CHANGES_FILE = ".changes"     # in the runs folder: ids of runs whose state changed, one per line
 SUMMARIES_FILE = ".summaries.json"   # in the runs folder: the summary cache, kept across restarts
@@ -212,13 +214,15 @@ def _files_key(folder: str) -> tuple:
     return tuple(key)
 
 
-class MetricsReader:
-    """Reads metrics.jsonl incrementally from a byte offset; a partial last line waits for the next
-    read (the writer may be mid-line), like TensorBoard's event reader."""
+class JsonLinesReader:
+    """Reads a JSON Lines stream incrementally from a byte offset; a partial last line waits for the
+    next read (the writer may be mid-line), like TensorBoard's event reader. Only lines that
+    `is_record` accepts are returned."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, is_record):
         self.path = Path(path)
         self.offset = 0
+        self.is_record = is_record
 
     def read_new(self) -> list[dict]:
         try:
@@ -240,9 +244,16 @@ class MetricsReader:
                     row = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue   # a torn line left by a crash; the resume drops it from the file
-                if is_metrics_row(row):
+                if self.is_record(row):
                     rows.append(row)     # anything else (a hand edit, another program's line) is left out
         return rows
+
+
+class MetricsReader(JsonLinesReader):
+    """metrics.jsonl's rows, read incrementally."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, is_metrics_row)
 
 
 METRIC_SPLITS, METRIC_KINDS = ("train", "val"), ("step", "epoch")
@@ -259,7 +270,15 @@ def is_metrics_row(row) -> bool:
                          for key, value in row.items() if key not in ("split", "kind"))
 
 
-class MetricsWriter:
+def is_probe_record(record) -> bool:
+    """A probes.jsonl line readers can use (its fields: core.probes): whole step and epoch, a layers
+    object."""
+    return (isinstance(record, dict) and isinstance(record.get("layers"), dict)
+            and all(isinstance(record.get(key), int) and not isinstance(record.get(key), bool)
+                    for key in ("step", "epoch")))
+
+
+class JsonLinesWriter:
     """Appends one JSON object per line, flushed at once; fsync on demand (epoch ends). A write that
     fails (a full disk) takes its partial line back, so the file only ever holds whole lines."""
 
@@ -288,6 +307,10 @@ class MetricsWriter:
             self.handle.close()
 
 
+class MetricsWriter(JsonLinesWriter):
+    """metrics.jsonl's appender (a class of its own, so fault injection can aim at it alone)."""
+
+
 def read_jsonl_lines(path: Path) -> list[dict]:
     return MetricsReader(path).read_new()
 
@@ -296,6 +319,15 @@ def truncate_metrics(path: Path, keep_until_step: int | None) -> int:
     """Drop a torn last line, lines that are not metrics rows, and lines past `keep_until_step` (work
     lost with the crashed process).
     Returns how many lines were dropped. Atomic: a crash here leaves the old file or the new one."""
+    return truncate_jsonl(path, keep_until_step, is_metrics_row)
+
+
+def truncate_probes(path: Path, keep_until_step: int | None) -> int:
+    """truncate_metrics for probes.jsonl: a resume records again the probes past its checkpoint."""
+    return truncate_jsonl(path, keep_until_step, is_probe_record)
+
+
+def truncate_jsonl(path: Path, keep_until_step: int | None, is_record) -> int:
     path = Path(path)
     if not path.exists():
         return 0
@@ -309,7 +341,7 @@ def truncate_metrics(path: Path, keep_until_step: int | None) -> int:
         except (json.JSONDecodeError, UnicodeDecodeError):
             dropped += 1
             continue
-        if not is_metrics_row(row):
+        if not is_record(row):
             dropped += 1
             continue
         if keep_until_step is not None and row["step"] > keep_until_step:
@@ -356,6 +388,12 @@ class RunStore:
 
     def metrics_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / METRICS_FILE
+
+    def probes_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / PROBES_FILE
+
+    def tensorboard_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / TENSORBOARD_DIR
 
     def stop_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / STOP_FILE
@@ -529,6 +567,10 @@ class RunStore:
 
     def metrics_reader(self, run_id: str) -> MetricsReader:
         return MetricsReader(self.metrics_path(run_id))
+
+    def probe_reader(self, run_id: str) -> JsonLinesReader:
+        """probes.jsonl's records, read incrementally (read_new(), as metrics_reader)."""
+        return JsonLinesReader(self.probes_path(run_id), is_probe_record)
 
     def exists(self, run_id: str) -> bool:
         try:

@@ -300,9 +300,10 @@ class Trainer:
                                    label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        # Always: on_before_optimizer_step promises true gradients, and scaler.step() would unscale anyway.
+        self.scaler.unscale_(self.optimizer)
         logging_step = (self.state.step + 1) % self.config.log_interval == 0
         if self.config.grad_clip > 0 or logging_step:
-            self.scaler.unscale_(self.optimizer)
             if self.config.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             else:

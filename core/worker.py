@@ -16,7 +16,9 @@ from core.checkpoint import load_checkpoint, restore_best_from_latest
 from core.data import DatasetError, load_dataset
 from core.lease import ALREADY_RUNNING_EXIT, LeaseHeld, RunLease
 from core.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, InvalidTransition
-from core.store import MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status, truncate_metrics
+from core.probes import ProbeRecorder
+from core.store import (JsonLinesWriter, MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status,
+                        truncate_metrics, truncate_probes)
 from core.trainer import Callback, Trainer, TrainingDiverged
 
 
@@ -46,7 +48,7 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
             previous_handlers[sig] = signal.signal(sig, lambda *_: stop_watcher.requested.set())
     reporter.start()
     store.remove_temp_files(run_id)      # left by a process killed mid-write
-    writer = None
+    writer = probe_writer = None
     try:
         dataset = load_dataset(config)
         latest, best = store.checkpoint_path(run_id, "latest"), store.checkpoint_path(run_id, "best")
@@ -58,10 +60,12 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         # is dropped too, so the file never holds a broken line.
         resumed_step = checkpoint["loop"]["step"] if checkpoint else 0
         dropped = truncate_metrics(store.metrics_path(run_id), keep_until_step=resumed_step)
+        truncate_probes(store.probes_path(run_id), keep_until_step=resumed_step)
         writer = MetricsWriter(store.metrics_path(run_id))
-        # Metrics before checkpoints: a crash between the two makes the resume redo the epoch (its
-        # lines are past the checkpoint and dropped) instead of losing its lines for good.
-        callbacks = [MetricsLogger(writer),
+        probe_writer = JsonLinesWriter(store.probes_path(run_id))
+        # Metrics and probes before checkpoints: a crash between them makes the resume redo the epoch
+        # (its lines are past the checkpoint and dropped) instead of losing its lines for good.
+        callbacks = [MetricsLogger(writer), ProbeRecorder(probe_writer, config.probe_interval),
                      Checkpointer(latest, best, config.best_metric),
                      EarlyStopping(config.early_stopping_patience, config.best_metric),
                      reporter, stop_watcher, *extra_callbacks]
@@ -92,9 +96,10 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
             print(f"error: {message}", file=sys.stderr)    # the disk, not a bug: no traceback
         return _fail(reporter, message)
     finally:
-        if writer is not None:
+        for stream in (writer, probe_writer):
             try:
-                writer.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass       # its lines were synced at each epoch end; the failure is reported above
         store.stop_path(run_id).unlink(missing_ok=True)

@@ -126,8 +126,8 @@ def train_until_killed(root: Path, run_id: str, site: str, nth: int, timeout: fl
 
 def check_intact(store, run_id: str, epochs: int) -> list[str]:
     """What a finished run's files get wrong after any number of kills and resumes (empty: nothing).
-    Every metrics line parses; each epoch has exactly one train and one val row, in order; step rows
-    never repeat; best.pt is the epoch status.json calls best, with the best val row's value."""
+    Every metrics and probes line parses; each epoch has exactly one train and one val row, in order;
+    step rows and probe records never repeat, each epoch has one epoch-end probe; best.pt is the epoch status.json calls best, with the best val row's value."""
     from core.checkpoint import load_checkpoint
     problems = []
     rows = []
@@ -144,6 +144,19 @@ def check_intact(store, run_id: str, epochs: int) -> list[str]:
     steps = [r["step"] for r in rows if r["kind"] == "step"]
     if steps != sorted(set(steps)):
         problems.append(f"step rows repeat or go back: {steps}")
+    probes = []
+    for number, line in enumerate(store.probes_path(run_id).read_bytes().split(b"\n"), 1):
+        if line.strip():
+            try:
+                probes.append(json.loads(line))
+            except json.JSONDecodeError:
+                problems.append(f"probes line {number} does not parse: {line[:80]!r}")
+    probe_steps = [r["step"] for r in probes]
+    if probe_steps != sorted(set(probe_steps)):
+        problems.append(f"probe records repeat or go back: {probe_steps}")
+    probed_epoch_ends = [r["epoch"] for r in probes if r["epoch_end"]]
+    if probed_epoch_ends != list(range(1, epochs + 1)):
+        problems.append(f"epoch-end probes {probed_epoch_ends}, expected 1..{epochs} once each")
     status = store.read_status(run_id)
     if status["state"] != "completed":
         problems.append(f"state {status['state']} ({status.get('error')})")

@@ -26,22 +26,26 @@ def test_unsafe_run_ids_are_rejected_everywhere(store, bad):
     assert not store.exists(bad)
 
 
+def row(step: int) -> bytes:
+    return b'{"split": "train", "kind": "step", "epoch": 1, "step": %d}' % step
+
+
 def test_metrics_reader_waits_for_a_partial_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"step": 1}\n{"step": 2}\n{"st')
+    path.write_bytes(row(1) + b"\n" + row(2) + b"\n" + row(3)[:9])
     reader = MetricsReader(path)
     assert [r["step"] for r in reader.read_new()] == [1, 2]
     assert reader.read_new() == []
     with open(path, "ab") as handle:
-        handle.write(b'ep": 3}\n{"step": 4}\n')
+        handle.write(row(3)[9:] + b"\n" + row(4) + b"\n")
     assert [r["step"] for r in reader.read_new()] == [3, 4]
 
 
 def test_truncate_drops_torn_line_and_lost_steps(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"step": 1}\n{"step": 2}\n{"step": 3}\n{"ste')
+    path.write_bytes(b"\n".join([row(1), row(2), row(3), row(4)[:12]]))
     assert truncate_metrics(path, keep_until_step=2) == 2
-    assert path.read_bytes() == b'{"step": 1}\n{"step": 2}\n'
+    assert path.read_bytes() == row(1) + b"\n" + row(2) + b"\n"
 
 
 def test_stale_running_runs_become_interrupted(store):
