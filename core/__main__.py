@@ -77,7 +77,9 @@ def _train_and_report(store: RunStore, run_id: str) -> int:
     return EXIT_OK if state in ("completed", "stopped") else EXIT_FAILED
 
 
-def cmd_train(args, store: RunStore) -> int:
+def launch_config(args) -> RunConfig:
+    """The RunConfig that --dataset, the shortcuts and --set describe, checked as a launch is
+    (settings and data); Rejected with every problem."""
     from core.data import validate_run_config
     overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs),
                                    ("batch_size", args.batch_size), ("lr", args.lr),
@@ -89,6 +91,11 @@ def cmd_train(args, store: RunStore) -> int:
     problems = validate_run_config(config)
     if problems:
         raise Rejected(problems)
+    return config
+
+
+def cmd_train(args, store: RunStore) -> int:
+    config = launch_config(args)
     run_id = store.create_run(config)
     print(f"run {run_id} created in {store.root}", flush=True)
     return _train_and_report(store, run_id)
@@ -268,6 +275,26 @@ def cmd_serve(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_lr_find(args, store: RunStore) -> int:
+    from tqdm import tqdm
+    from core.lr_find import find_lr
+    problems = [problem for bad, problem in (
+        (not 0 < args.min_lr < args.max_lr, f"--min-lr ({args.min_lr:g}) must be above 0 and below --max-lr "
+                                            f"({args.max_lr:g})"),
+        (not 2 <= args.steps <= 10_000, f"--steps must be 2 to 10000, got {args.steps}")) if bad]
+    try:
+        config = launch_config(args)
+    except Rejected as rejected:
+        raise Rejected(rejected.problems + problems)     # every reason at once
+    if problems:
+        raise Rejected(problems)
+    with tqdm(total=args.steps, unit="step", desc="lr-find", file=sys.stderr, dynamic_ncols=True) as bar:
+        result = find_lr(config, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps,
+                         on_step=lambda done, total: bar.update(1))
+    print(json.dumps(result, indent=1))
+    return EXIT_OK
+
+
 def cmd_diagnose(args, store: RunStore) -> int:
     from core.diagnosis import diagnose_run
     findings = diagnose_run(store, args.run_id)
@@ -282,20 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Trainboard from the command line")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", parents=[common], help="train a classifier",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="settings for --set KEY=VALUE (the defaults shown are digits'; each dataset "
-                                  "has its own starting points):\n" + settings_help())
-    train.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    train.add_argument("--model", help=SETTINGS["model"].rule())
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--data", help="folder of images (image-folder, csv-folder)")
+    launch = argparse.ArgumentParser(add_help=False)      # what describes a run's config
+    launch.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    launch.add_argument("--model", help=SETTINGS["model"].rule())
+    launch.add_argument("--epochs", type=int)
+    launch.add_argument("--batch-size", type=int)
+    launch.add_argument("--lr", type=float)
+    launch.add_argument("--data", help="folder of images (image-folder, csv-folder)")
+    launch.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="any RunConfig setting, e.g. --set optimizer=sgd --set aug_flip=true")
+    settings_epilog = ("settings for --set KEY=VALUE (the defaults shown are digits'; each dataset has its own "
+                       "starting points):\n" + settings_help())
+    train = sub.add_parser("train", parents=[common, launch], help="train a classifier",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=settings_epilog)
     train.add_argument("--name")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="any RunConfig setting, e.g. --set optimizer=sgd --set aug_flip=true")
     train.set_defaults(func=cmd_train)
+    lr_find = sub.add_parser("lr-find", parents=[common, launch],
+                             help="learning-rate range test: JSON with suggested_lr and the curve",
+                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=settings_epilog)
+    lr_find.add_argument("--min-lr", type=float, default=1e-7)
+    lr_find.add_argument("--max-lr", type=float, default=10.0)
+    lr_find.add_argument("--steps", type=int, default=100)
+    lr_find.set_defaults(func=cmd_lr_find)
 
     runs = sub.add_parser("runs", parents=[common], help="list runs")
     runs.set_defaults(func=cmd_runs)

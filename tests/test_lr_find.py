@@ -1,0 +1,33 @@
+"""The learning-rate range test: its suggestion, its CLI, and that the suggestion trains well."""
+import json
+
+from conftest import tiny_digits
+from core.config import RunConfig
+from core.lr_find import lr_at, suggest
+from core.worker import run_training
+
+
+def test_the_suggestion_is_a_tenth_of_the_lr_at_the_lowest_smoothed_loss():
+    lrs = [lr_at(step, 50, 1e-6, 1.0) for step in range(50)]
+    losses = [2.3 - 0.04 * step if step < 30 else 1.1 + 0.3 * (step - 30) for step in range(50)]
+    assert suggest(lrs, losses) == lrs[30] / 10
+    assert lrs[0] == 1e-6 and abs(lrs[-1] - 1.0) < 1e-12
+
+
+def test_lr_find_suggests_an_lr_that_trains_digits_well(cli, store):
+    result = cli("lr-find", "--dataset", "digits", "--model", "simple-cnn", runs=store.root)
+    assert result.returncode == 0 and not store.root.exists()          # no run folder: nothing written
+    report = json.loads(result.stdout)
+    curve = report["curve"]
+    assert len(curve) == report["steps"] > 20 and all(a["lr"] < b["lr"] for a, b in zip(curve, curve[1:]))
+    lowest = min(curve, key=lambda point: point["loss"])
+    assert report["min_loss_lr"] == lowest["lr"] and report["suggested_lr"] == lowest["lr"] / 10
+    run_id = store.create_run(RunConfig.for_dataset("digits", model="simple-cnn", lr=report["suggested_lr"]))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert store.read_status(run_id)["best"]["value"] >= 0.95
+
+
+def test_lr_find_rejects_a_bad_config_with_every_reason(cli, store):
+    result = cli("lr-find", "--set", "lr=-1", "--set", "batch_size=0", "--steps", "1", runs=store.root)
+    assert result.returncode == 2
+    assert "lr must be > 0" in result.stderr and "batch_size" in result.stderr and "--steps" in result.stderr
