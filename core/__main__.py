@@ -83,7 +83,8 @@ def launch_config(args) -> RunConfig:
     from core.data import validate_run_config
     overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs),
                                    ("batch_size", args.batch_size), ("lr", args.lr),
-                                   ("data_path", args.data), ("name", args.name)) if v is not None}
+                                   ("data_path", args.data), ("name", getattr(args, "name", None)))
+                 if v is not None}
     try:
         config = RunConfig.for_dataset(args.dataset, **overrides).with_updates(args.set or [])
     except (ConfigError, TypeError) as error:

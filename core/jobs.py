@@ -6,12 +6,15 @@ Workers only start, watch and stop children and write the run folder; they never
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +29,47 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def default_concurrency() -> int:
     return max(1, int(os.environ.get("TRAINBOARD_MAX_CONCURRENT", "1")))
+
+
+def _child_env() -> dict:
+    # Unbuffered, so a child's log holds its last words even when it is killed.
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
+
+
+class LrFindJob:
+    """A learning-rate range test running in a child process (core.lr_find): progress while it
+    runs, then its result. The files live in a temp folder removed once the result is read."""
+
+    def __init__(self, folder: Path, child: subprocess.Popen):
+        self.folder, self.child = folder, child
+
+    def progress(self) -> tuple[int, int]:
+        try:
+            progress = json.loads((self.folder / "progress.json").read_text())
+            return progress["done"], progress["total"]
+        except (OSError, ValueError, KeyError):
+            return 0, 1
+
+    def done(self) -> bool:
+        return self.child.poll() is not None
+
+    def result(self) -> dict:
+        """The test's result or {"error": ...}; call once done()."""
+        try:
+            result = json.loads((self.folder / "result.json").read_text())
+        except (OSError, ValueError):
+            tail = (self.folder / "log").read_text(errors="replace").strip().splitlines()[-3:] \
+                if (self.folder / "log").exists() else []
+            result = {"error": f"the LR finder ended with code {self.child.returncode}: {' | '.join(tail)}"}
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return result
+
+    def cancel(self) -> None:
+        if not self.done():
+            self.child.kill()
+            self.child.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _signal_name(number: int) -> str:
@@ -65,6 +109,16 @@ class JobManager:
                 self.store.update_status(run_id, state=INTERRUPTED, pid=None)
                 interrupted.append(run_id)
         return interrupted, requeued
+
+    def find_lr(self, config) -> "LrFindJob":
+        """Start the learning-rate range test for a (valid) config in a child process: the server
+        never imports torch or trains in its own process."""
+        folder = Path(tempfile.mkdtemp(prefix="trainboard-lr-find-"))
+        (folder / "config.json").write_text(config.to_json())
+        with open(folder / "log", "wb") as log:
+            child = subprocess.Popen([sys.executable, "-m", "core.lr_find", str(folder)], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())
+        return LrFindJob(folder, child)
 
     # --- public API (thread-safe) ---------------------------------------------------------------
     def submit(self, run_id: str) -> None:
@@ -144,9 +198,7 @@ class JobManager:
 
     def _supervise(self, run_id: str) -> None:
         run_dir = self.store.run_dir(run_id).resolve()
-        # Unbuffered, so train.log holds the child's last words even when it is killed.
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
-            p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
+        env = _child_env()
         with self._lock:   # the same lock as stop(): a run stopped while queued never starts
             # A run stopped while queued, or queued twice, is skipped here.
             status = self.store.read_raw_status(run_id)

@@ -5,7 +5,10 @@ exactly those of the run the user is about to launch.
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -71,3 +74,27 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
     return {"suggested_lr": suggest(lrs, losses), "min_loss_lr": lrs[low],
             "curve": [{"lr": lr, "loss": loss} for lr, loss in zip(lrs, losses)],
             "steps": len(losses), "stopped_early": len(losses) < steps}
+
+
+# --- the child process behind the Train form's button (core.jobs.LrFindJob) ------------------------
+CONFIG_FILE, PROGRESS_FILE, RESULT_FILE = "config.json", "progress.json", "result.json"
+
+
+def main(argv: list[str]) -> int:
+    """python -m core.lr_find FOLDER: reads FOLDER/config.json, keeps FOLDER/progress.json current
+    and writes FOLDER/result.json (the result, or {"error"})."""
+    from core.config import read_config_values
+    from core.store import atomic_write_json
+    folder = Path(argv[0])
+    try:
+        config = read_config_values(json.loads((folder / CONFIG_FILE).read_text()))[0]
+        result = find_lr(config, on_step=lambda done, total: atomic_write_json(
+            folder / PROGRESS_FILE, {"done": done, "total": total}, fsync=False))
+    except Exception as error:       # the page shows it; the server is never affected
+        result = {"error": f"{type(error).__name__}: {error}"}
+    atomic_write_json(folder / RESULT_FILE, result)
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

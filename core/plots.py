@@ -75,6 +75,17 @@ def line_chart(series: dict[str, tuple], title: str, x_title: str = "step", y_ti
                    yaxis=_axis(y_title, type="log" if log_y else "linear"))
 
 
+def lr_finder_curve(curve: list[dict], suggested_lr: float) -> go.Figure:
+    """The range test's smoothed loss against the learning rate (log axis), the suggestion marked."""
+    lrs, losses = [p["lr"] for p in curve], [p["loss"] for p in curve]
+    nearest = min(range(len(lrs)), key=lambda i: abs(np.log(lrs[i]) - np.log(suggested_lr)))
+    traces = [{"type": "scatter", "x": lrs, "y": losses, "mode": "lines", "name": "smoothed loss"},
+              {"type": "scatter", "x": [suggested_lr], "y": [losses[nearest]], "mode": "markers",
+               "name": f"suggested lr {suggested_lr:.2g}", "marker": {"size": 12, "color": "#E45756"}}]
+    return _figure(traces, "Learning-rate range test", height=300, xaxis=_axis("learning rate", type="log"),
+                   yaxis=_axis("loss"))
+
+
 def class_balance(classes: list[str], counts: dict[str, list[int]]) -> go.Figure:
     traces = [{"type": "bar", "x": classes, "y": values, "name": split,
                "marker": {"color": SPLIT_COLOURS.get(split)}} for split, values in counts.items()]

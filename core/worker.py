@@ -83,7 +83,7 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
                         **skipped_images(dataset))    # a streamed folder meets more while training
         return outcome
     except TrainingDiverged as error:
-        return _fail(reporter, str(error))
+        return _fail(reporter, str(error), diverged_at_step=error.step)
     except DatasetError as error:      # the data, not a bug (changed since the launch check): no traceback
         print(f"error: {error}", file=sys.stderr)
         return _fail(reporter, str(error))

@@ -26,30 +26,75 @@ store, jobs = shared.store(), shared.jobs()
 def launch_form() -> None:
     version = st.session_state.setdefault("form_version", 0)   # bumped by Clone to reset the widgets
     clone = st.session_state.get("clone_config")
-    with st.expander("New run", expanded=not store.run_ids() or bool(clone)):
+    # The form's values as they were when the LR finder ran, with its suggestion as the lr.
+    draft = st.session_state.get("form_draft")
+    with st.expander("New run", expanded=not store.run_ids() or bool(clone or draft)):
         if clone:
             st.info(f"Prefilled from {st.session_state.get('clone_of')}. Change what you like and launch.")
         data = forms.dataset_picker(st.container(border=True))
         # A clone's settings apply to its own dataset; another dataset starts from its own defaults.
-        base = read_config_values(clone)[0] if clone and clone.get("dataset") == data.dataset else data
+        prefill = draft or clone
+        base = read_config_values(prefill)[0] if prefill and prefill.get("dataset") == data.dataset else data
         base = dataclasses.replace(base, **{name: getattr(data, name) for name in forms.DATA_FIELDS})
         with st.form("launch"):
             values = forms.settings_form(base, key_prefix=f"tf_{data.dataset}_{version}")
-            launched = st.form_submit_button("Launch", type="primary")
-        if not launched:
+            cols = st.columns([1, 2, 5])
+            launched = cols[0].form_submit_button("Launch", type="primary")
+            find_lr = cols[1].form_submit_button("Find a learning rate",
+                                                 help="a learning-rate range test on these settings (a short run "
+                                                      "of a fresh model); its suggestion goes into the form")
+        if "lr_find" in st.session_state:
+            lr_find_progress()
+        lr_find_outcome()
+        if not (launched or find_lr):
             return
         config = dataclasses.replace(base, **values)
         problems = validate_run_config(config)
         if problems:
-            st.error("Nothing was launched. Please fix:\n" + "\n".join(f"- {p}" for p in problems))
+            what = "Nothing was launched" if launched else "The LR finder did not start"
+            st.error(f"{what}. Please fix:\n" + "\n".join(f"- {p}" for p in problems))
             return
+        if find_lr:
+            st.session_state.pop("lr_find_result", None)
+            st.session_state["lr_find"] = (jobs.find_lr(config), config.to_dict())
+            st.rerun()
         run_id = store.create_run(config)
         jobs.submit(run_id)
-        st.session_state.pop("clone_config", None)
+        for key in ("clone_config", "form_draft", "lr_find_result"):
+            st.session_state.pop(key, None)
         st.session_state["form_version"] = version + 1
         shared.select_run(run_id)
         st.toast(f"Launched {run_id}")
         st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def lr_find_progress() -> None:
+    """While the LR finder's child runs: its progress. Then its suggestion goes into the form."""
+    job, values = st.session_state["lr_find"]
+    if not job.done():
+        done, total = job.progress()
+        st.progress(done / total, text=f"Finding a learning rate… step {done} of {total}")
+        return
+    result = job.result()
+    del st.session_state["lr_find"]
+    st.session_state["lr_find_result"] = result
+    if "error" not in result:
+        st.session_state["form_draft"] = {**values, "lr": float(f"{result['suggested_lr']:.2g}")}
+        st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
+    st.rerun(scope="app")
+
+
+def lr_find_outcome() -> None:
+    result = st.session_state.get("lr_find_result")
+    if not result:
+        return
+    if "error" in result:
+        st.error(f"The LR finder failed: {result['error']}")
+        return
+    st.success(f"Suggested learning rate: **{result['suggested_lr']:.2g}** (a tenth of where the loss was "
+               "lowest), now in the form.")
+    st.plotly_chart(plots.lr_finder_curve(result["curve"], result["suggested_lr"]), key="lr_find_curve")
 
 
 # --- the runs table --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from conftest import tiny_digits
 from core.config import RunConfig
 from core.lr_find import lr_at, suggest
 from core.worker import run_training
+from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 
 def test_the_suggestion_is_a_tenth_of_the_lr_at_the_lowest_smoothed_loss():
@@ -31,3 +32,21 @@ def test_lr_find_rejects_a_bad_config_with_every_reason(cli, store):
     result = cli("lr-find", "--set", "lr=-1", "--set", "batch_size=0", "--steps", "1", runs=store.root)
     assert result.returncode == 2
     assert "lr must be > 0" in result.stderr and "batch_size" in result.stderr and "--steps" in result.stderr
+
+
+def test_the_train_form_finds_a_learning_rate_and_fills_it_in(app):
+    import time
+    from test_pages import no_errors
+    app.run().switch_page("pages/train.py").run()
+    [find] = [button for button in app.button if button.label == "Find a learning rate"]
+    find.click().run()
+    deadline = time.time() + 240
+    while "lr_find" in app.session_state and time.time() < deadline:
+        time.sleep(1)
+        app.run()
+    no_errors(app)
+    [message] = [s.value for s in app.success if "Suggested learning rate" in s.value]
+    suggested = float(message.split("**")[1])
+    [lr] = [n for n in app.number_input if n.label == "Learning rate"]
+    assert lr.value == suggested and 1e-5 < suggested < 1
+    assert any(chart.proto.spec and "Learning-rate range test" in chart.proto.spec for chart in app.get("plotly_chart"))
