@@ -276,6 +276,20 @@ def cmd_serve(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_tensorboard(args, store: RunStore) -> int:
+    from core.tensorboard_export import export_tensorboard
+    try:
+        result = export_tensorboard(store, args.run_id, args.out)
+    except ValueError as error:         # --out holds files that are not an earlier export
+        raise Rejected(str(error))
+    print(f"wrote {result.scalars} scalars, {result.histograms} histograms and {result.hparams} settings as "
+          f"hparams to {result.folder}")
+    for note in result.notes:
+        print(note)
+    print(f"view them with: tensorboard --logdir {result.folder}")
+    return EXIT_OK
+
+
 def cmd_lr_find(args, store: RunStore) -> int:
     from tqdm import tqdm
     from core.lr_find import find_lr
@@ -381,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--body-timeout", type=float, metavar="SECONDS",
                        help="408 for a request whose body takes longer to arrive (default 10)")
     serve.set_defaults(func=cmd_serve)
+    tensorboard = sub.add_parser("tensorboard", parents=[common],
+                                 help="write TensorBoard event files: metrics, probe histograms, settings")
+    tensorboard.add_argument("run_id")
+    tensorboard.add_argument("--out", metavar="DIR", help="default: the run folder's tensorboard/ (replaced)")
+    tensorboard.set_defaults(func=cmd_tensorboard)
     return parser
 
 
