@@ -20,7 +20,8 @@ LOSS_EXPLOSION_RATIO = 10.0     # a train loss this many times its start (and ab
 EARLY_SHARE = 0.25              # "early": the first quarter of the logged steps
 RISING_EARLY_RATIO = 1.10       # the loss at the end of the early part over its start
 OSCILLATION_SIGN_CHANGES = 0.6  # share of step-to-step changes that reverse the previous one
-OSCILLATION_AMPLITUDE = 0.25    # mean |change| relative to the mean loss
+OSCILLATION_AMPLITUDE = 0.25    # mean |change| relative to the mean loss...
+OSCILLATION_PROGRESS = 0.5      # ...while the loss stays above half its start
 SLOW_EPOCH_DROP = 0.05          # train loss falling by less than 5% per epoch, on average
 OVERFIT_RISE = 0.10             # val loss 10% above its minimum...
 OVERFIT_MIN_EPOCHS_AFTER = 2    # ...at least this many epochs after it, while the train loss
@@ -143,7 +144,9 @@ def lr_too_high(rows, status, config) -> Finding | None:
     changes = [b - a for a, b in zip(early, early[1:])]
     reversals = sum(1 for a, b in zip(changes, changes[1:]) if a * b < 0) / max(len(changes) - 1, 1)
     amplitude = sum(abs(c) for c in changes) / len(changes) / max(sum(early) / len(early), 1e-12)
-    oscillating = reversals > OSCILLATION_SIGN_CHANGES and amplitude > OSCILLATION_AMPLITUDE
+    # Bouncing without progress: small-batch noise around a loss that fell fast is healthy.
+    oscillating = (reversals > OSCILLATION_SIGN_CHANGES and amplitude > OSCILLATION_AMPLITUDE
+                   and min(early[-3:]) > OSCILLATION_PROGRESS * early[0])
     if not (rising or oscillating):
         return None
     what = (f"rose from {early[0]:.4g} to {early[-1]:.4g} over the first {len(early)} logged steps" if rising else

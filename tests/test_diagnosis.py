@@ -83,8 +83,15 @@ def test_lr_too_high_when_the_loss_rises_or_swings_early():
                       step_losses=[2.0, 2.2, 2.5, 2.8, 2.4, 1.9, 1.5, 1.2, 1.0, 0.8, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3])
     assert "lr_too_high" in codes(rising)
     swinging = run_rows([2.0, 1.0, 0.5, 0.3], [1.0, 0.8, 0.5, 0.4],
-                        step_losses=[2.0, 0.8, 2.1, 0.7, 2.0, 0.9, 1.2, 1.0, 0.9, 0.8, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3])
+                        step_losses=[2.0, 1.3, 2.1, 1.2, 2.0, 1.3, 1.2, 1.0, 0.9, 0.8, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3])
     assert "lr_too_high" in codes(swinging)
+
+
+def test_small_batch_noise_after_a_fast_drop_is_not_lr_too_high():
+    noisy = run_rows([2.0, 0.2, 0.1, 0.08], [1.0, 0.3, 0.25, 0.24],
+                     step_losses=[3.0, 0.5, 0.2, 0.05, 0.3, 0.04, 0.25, 0.03, 0.2, 0.05, 0.15, 0.04, 0.1, 0.05,
+                                  0.08, 0.04])
+    assert "lr_too_high" not in codes(noisy)
 
 
 def test_lr_too_low_when_the_loss_falls_slowly_but_surely():
