@@ -31,6 +31,7 @@ PLATEAU_GAIN = 0.01
 CONVERGED_TRAIN_ACC = 0.95      # a plateau above this accuracy is convergence, not a problem
 UNDERFIT_TRAIN_ACC = 0.80
 DEAD_UNITS_SHARE = 0.50         # a layer with more than half its ReLU units never active
+VANISHING_LAYER_RATIO = 1e-4    # a layer's gradient norm under this share of the largest layer's
 IMBALANCE_RATIO = 5.0           # largest class over smallest in the training split
 UNIFORM_INPUT_STD = 0.02        # pixel std (0-1 scale) below which images are nearly uniform
 
@@ -66,7 +67,7 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def diverged(rows, status, config) -> Finding | None:
+def diverged(rows, status, config, probes=()) -> Finding | None:
     bad = next((r for r in rows if not _finite(r.get("loss"))), None)
     steps = _step_rows(rows)
     start = next((r["loss"] for r in steps if _finite(r.get("loss"))), None)
@@ -87,7 +88,7 @@ def diverged(rows, status, config) -> Finding | None:
                    "check the inputs for NaN.", evidence)
 
 
-def exploding_gradients(rows, status, config) -> Finding | None:
+def exploding_gradients(rows, status, config, probes=()) -> Finding | None:
     norms = [(r["step"], r.get("grad_norm")) for r in _step_rows(rows) if r.get("grad_norm") is not None]
     if len(norms) < 3:
         return None
@@ -105,17 +106,55 @@ def exploding_gradients(rows, status, config) -> Finding | None:
                    {"step": step, "grad_norm": peak, "early_median": baseline})
 
 
-def vanishing_gradients(rows, status, config) -> Finding | None:
+def vanishing_gradients(rows, status, config, probes=()) -> Finding | None:
+    advice = ("Use ReLU-family activations, normalisation layers or a residual model (resnet18); check the "
+              "learning rate and the loss.")
+    faint = _faint_layers(probes)
+    if faint:
+        first = faint[0]
+        return Finding("vanishing_gradients", WARNING,
+                       f"The gradients fade towards the input: {len(faint)} layer(s) get a gradient under "
+                       f"{VANISHING_LAYER_RATIO:g} of the largest layer's (first: {first['layer']}, "
+                       f"{first['grad_norm']:.2g} against {first['largest']:.2g}).", advice,
+                       {"layers": faint, "step": probes[-1]["step"]})
     norms = [r["grad_norm"] for r in _step_rows(rows) if _finite(r.get("grad_norm"))]
     if len(norms) < 3 or max(norms) >= VANISHING_GRAD_NORM:
         return None
     return Finding("vanishing_gradients", WARNING,
-                   f"The gradient norm never exceeded {max(norms):.2g}: the weights barely move.",
-                   "Check the learning rate and the loss; use ReLU-family activations, normalisation layers or "
-                   "a residual model (resnet18).", {"max_grad_norm": max(norms)})
+                   f"The gradient norm never exceeded {max(norms):.2g}: the weights barely move.", advice,
+                   {"max_grad_norm": max(norms)})
 
 
-def not_learning(rows, status, config) -> Finding | None:
+def _faint_layers(probes) -> list[dict]:
+    """Layers whose gradient, at the last probe, is a tiny fraction of the largest layer's."""
+    if not probes:
+        return []
+    norms = {name: layer["grad"]["norm"] for name, layer in probes[-1].get("layers", {}).items()
+             if layer.get("grad") and _finite(layer["grad"]["norm"])}
+    if len(norms) < 2 or max(norms.values()) <= 0:
+        return []
+    largest = max(norms.values())
+    return [{"layer": name, "grad_norm": norm, "largest": largest} for name, norm in norms.items()
+            if norm < VANISHING_LAYER_RATIO * largest]
+
+
+def dead_units(rows, status, config, probes=()) -> Finding | None:
+    if not probes:
+        return None
+    activations = probes[-1].get("activations") or {}
+    dead = {name: a["dead_frac"] for name, a in activations.items()
+            if _finite(a.get("dead_frac")) and a["dead_frac"] > DEAD_UNITS_SHARE}
+    if not dead:
+        return None
+    worst = max(dead, key=dead.get)
+    return Finding("dead_units", WARNING,
+                   f"{len(dead)} ReLU layer(s) have most of their units silent for a whole batch: {worst} "
+                   f"{dead[worst]:.0%} dead at step {probes[-1]['step']}.",
+                   "Lower the learning rate, use LeakyReLU/GELU, add normalisation before the ReLU, or check "
+                   "the weight initialisation.", {"dead_fraction": dead, "step": probes[-1]["step"]})
+
+
+def not_learning(rows, status, config, probes=()) -> Finding | None:
     steps = [r for r in _step_rows(rows) if _finite(r.get("loss"))]
     train = [r for r in _epoch_rows(rows, "train") if _finite(r.get("loss"))]
     if len(steps) < 3 or not train:
@@ -135,7 +174,7 @@ def not_learning(rows, status, config) -> Finding | None:
                    {"start_loss": start, "end_loss": end, "epochs": len(train), "lr": config.get("lr")})
 
 
-def lr_too_high(rows, status, config) -> Finding | None:
+def lr_too_high(rows, status, config, probes=()) -> Finding | None:
     losses = [r["loss"] for r in _step_rows(rows) if _finite(r.get("loss"))]
     early = losses[:max(5, int(len(losses) * EARLY_SHARE))]
     if len(early) < 5:
@@ -156,7 +195,7 @@ def lr_too_high(rows, status, config) -> Finding | None:
                    {"early_losses": [round(v, 6) for v in early], "lr": config.get("lr")})
 
 
-def lr_too_low(rows, status, config) -> Finding | None:
+def lr_too_low(rows, status, config, probes=()) -> Finding | None:
     train = [r for r in _epoch_rows(rows, "train") if _finite(r.get("loss"))]
     if len(train) < 3 or train[-1].get("acc", 0) >= CONVERGED_TRAIN_ACC:
         return None
@@ -173,7 +212,7 @@ def lr_too_low(rows, status, config) -> Finding | None:
                     "lr": config.get("lr")})
 
 
-def overfitting(rows, status, config) -> Finding | None:
+def overfitting(rows, status, config, probes=()) -> Finding | None:
     val = [r for r in _epoch_rows(rows, "val") if _finite(r.get("loss"))]
     train = {r["epoch"]: r for r in _epoch_rows(rows, "train") if _finite(r.get("loss"))}
     if len(val) < 3:
@@ -198,7 +237,7 @@ def overfitting(rows, status, config) -> Finding | None:
                     "last_train_loss": train[last["epoch"]]["loss"]})
 
 
-def plateau(rows, status, config) -> Finding | None:
+def plateau(rows, status, config, probes=()) -> Finding | None:
     val = [r for r in _epoch_rows(rows, "val") if _finite(r.get("loss"))]
     train = [r for r in _epoch_rows(rows, "train") if _finite(r.get("loss"))]
     if len(val) < PLATEAU_EPOCHS + 2 or not train or train[-1].get("acc", 0) >= CONVERGED_TRAIN_ACC:
@@ -214,7 +253,7 @@ def plateau(rows, status, config) -> Finding | None:
                    {"best_before": before, "best_recent": recent, "epochs": PLATEAU_EPOCHS})
 
 
-def underfitting(rows, status, config) -> Finding | None:
+def underfitting(rows, status, config, probes=()) -> Finding | None:
     train = _epoch_rows(rows, "train")
     if not train or not _finite(train[-1].get("acc")) or train[-1]["acc"] >= UNDERFIT_TRAIN_ACC:
         return None
@@ -225,7 +264,7 @@ def underfitting(rows, status, config) -> Finding | None:
                    "weight decay.", {"train_acc": train[-1]["acc"], "epochs": len(train)})
 
 
-def class_imbalance(rows, status, config) -> Finding | None:
+def class_imbalance(rows, status, config, probes=()) -> Finding | None:
     counts = status.get("class_counts") or []
     if len(counts) < 2 or config.get("class_weighted_loss"):
         return None
@@ -241,7 +280,7 @@ def class_imbalance(rows, status, config) -> Finding | None:
                    {"counts": dict(zip(map(str, classes), counts))})
 
 
-def data_range(rows, status, config) -> Finding | None:
+def data_range(rows, status, config, probes=()) -> Finding | None:
     std, mean = status.get("std") or [], status.get("mean") or []
     if not std or min(std) >= UNIFORM_INPUT_STD:
         return None
@@ -252,16 +291,17 @@ def data_range(rows, status, config) -> Finding | None:
 
 
 RULES = (diverged, exploding_gradients, vanishing_gradients, not_learning, lr_too_high, lr_too_low,
-         overfitting, plateau, underfitting, class_imbalance, data_range)
+         overfitting, plateau, underfitting, class_imbalance, data_range, dead_units)
 # When the loss diverged, the loss-shape rules only repeat it; when it is not learning, so do these.
 MASKED_BY = {"diverged": {"lr_too_high", "not_learning", "lr_too_low", "plateau", "underfitting", "exploding_gradients"},
              "not_learning": {"lr_too_low", "plateau", "underfitting"}}
 
 
-def diagnose(rows: list[dict], status: dict, config: dict) -> list[Finding]:
+def diagnose(rows: list[dict], status: dict, config: dict, probes: list[dict] = ()) -> list[Finding]:
     """Every finding for a run, errors first. rows: metrics rows (core.store.is_metrics_row); status:
-    status.json; config: config.json's values."""
-    findings = [finding for rule in RULES if (finding := rule(rows, status, config)) is not None]
+    status.json; config: config.json's values; probes: probes.jsonl's records (core.probes), when the
+    run has them (per-layer gradients, dead units)."""
+    findings = [finding for rule in RULES if (finding := rule(rows, status, config, probes)) is not None]
     masked = set().union(*(MASKED_BY.get(f.code, set()) for f in findings))
     findings = [f for f in findings if f.code not in masked]
     order = {ERROR: 0, WARNING: 1, INFO: 2}
@@ -270,4 +310,6 @@ def diagnose(rows: list[dict], status: dict, config: dict) -> list[Finding]:
 
 def diagnose_run(store, run_id: str) -> list[Finding]:
     """diagnose() on a run folder (UnreadableRun when its config cannot be read)."""
-    return diagnose(store.read_metrics(run_id), store.read_status(run_id), store.read_config(run_id).to_dict())
+    probes = [record for record in store.probe_reader(run_id).read_new() if "__reset__" not in record]
+    return diagnose(store.read_metrics(run_id), store.read_status(run_id), store.read_config(run_id).to_dict(),
+                    probes)

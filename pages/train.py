@@ -185,15 +185,28 @@ def draw_live(run_id: str) -> None:
         st.session_state[f"was_active:{run_id}"] = True
 
 
+def live_probes(run_id: str) -> list[dict]:
+    """The run's probe records, only the new ones read at each refresh (as live_metrics)."""
+    reader_key, records_key = f"probe_reader:{run_id}", f"probes:{run_id}"
+    if reader_key not in st.session_state:
+        st.session_state[reader_key], st.session_state[records_key] = store.probe_reader(run_id), []
+    new = st.session_state[reader_key].read_new()
+    if new and new[0].get("__reset__"):          # a resume dropped records
+        st.session_state[records_key], new = [], new[1:]
+    st.session_state[records_key].extend(new)
+    return st.session_state[records_key]
+
+
 SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 
 
 def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConfig) -> None:
-    """The run's findings in plain words, recomputed only when new metric lines arrived."""
-    key = (live.lines, status["state"], status.get("diverged_at_step"))
+    """The run's findings in plain words, recomputed only when new metric lines or probes arrived."""
+    probes = live_probes(run_id)
+    key = (live.lines, len(probes), status["state"], status.get("diverged_at_step"))
     cached = st.session_state.get(f"diagnosis:{run_id}")
     if cached is None or cached[0] != key:
-        cached = (key, diagnose(live.rows(), status, config.to_dict()))
+        cached = (key, diagnose(live.rows(), status, config.to_dict(), probes))
         st.session_state[f"diagnosis:{run_id}"] = cached
     findings = cached[1]
     st.markdown("**Diagnosis**")

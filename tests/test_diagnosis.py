@@ -138,6 +138,26 @@ def test_nearly_uniform_images():
     assert finding.code == "data_range" and finding.severity == WARNING
 
 
+def probe(step, grads, dead=None):
+    """A probes.jsonl record (core.probes) with these per-layer gradient norms and dead fractions."""
+    return {"step": step, "epoch": 1, "layers": {name: {"weight": {"norm": 1.0}, "grad": {"norm": norm}}
+                                                 for name, norm in grads.items()},
+            "activations": {name: {"zero_frac": share, "dead_frac": share} for name, share in (dead or {}).items()}}
+
+
+def test_per_layer_gradients_that_fade_towards_the_input_are_vanishing():
+    probes = [probe(10, {"conv1": 1e-9, "conv2": 1e-3, "fc": 0.5})]
+    [finding] = diagnose(HEALTHY, STATUS, CONFIG, probes)
+    assert finding.code == "vanishing_gradients" and [l["layer"] for l in finding.evidence["layers"]] == ["conv1"]
+    assert diagnose(HEALTHY, STATUS, CONFIG, [probe(10, {"conv1": 0.01, "conv2": 0.1, "fc": 0.5})]) == []
+
+
+def test_dead_relu_units_are_named_by_layer():
+    probes = [probe(10, {"fc": 0.5}, dead={"relu1": 0.1, "relu2": 0.8})]
+    [finding] = diagnose(HEALTHY, STATUS, CONFIG, probes)
+    assert finding.code == "dead_units" and finding.evidence["dead_fraction"] == {"relu2": 0.8}
+
+
 def test_empty_and_one_epoch_runs_have_nothing_to_say_yet():
     assert codes([]) == []
     assert codes(run_rows([0.5], [0.4])) == []
