@@ -14,6 +14,7 @@ navigation = st.navigation({
     "Training": [
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
+        st.Page("pages/insight.py", title="Insight", icon=":material/stacked_line_chart:"),
     ],
     "Results": [
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/insights:"),

@@ -49,6 +49,12 @@ def _axis(title: str, **extra) -> dict:
     return {"title": {"text": title}, **extra}
 
 
+def _log_axis(title: str) -> dict:
+    """A log axis labelled at each power of ten (10⁻³, 10⁻²): plotly's default labels its minor
+    ticks with bare digits ("2", "5"), which read as values."""
+    return _axis(title, type="log", dtick=1, exponentformat="power")
+
+
 def training_curves(series: dict[str, dict[str, tuple]]) -> go.Figure:
     """Loss and accuracy side by side. `series[metric][label] = (steps, values)`, metric in loss/acc."""
     traces = []
@@ -72,7 +78,7 @@ def line_chart(series: dict[str, tuple], title: str, x_title: str = "step", y_ti
         x, y = downsample(np.asarray(x), np.asarray(y))
         traces.append({"type": "scatter", "x": x, "y": y, "name": label, "mode": "lines"})
     return _figure(traces, title, height=280, xaxis=_axis(x_title),
-                   yaxis=_axis(y_title, type="log" if log_y else "linear"))
+                   yaxis=_log_axis(y_title) if log_y else _axis(y_title))
 
 
 def lr_finder_curve(curve: list[dict], suggested_lr: float) -> go.Figure:
@@ -82,8 +88,26 @@ def lr_finder_curve(curve: list[dict], suggested_lr: float) -> go.Figure:
     traces = [{"type": "scatter", "x": lrs, "y": losses, "mode": "lines", "name": "smoothed loss"},
               {"type": "scatter", "x": [suggested_lr], "y": [losses[nearest]], "mode": "markers",
                "name": f"suggested lr {suggested_lr:.2g}", "marker": {"size": 12, "color": "#E45756"}}]
-    return _figure(traces, "Learning-rate range test", height=300, xaxis=_axis("learning rate", type="log"),
+    return _figure(traces, "Learning-rate range test", height=300, xaxis=_log_axis("learning rate"),
                    yaxis=_axis("loss"))
+
+
+def histogram_heatmap(steps: np.ndarray, edges: np.ndarray, counts: np.ndarray, title: str) -> go.Figure:
+    """Histograms over time (TensorBoard's heat map): x the step, y the value, colour the share of the
+    layer's values in that bin at that step."""
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    trace = {"type": "heatmap", "x": steps, "y": (edges[:-1] + edges[1:]) / 2, "z": shares.T,
+             "colorscale": "Viridis", "colorbar": {"title": {"text": "share"}}}
+    return _figure([trace], title, height=260, xaxis=_axis("step"), yaxis=_axis("value"), showlegend=False)
+
+
+def gradient_flow(layers: list[str], grad_norms: list[float], weight_norms: list[float]) -> go.Figure:
+    """Per-layer gradient and weight norms at one step, in model order, on a log axis."""
+    traces = [{"type": "bar", "x": layers, "y": grad_norms, "name": "gradient norm", "marker": {"color": "#E45756"}},
+              {"type": "scatter", "x": layers, "y": weight_norms, "name": "weight norm", "mode": "markers",
+               "marker": {"color": "#4C78A8", "size": 9}}]
+    return _figure(traces, "Gradient flow (input to output)", height=320,
+                   xaxis=_axis("layer", type="category"), yaxis=_log_axis("norm"))
 
 
 def class_balance(classes: list[str], counts: dict[str, list[int]]) -> go.Figure:

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT, tiny_digits
 
 PAGES = ["pages/home.py", "pages/datasets.py", "pages/model.py", "pages/train.py", "pages/runs.py",
-         "pages/evaluate.py", "pages/predict.py"]
+         "pages/insight.py", "pages/evaluate.py", "pages/predict.py"]
 
 
 @pytest.fixture
