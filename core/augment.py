@@ -29,6 +29,10 @@ class BatchPreprocessor:
         return images.to(torch.float32, copy=True).div_(255)      # never the caller's tensor in place
 
     def normalise(self, unit: torch.Tensor) -> torch.Tensor:
+        """One mean/std per channel the network reads: grayscale data feeding a 3-channel (ImageNet)
+        network is repeated to 3 channels here, so it stays 1 channel in memory."""
+        if unit.shape[1] == 1 and self.mean.shape[1] > 1:
+            unit = unit.expand(-1, self.mean.shape[1], -1, -1)
         return (unit - self.mean) / self.std
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:

@@ -146,6 +146,12 @@ class RunConfig:
                          help="; ".join(f"{name}: {spec.label}" for name, spec in MODEL_SPECS.items()))
     epochs: int = setting(10, "Epochs", "basics", low=1, high=100_000, step=1)
     batch_size: int = setting(64, "Batch size", "basics", low=1, high=65_536, step=1)
+    pretrained: bool = setting(True, "Pretrained (ImageNet)", "basics",
+                               help="imagenet-* models: start from torchvision's ImageNet weights, read from "
+                                    "$TORCH_HOME/hub/checkpoints, and normalise with ImageNet's mean and std; "
+                                    "other models always start fresh")
+    freeze_backbone: bool = setting(False, "Freeze backbone", "basics",
+                                    help="pretrained models: train only the new head")
     # optimisation
     optimizer: str = setting("adamw", "Optimizer", "optimisation", choices=("sgd", "adam", "adamw"))
     lr: float = setting(2e-3, "Learning rate", "optimisation", low=0, low_open=True, high=10, step=1e-4,
@@ -160,6 +166,13 @@ class RunConfig:
                              help="step schedule: epochs between decays")
     gamma: float = setting(0.1, "Decay factor", "optimisation", low=0, low_open=True, high=1, step=0.05,
                            format="%g", help="step / plateau schedules: the factor the lr is multiplied by")
+    finetune_head_epochs: int = setting(0, "Head-only epochs first (0 = off)", "optimisation", low=0,
+                                        high=100_000, step=1,
+                                        help="pretrained models: train only the head for this many epochs, "
+                                             "then every layer, the backbone at lr x backbone_lr_factor")
+    backbone_lr_factor: float = setting(0.1, "Backbone lr factor", "optimisation", low=0, low_open=True, high=1,
+                                        step=0.05, format="%g",
+                                        help="pretrained models: the backbone's lr as a fraction of lr")
     label_smoothing: float = setting(0.0, "Label smoothing", "optimisation", low=0, high=0.99, step=0.05,
                                      format="%g")
     # augmentation, applied to whole batches on the device
@@ -204,6 +217,10 @@ class RunConfig:
         if dataset in FOLDER_DATASETS and overrides.get("data_path"):
             from core.folders import proposed_shape     # here, not at the top: core.folders imports this
             values.update(proposed_shape(dataset, overrides["data_path"], overrides.get("labels_csv", "")))
+        # A pretrained network's own input size beats the data's: its weights were trained at it.
+        spec = MODEL_SPECS.get(overrides.get("model", values.get("model", cls.model)))
+        if spec is not None and spec.natural_size:
+            values["image_size"] = spec.natural_size
         values.update(overrides)
         return cls(dataset=dataset, **values)
 
@@ -218,10 +235,33 @@ class RunConfig:
         if self.dataset in FOLDER_DATASETS and not self.data_path:
             problems.append(f"data_path is required for dataset {self.dataset}: the folder of images")
         if not bad & {"model", "image_size"}:
-            smallest = MODEL_SPECS[self.model].min_input_size
-            if self.image_size < smallest:
-                problems.append(f"image_size must be >= {smallest} for {self.model}, got {self.image_size}")
+            spec = MODEL_SPECS[self.model]
+            if self.image_size < spec.min_input_size:
+                natural = f" (its weights were trained at {spec.natural_size})" if spec.natural_size else ""
+                problems.append(f"image_size must be >= {spec.min_input_size} for {self.model}{natural}, "
+                                f"got {self.image_size}")
+        if not bad & {"model", "pretrained", "freeze_backbone", "finetune_head_epochs", "epochs"}:
+            problems += self._fine_tune_problems()
         return problems
+
+    def _fine_tune_problems(self) -> list[str]:
+        asked = [name for name, on in (("freeze_backbone", self.freeze_backbone),
+                                       ("finetune_head_epochs", self.finetune_head_epochs > 0)) if on]
+        if not asked:
+            return []
+        if not MODEL_SPECS[self.model].pretrainable:
+            pretrainable = ", ".join(name for name, spec in MODEL_SPECS.items() if spec.pretrainable)
+            return [f"{' and '.join(asked)} needs a pretrained backbone, and {self.model} has none "
+                    f"(those with one: {pretrainable})"]
+        if not self.pretrained:
+            return [f"{' and '.join(asked)} needs pretrained=true: a random backbone would stay random"]
+        if len(asked) == 2:
+            return ["freeze_backbone trains only the head throughout, finetune_head_epochs only at first: "
+                    "choose one"]
+        if self.finetune_head_epochs >= self.epochs:
+            return [f"finetune_head_epochs must be < epochs ({self.epochs}), or the backbone never trains "
+                    "(freeze_backbone says that)"]
+        return []
 
     # --- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict:

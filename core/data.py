@@ -19,6 +19,7 @@ from core import standard_sets
 from core.config import FOLDER_DATASETS, SETTINGS, RunConfig
 from core.folders import DatasetError, Refusal, list_folder
 from core.images import ImageRefused, decode, read_image_file
+from core.models import MODEL_SPECS
 from core.standard_sets import STANDARD_SETS
 
 SPLITS = ("train", "val", "test")
@@ -347,6 +348,9 @@ def validate_run_config(config: RunConfig) -> list[str]:
     problems = config.validate()
     if not problems:
         problems = check_data(config)
+        if config.pretrained and MODEL_SPECS[config.model].pretrainable:
+            from core.pretrained import weights_problem
+            problems += [problem] if (problem := weights_problem(config.model)) else []
     return problems
 
 

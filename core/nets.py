@@ -52,6 +52,13 @@ def small_input_resnet(name: str, channels: int, classes: int) -> nn.Module:
     return model
 
 
+def imagenet_classifier(arch: str, classes: int) -> nn.Module:
+    """torchvision's `arch` as published (3 input channels, its own stem), randomly initialised,
+    with a head for `classes`; core.pretrained loads the ImageNet weights into all but the head."""
+    import torchvision.models as tvm
+    return getattr(tvm, arch)(weights=None, num_classes=classes)
+
+
 def kaiming_init(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):

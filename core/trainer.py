@@ -21,7 +21,7 @@ from core.augment import BatchPreprocessor
 from core.checkpoint import plain_module
 from core.config import RunConfig
 from core.data import Dataset
-from core.models import build_model
+from core.models import build_model, input_normalisation, model_spec, parameter_groups, set_backbone_frozen
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,7 +128,8 @@ def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
     if config.scheduler == "cosine":
         return s.CosineAnnealingLR(optimizer, T_max=config.epochs), False
     if config.scheduler == "onecycle":
-        return s.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+        return s.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+                            epochs=config.epochs,
                             steps_per_epoch=steps_per_epoch), True
     if config.scheduler == "plateau":
         return s.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2), False
@@ -177,8 +178,13 @@ class Trainer:
         self.device = device or resolve_device(config.device)
         torch.manual_seed(config.seed)
         c, h, w = dataset.input_shape
-        self.model = build_model(config.model, c, h, w, len(dataset.classes)).to(self.device)
-        self.optimizer = make_optimizer(config, self.model.parameters())
+        model = build_model(config.model, c, h, w, len(dataset.classes))
+        self.pretrained = config.pretrained and model_spec(config.model).pretrainable
+        if self.pretrained:
+            from core.pretrained import load_imagenet_weights
+            load_imagenet_weights(config.model, model)
+        self.model = model.to(self.device)
+        self.optimizer = make_optimizer(config, self._parameters())
         self.train_split = dataset.splits["train"].to(self.device) if self.device.type == "cuda" \
             else dataset.splits["train"]
         self.val_split = dataset.splits["val"].to(self.device) if self.device.type == "cuda" \
@@ -188,7 +194,9 @@ class Trainer:
         self.train_size = n_train - 1 if n_train % config.batch_size == 1 and n_train > 1 else n_train
         steps_per_epoch = math.ceil(self.train_size / config.batch_size)
         self.scheduler, self.scheduler_per_batch = make_scheduler(config, self.optimizer, steps_per_epoch)
-        self.preprocess = BatchPreprocessor(dataset.mean, dataset.std, config, self.device)
+        # ImageNet's statistics for ImageNet weights; best.pt records them for inference and export.
+        self.mean, self.std = input_normalisation(config.model, self.pretrained, dataset.mean, dataset.std)
+        self.preprocess = BatchPreprocessor(self.mean, self.std, config, self.device)
         weight = None
         if config.class_weighted_loss:
             counts = torch.bincount(self.train_split.labels.cpu(), minlength=len(dataset.classes)).float()
@@ -203,6 +211,21 @@ class Trainer:
         self.meter = IntervalMeter(config.log_interval, self.device)
         self._grad_norm = None     # measured by train_step at each logged step
 
+    def _parameters(self):
+        """A pretrained backbone learns at lr x backbone_lr_factor. The head's group comes first, so
+        the lr logged (group 0's) is the one the form asked for."""
+        if not self.pretrained:
+            return self.model.parameters()
+        groups = parameter_groups(self.model, self.config.model)
+        return [{"params": groups["head"]},
+                {"params": groups["backbone"], "lr": self.config.lr * self.config.backbone_lr_factor}]
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """Frozen throughout (freeze_backbone) or during the first finetune_head_epochs epochs."""
+        c = self.config
+        return self.pretrained and (c.freeze_backbone or self.state.epoch < c.finetune_head_epochs)
+
     # --- checkpoint state ------------------------------------------------------------------
     def state_dict(self, for_inference: bool = False) -> dict:
         """What rebuilds the model for inference, plus, unless for_inference, everything a resume
@@ -215,7 +238,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "classes": list(self.dataset.classes),
             "input_shape": list(self.dataset.input_shape),
-            "mean": list(self.dataset.mean), "std": list(self.dataset.std),
+            "mean": list(self.mean), "std": list(self.std),
         }
         if for_inference:
             return state
@@ -319,6 +342,8 @@ class Trainer:
     def _train_epoch(self) -> dict:
         config, s = self.config, self.state
         self.model.train()
+        if self.pretrained:
+            set_backbone_frozen(self.model, config.model, self.backbone_frozen)
         order = epoch_order(len(self.train_split), config.seed, s.epoch)[:self.train_size]
         order = order[s.batch_in_epoch * config.batch_size:]
         epoch_start = interval_start = time.perf_counter()

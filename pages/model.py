@@ -5,6 +5,7 @@ import streamlit as st
 from core import plots
 from core.config import SETTINGS
 from core.data import DatasetError, class_count
+from core.models import MODEL_SPECS, model_input_shape, set_backbone_frozen
 from core.store import CHECKPOINTS
 from pages import forms, shared
 
@@ -17,16 +18,21 @@ source = cols[0].radio("Weights", ("Fresh model", "Checkpoint of the chosen run"
 
 
 @st.cache_resource(show_spinner="Building the model…", max_entries=8)
-def fresh(name: str, shape: tuple, classes: int):
+def fresh(name: str, shape: tuple, classes: int, frozen: bool):
     from core.inspect_model import fresh_model
-    return fresh_model(name, shape, classes)
+    model = fresh_model(name, shape, classes)
+    set_backbone_frozen(model, name, frozen)
+    return model
 
 
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=4)
 def from_checkpoint(path: str, mtime: float):
     from core.checkpoint import load_model
     model, checkpoint = load_model(path)
-    return model, checkpoint["config"]["model"], tuple(checkpoint["input_shape"]), checkpoint["loop"]
+    config = checkpoint["config"]
+    # As the run left it: a backbone frozen throughout shows as frozen.
+    set_backbone_frozen(model, config["model"], bool(config.get("freeze_backbone")))
+    return model, config["model"], tuple(checkpoint["input_shape"]), checkpoint["loop"]
 
 
 if source == "Fresh model":
@@ -36,18 +42,23 @@ if source == "Fresh model":
     name = cols[1].selectbox("Architecture", model_setting.choices, index=model_setting.choices.index(
         model_setting.default), key="m_arch", help=model_setting.help)
     shape = (data_config.channels, data_config.image_size, data_config.image_size)
+    frozen = False
+    if MODEL_SPECS[name].pretrainable:
+        freeze = SETTINGS["freeze_backbone"]
+        frozen = cols[2].checkbox(freeze.label, key="m_freeze", help=freeze.help)
     try:
         classes = class_count(data_config)
     except DatasetError as error:
         st.error(f"{error} (choose the data under 'Input data' in the sidebar)")
         st.stop()
     try:
-        model = fresh(name, shape, classes)
+        model = fresh(name, shape, classes, frozen)
     except ValueError as error:
         st.error(str(error))
         st.stop()
-    st.caption(f"Input {' x '.join(map(str, shape))} from {data_config.dataset}, {classes} classes, "
-               "freshly initialised (Kaiming).")
+    weights = ("randomly initialised (a run with pretrained=true starts from ImageNet's weights, "
+               "all but the head)") if MODEL_SPECS[name].pretrainable else "freshly initialised (Kaiming)"
+    st.caption(f"Input {' x '.join(map(str, shape))} from {data_config.dataset}, {classes} classes, {weights}.")
 else:
     run_id = shared.selected_run()
     if run_id is None:
@@ -68,14 +79,16 @@ else:
 from core.inspect_model import layer_table, model_size, weight_histogram, weight_stats  # noqa: E402
 
 size = model_size(model)
-cols = st.columns(3)
+cols = st.columns(4)
 cols[0].metric("Parameters", f"{size['total']:,}")
 cols[1].metric("Trainable", f"{size['trainable']:,}")
-cols[2].metric("Size", f"{size['size_mb']:.2f} MB")
+cols[2].metric("Frozen", f"{size['total'] - size['trainable']:,}")
+cols[3].metric("Size", f"{size['size_mb']:.2f} MB")
 
 st.subheader("Layers (torchinfo)")
 depth = st.slider("Depth", 1, 5, 2, key="m_depth")
-st.dataframe(pd.DataFrame(layer_table(model, shape, depth)), hide_index=True,
+# An ImageNet network reads 3 channels (grayscale data is repeated to 3 before it).
+st.dataframe(pd.DataFrame(layer_table(model, model_input_shape(name, *shape), depth)), hide_index=True,
              column_config={"params": st.column_config.NumberColumn(format="localized"),
                             "mult-adds": st.column_config.NumberColumn(format="localized")})
 

@@ -29,7 +29,9 @@ def test_parameter_counts_and_unknown_names():
         build_model("simple-cnn", 1, 4, 4, 10)
 
 
-@pytest.mark.parametrize("name", ["mlp", "simple-cnn", "resnet18", "resnet34"])
+@pytest.mark.parametrize("name", ["mlp", "simple-cnn", "resnet18", "resnet34", "imagenet-resnet18",
+                                  "imagenet-resnet50", "imagenet-mobilenet_v3_large", "imagenet-efficientnet_b0",
+                                  "imagenet-convnext_tiny"])
 def test_registry_describes_head_embedding_and_feature_layers(name):
     from core.models import model_spec, parameter_groups
     spec = model_spec(name)
@@ -49,3 +51,25 @@ def test_registry_describes_head_embedding_and_feature_layers(name):
     groups = parameter_groups(model, name)
     assert {id(p) for p in groups["head"]} == {id(p) for p in head.parameters()}
     assert len(groups["backbone"]) + len(groups["head"]) == len(list(model.parameters()))
+
+
+def test_imagenet_models_read_three_channels_at_their_natural_size_or_smaller():
+    from core.models import MODEL_SPECS, model_input_shape
+    imagenet = [spec for name, spec in MODEL_SPECS.items() if name.startswith("imagenet-")]
+    assert len(imagenet) == 5 and all(spec.pretrainable and spec.natural_size == 224 for spec in imagenet)
+    model = build_model("imagenet-mobilenet_v3_large", 1, 32, 32, 4).eval()     # grayscale data, 3-channel stem
+    assert model_input_shape("imagenet-mobilenet_v3_large", 1, 32, 32) == (3, 32, 32)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        build_model("imagenet-resnet18", 3, 16, 16, 4)
+
+
+def test_freezing_the_backbone_leaves_only_the_head_trainable():
+    from core.models import set_backbone_frozen
+    model = build_model("imagenet-resnet18", 3, 32, 32, 4).train()
+    set_backbone_frozen(model, "imagenet-resnet18", True)
+    head = 512 * 4 + 4
+    assert parameter_counts(model)["trainable"] == head
+    assert not model.bn1.training and not model.layer4[1].bn2.training    # BN statistics kept too
+    set_backbone_frozen(model, "imagenet-resnet18", False)
+    assert parameter_counts(model)["trainable"] == parameter_counts(model)["total"]
