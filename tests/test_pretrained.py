@@ -138,3 +138,19 @@ def test_bad_fine_tune_settings_are_rejected_with_their_reason():
     assert random.validate() == ["finetune_head_epochs needs pretrained=true: a random backbone would stay random"]
     never = RunConfig.for_dataset("digits", model="imagenet-resnet18", epochs=3, finetune_head_epochs=3)
     assert never.validate()[0].startswith("finetune_head_epochs must be < epochs (3)")
+
+
+from test_pages import app, no_errors  # noqa: E402,F401  (the AppTest fixture the page tests use)
+
+
+def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app):
+    app.run().switch_page("pages/model.py").run()
+    app.number_input(key="ds_size_digits").set_value(32).run()
+    app.selectbox(key="m_arch").set_value("imagenet-resnet18").run()
+    app.checkbox(key="m_freeze").check().run()
+    no_errors(app)
+    assert not app.error, [e.value for e in app.error]
+    counts = {m.label: int(m.value.replace(",", "")) for m in app.metric if m.label != "Size"}
+    assert counts["Trainable"] == 512 * 10 + 10                       # the head for digits' 10 classes
+    assert counts["Frozen"] == counts["Parameters"] - counts["Trainable"] > 11_000_000
+    assert len(app.dataframe) == 2          # torchinfo read the 1-channel data as the 3 channels it becomes
