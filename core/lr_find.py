@@ -15,6 +15,7 @@ import torch
 
 from core.config import RunConfig
 from core.data import load_dataset
+from core.models import set_backbone_frozen
 from core.trainer import Trainer, epoch_order
 
 MIN_LR, MAX_LR = 1e-7, 10.0
@@ -42,6 +43,10 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
     dataset = load_dataset(config)
     trainer = Trainer(config, dataset, callbacks=[])     # a fresh model: nothing of a run is touched
     trainer.model.train()
+    if trainer.pretrained:     # as the run's first epoch trains: a frozen backbone stays frozen
+        set_backbone_frozen(trainer.model, config.model, trainer.backbone_frozen)
+    # Each group keeps its share of the lr (a pretrained backbone learns at backbone_lr_factor x lr).
+    shares = [group["lr"] / config.lr for group in trainer.optimizer.param_groups]
     split, device = trainer.train_split, trainer.device
     lrs, losses, average, best = [], [], 0.0, math.inf
     epoch, batches = 0, iter(())
@@ -53,8 +58,8 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
             epoch += 1
             images, labels = next(batches)
         lr = lr_at(step, steps, min_lr, max_lr)
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr
+        for group, share in zip(trainer.optimizer.param_groups, shares):
+            group["lr"] = lr * share
         loss, _ = trainer.train_step((images.to(device), labels.to(device)))
         value = loss.item()                       # one sync per step: the curve needs every value
         if not math.isfinite(value):

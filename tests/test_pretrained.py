@@ -73,6 +73,11 @@ def test_a_frozen_backbone_keeps_the_files_weights_and_grayscale_feeds_three_cha
         torch.full((2, 1, 32, 32), 128, dtype=torch.uint8), train=False)
     assert inputs.shape == (2, 3, 32, 32)                        # ...and is repeated for the network
     assert model(inputs).shape == (2, 3)
+    exported = cli("export", run_id, runs=runs)                  # ONNX reads what the network reads
+    assert exported.returncode == 0, exported.stderr
+    report = json.loads((runs / run_id / "export.json").read_text())
+    assert report["input_shape"] == [3, 32, 32]
+    assert max(report["parity_max_abs_diff"].values()) <= report["tolerance"]
 
 
 def test_head_first_then_everything_with_a_lower_backbone_lr(cached, image_folder):
