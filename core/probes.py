@@ -2,8 +2,8 @@
 ReLU units, recorded while a run trains (ProbeRecorder) and read back (load_probes).
 
 A step is probed at every `probe_interval` steps and at the last step of every epoch (interval 0:
-epoch ends only). Everything is computed on the device and read in one host transfer per probe;
-nothing runs at other steps except one comparison.
+epoch ends only). Everything is computed on the device, and on a GPU nothing waits for it but the
+one host transfer per probe; at other steps nothing runs but one comparison.
 
 probes.jsonl, append-only, one JSON object per probed step (PROBE_FORMAT 1):
 
@@ -16,7 +16,8 @@ probes.jsonl, append-only, one JSON object per probed step (PROBE_FORMAT 1):
 - layers: every Conv*d and Linear module (module path -> its `weight`), in model order.
 - STATS = {"norm", "mean", "std", "min", "max", "zero_frac", "hist"}: hist is `bins` counts of
   equal-width bins from min to max (histogram_edges(STATS) gives the bins + 1 edges); a tensor with
-  NaN or inf has those in its min/max/norm and an all-zero hist.
+  NaN or inf has those in its min/max/norm and an all-zero hist. std comes from the norm and the sum
+  (float32, one pass each): off by up to ~4e-4 of |mean|, nothing for weights and gradients near 0.
 - weight and grad are taken at the probed step before its optimizer step; grad as the optimizer sees
   it (unscaled, after clipping); null for a layer without a gradient (frozen).
 - update_ratio = ||w_after - w_before|| / ||w_before||: the step's whole update (lr, momentum and
@@ -30,6 +31,7 @@ probes.jsonl, append-only, one JSON object per probed step (PROBE_FORMAT 1):
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -41,10 +43,10 @@ from core.trainer import Callback
 
 PROBE_FORMAT = 1
 BINS = 32
-STATS = ("norm", "mean", "std", "min", "max", "zero_frac")
+RAW = 5     # tensor_reductions' values before the bin counts: norm, sum, nonzero count, min, max
 PROBED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
-SIGNIFICANT_DIGITS = 6       # enough for any plot or ratio; keeps a resnet18 record ~14 KB
+SIGNIFICANT_DIGITS = 6       # enough for any plot or ratio; keeps a resnet18 record ~13 KB
 
 
 def is_probed(step: int, index_in_epoch: int, steps_per_epoch: int, interval: int) -> bool:
@@ -58,26 +60,50 @@ def probed_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, PROBED_TYPES) and isinstance(getattr(m, "weight", None), torch.Tensor)]
 
 
-def tensor_stats(x: torch.Tensor, bins: int = BINS) -> torch.Tensor:
-    """[norm, mean, std, min, max, zero_frac, *bin counts] of a tensor, as one float32 tensor on its
-    device; nothing here waits for the device."""
+def tensor_reductions(x: torch.Tensor, bins: int = BINS) -> torch.Tensor:
+    """[norm, sum, nonzero count, min, max, *bin counts] of a tensor, as one float32 tensor on its
+    device (counts exact below 2**24 per bin). Nothing here waits for the device, and the arithmetic
+    on these values is left to the host (stats_from): on small layers each op's dispatch is the cost,
+    not its work. (Weights and gradient as two rows of one call was slower: torch's CPU reductions
+    along a dimension take another path, 5-15x slower here.)"""
     x = x.detach().reshape(-1).float()
-    n = x.numel()
     lo, hi = torch.aminmax(x)
-    norm = torch.linalg.vector_norm(x)
-    mean = x.sum() / n
-    std = (norm.square() / n - mean.square()).clamp_min(0).sqrt()    # two cheap passes, not Welford's
-    zero_frac = 1 - torch.count_nonzero(x) / n
-    scale = bins / (hi - lo).clamp_min(1e-30)
-    scaled = torch.addcmul(-lo * scale, x, scale)          # (x - lo) * scale, in [0, bins]
+    # Bins of (x - lo) * scale, in [0, bins]. (A value that is not finite lands anywhere: stats_from
+    # drops the histogram of such a tensor.)
     if x.is_cuda:
-        # Known bounds: no host sync; CUDA's histc counts in shared memory.
-        counts = torch.histc(scaled, bins=bins, min=0, max=bins)
+        # The bounds stay on the device (no host sync), and CUDA's histc counts in shared memory.
+        scale = bins / (hi - lo).clamp_min(1e-30)
+        counts = torch.histc(torch.addcmul(-lo * scale, x, scale), bins=bins, min=0, max=bins)
     else:
-        # 3x faster than histc on CPU; truncation is floor for these non-negative values.
-        counts = torch.bincount(scaled.to(torch.int32).clamp_(0, bins - 1), minlength=bins).float()
-    counts = counts * (torch.isfinite(lo) & torch.isfinite(hi))
-    return torch.cat([torch.stack([norm, mean, std, lo, hi, zero_frac]), counts])
+        # On the CPU reading the bounds costs nothing, and bincount of the truncated values is 3x
+        # faster than histc.
+        low, high = lo.item(), hi.item()
+        scale = bins / max(high - low, 1e-30)
+        counts = torch.bincount(x.mul(scale).sub_(low * scale).to(torch.int32).clamp_(0, bins - 1), minlength=bins)
+    reductions = torch.stack([torch.linalg.vector_norm(x), x.sum(), nonzero_count(x), lo, hi])
+    return torch.cat([reductions, counts])
+
+
+def nonzero_count(x: torch.Tensor) -> torch.Tensor:
+    """torch.count_nonzero, 15x faster on CPU for tensors with many zeros (ReLU outputs, their
+    gradients), where its branches mispredict; exact below 2**24 values."""
+    return x.reshape(-1).sign().abs().sum()
+
+
+def stats_from(values: list[float], n: int) -> dict:
+    """STATS from tensor_reductions' values for a tensor of n elements."""
+    norm, total, nonzero, lo, hi = values[:RAW]
+    mean = total / n
+    finite = math.isfinite(lo) and math.isfinite(hi)
+    return {"norm": _round(norm), "mean": _round(mean),
+            "std": _round(math.sqrt(max(norm * norm / n - mean * mean, 0.0)) if finite else math.nan),
+            "min": _round(lo), "max": _round(hi), "zero_frac": _round(1 - nonzero / n),
+            "hist": [int(c) for c in values[RAW:]] if finite else [0] * (len(values) - RAW)}
+
+
+def tensor_stats(x: torch.Tensor, bins: int = BINS) -> dict:
+    """STATS of one tensor (one host transfer; the recorder batches all layers into one instead)."""
+    return stats_from(tensor_reductions(x, bins).tolist(), x.numel())
 
 
 def histogram_edges(stats: dict) -> list[float]:
@@ -98,7 +124,7 @@ class ProbeRecorder(Callback):
         self.layers: list[tuple[str, nn.Module]] = []
         self.relus: list[tuple[str, nn.Module]] = []
         self.hooks: list = []
-        self.activations: list[tuple[str, torch.Tensor]] = []
+        self.activations: list[tuple[str, int, int, torch.Tensor]] = []   # name, values, units, nonzero counts
         self.pending: dict | None = None      # the probed step's tensors, between the hooks
 
     def on_fit_start(self, trainer):
@@ -123,9 +149,9 @@ class ProbeRecorder(Callback):
             out = output.detach()
             dims = [d for d in range(out.dim()) if d != 1] if out.dim() > 1 else [0]
             # ReLU outputs are >= 0: a unit is dead when its largest output over the batch is 0.
-            dead = (out.amax(dim=dims) == 0).float().mean()
-            zero = 1 - torch.count_nonzero(out) / max(out.numel(), 1)
-            self.activations.append((name, torch.stack([zero, dead])))
+            largest = out.amax(dim=dims)
+            counts = torch.stack([out.sign().sum(), largest.sign().sum()])       # nonzero counts, as >= 0
+            self.activations.append((name, out.numel(), largest.numel(), counts))
         return hook
 
     def _disarm(self) -> None:
@@ -138,14 +164,17 @@ class ProbeRecorder(Callback):
         s = trainer.state
         if not is_probed(s.step + 1, s.batch_in_epoch, s.steps_per_epoch, self.interval):
             return
-        weights = [m.weight.detach() for _, m in self.layers]
-        self.pending = {
-            "weights": [tensor_stats(w, self.bins) for w in weights],
-            "grads": [None if w.grad is None else tensor_stats(w.grad, self.bins)
-                      for w in (m.weight for _, m in self.layers)],
-            "before": [w.clone() for w in weights],
-            "activations": self.activations, "lr": trainer.lr,
-            "epoch_end": s.batch_in_epoch == s.steps_per_epoch - 1}
+        reductions, before, has_grad = [], [], []
+        for _, module in self.layers:
+            weight, grad = module.weight.detach(), module.weight.grad
+            reductions.append(tensor_reductions(weight, self.bins))
+            if grad is not None:
+                reductions.append(tensor_reductions(grad, self.bins))
+            before.append(weight.reshape(-1).clone())       # for the update ratio
+            has_grad.append(grad is not None)
+        self.pending = {"reductions": reductions, "before": before, "has_grad": has_grad,
+                        "activations": self.activations, "lr": trainer.lr,
+                        "epoch_end": s.batch_in_epoch == s.steps_per_epoch - 1}
         self.activations = []
 
     def on_batch_end(self, trainer):
@@ -156,35 +185,34 @@ class ProbeRecorder(Callback):
 
     def _write(self, trainer) -> None:
         p, s = self.pending, trainer.state
-        updates = [torch.linalg.vector_norm(m.weight.detach() - before).reshape(1)
-                   for (_, m), before in zip(self.layers, p["before"])]
-        parts = [*p["weights"], *(g for g in p["grads"] if g is not None), *updates,
-                 *(a for _, a in p["activations"])]
+        weights = [m.weight.detach().reshape(-1) for _, m in self.layers]
+        # One call each for all layers (the per-op dispatch, not the arithmetic, dominates small layers).
+        updates = torch._foreach_norm(torch._foreach_sub(weights, p["before"])) if weights else []
+        parts = [*p["reductions"], *(u.reshape(1) for u in updates), *(counts for *_, counts in p["activations"])]
         values = torch.cat(parts).tolist() if parts else []      # the one host transfer
-        width, position = len(STATS) + self.bins, 0
+        width, position = RAW + self.bins, 0
 
         def read(count: int) -> list[float]:      # the values come back in the order of `parts`
             nonlocal position
             position += count
             return values[position - count:position]
 
-        def stats(chunk: list[float]) -> dict:
-            named = {key: _round(value) for key, value in zip(STATS, chunk)}
-            return {**named, "hist": [int(c) for c in chunk[len(STATS):]]}
-
-        weights = [stats(read(width)) for _ in self.layers]
-        grads = [None if g is None else stats(read(width)) for g in p["grads"]]
+        weight_stats, grad_stats = [], []
+        for weight, has_grad in zip(weights, p["has_grad"]):
+            weight_stats.append(stats_from(read(width), weight.numel()))
+            grad_stats.append(stats_from(read(width), weight.numel()) if has_grad else None)
         layers = {}
-        for (name, module), weight, grad in zip(self.layers, weights, grads):
-            update = read(1)[0]
+        for (name, module), weight, grad in zip(self.layers, weight_stats, grad_stats):
+            [update] = read(1)
+            ratio = _round(update / weight["norm"]) if weight["norm"] else None
             layers[name] = {"type": type(module).__name__, "params": module.weight.numel(), "weight": weight,
-                            "grad": grad, "update_ratio": _round(update / weight["norm"]) if weight["norm"] else None}
+                            "grad": grad, "update_ratio": ratio}
         activations, calls = {}, {}
-        for name, _ in p["activations"]:
+        for name, size, units, _ in p["activations"]:
             calls[name] = calls.get(name, 0) + 1
-            zero, dead = read(2)
+            nonzero, alive = read(2)
             activations[name if calls[name] == 1 else f"{name}#{calls[name]}"] = {
-                "zero_frac": _round(zero), "dead_frac": _round(dead)}
+                "zero_frac": _round(1 - nonzero / max(size, 1)), "dead_frac": _round(1 - alive / max(units, 1))}
         self.writer.write({"format": PROBE_FORMAT, "time": time.time(), "step": s.step, "epoch": s.epoch + 1,
                            "epoch_end": p["epoch_end"], "lr": p["lr"], "bins": self.bins,
                            "layers": layers, "activations": activations})

@@ -19,31 +19,30 @@ from crash_points import train_until_killed
 def test_tensor_stats_match_numpy():
     x = torch.randn(2000, generator=torch.Generator().manual_seed(0)) * 3 + 1
     x[:300] = 0
-    values = tensor_stats(x).tolist()
+    stats = tensor_stats(x)
     a = x.numpy().astype(np.float64)
-    norm, mean, std, lo, hi, zero_frac = values[:6]
-    assert norm == pytest.approx(np.linalg.norm(a), rel=1e-5)
-    assert mean == pytest.approx(a.mean(), rel=1e-5)
-    assert std == pytest.approx(a.std(), rel=1e-4)
-    assert (lo, hi) == (pytest.approx(a.min()), pytest.approx(a.max()))
-    assert zero_frac == pytest.approx(0.15)
+    assert stats["norm"] == pytest.approx(np.linalg.norm(a), rel=1e-5)
+    assert stats["mean"] == pytest.approx(a.mean(), rel=1e-5)
+    assert stats["std"] == pytest.approx(a.std(), rel=1e-4)
+    assert (stats["min"], stats["max"]) == (pytest.approx(a.min(), rel=1e-5), pytest.approx(a.max(), rel=1e-5))
+    assert stats["zero_frac"] == pytest.approx(0.15)
     counts, edges = np.histogram(a, BINS, range=(a.min(), a.max()))
-    assert [int(c) for c in values[6:]] == counts.tolist()
-    stats = {"min": lo, "max": hi, "hist": values[6:]}
-    assert histogram_edges(stats) == pytest.approx(edges.tolist(), rel=1e-6)
+    assert stats["hist"] == counts.tolist()
+    assert histogram_edges(stats) == pytest.approx(edges.tolist(), abs=1e-4)       # min and max to 6 digits
 
 
 def test_a_constant_or_non_finite_tensor_keeps_its_counts_honest():
-    constant = tensor_stats(torch.full((10,), 0.5)).tolist()
-    assert sum(constant[6:]) == 10 and constant[2] == pytest.approx(0, abs=1e-6)       # std 0, all counted
-    broken = tensor_stats(torch.tensor([1.0, float("inf"), 2.0])).tolist()
-    assert broken[4] == float("inf") and sum(broken[6:]) == 0      # no made-up histogram
+    constant = tensor_stats(torch.full((10,), 0.5))
+    assert sum(constant["hist"]) == 10 and constant["std"] < 1e-3 * constant["mean"]
+    broken = tensor_stats(torch.tensor([1.0, float("inf"), 2.0]))
+    assert broken["max"] == float("inf") and sum(broken["hist"]) == 0      # no made-up histogram
 
 
 @pytest.mark.parametrize("interval, probed", [(3, [3, 5, 6, 9, 10]), (0, [5, 10]), (5, [5, 10])])
 def test_probed_steps_are_the_interval_and_every_epoch_end(interval, probed):
     steps_per_epoch = 5
-    steps = [step for step in range(1, 11) if is_probed(step, (step - 1) % steps_per_epoch, steps_per_epoch, interval)]
+    steps = [step for step in range(1, 11)
+             if is_probed(step, (step - 1) % steps_per_epoch, steps_per_epoch, interval)]
     assert steps == probed
 
 
