@@ -18,7 +18,7 @@ Each bare epoch run while the managed run trained is paired with the managed rat
 seconds; a pair's ratio is the cost per sample, bare over managed, and the drift cancels in it. A
 round is one managed run; its first epoch (a fresh process: warm-up) and the bare loop's first are
 dropped. Reported: each round's median pair ratio and the median over all pairs. Both processes
-also start with malloc settings that take page faults out of the steps (see ENV below). Each side's
+also start with malloc settings that take page faults out of the steps (bench/quiet_cpu.py). Each side's
 rate is about half what it gets alone, and the managed run's heartbeat thread is charged to it in
 full, where alone it would run on the idle second core.
 
@@ -36,14 +36,10 @@ import os
 import sys
 
 # Both processes start with these (hence the re-exec; the child inherits them). One torch thread each:
-# they share one core. And a malloc that keeps freed memory for reuse: with glibc's defaults a step's
-# large tensors come from fresh mmap'd pages, 13,000-120,000 page faults per epoch here (2-16% of its
-# CPU time, never the same twice), which made round ratios swing from 0.81 to 1.19.
-ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296"}
-if any(os.environ.get(key) != value for key, value in ENV.items()):
-    os.environ.update(ENV)
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+# they share one core. And a malloc that keeps freed memory for reuse (see bench/quiet_cpu.py).
+from quiet_cpu import start_quiet
+
+start_quiet()
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
