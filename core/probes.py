@@ -1,5 +1,5 @@
 """Probes: per-layer weight and gradient statistics and histograms, update-to-weight ratios and dead
-ReLU units, recorded while a run trains (ProbeRecorder) and read back (load_probes).
+ReLU units, recorded while a run trains (ProbeRecorder); read back by core.insight.read_probes (torch-free).
 
 A step is probed at every `probe_interval` steps and at the last step of every epoch (interval 0:
 epoch ends only). Everything is computed on the device, and on a GPU nothing waits for it but the
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from core.checkpoint import plain_module
-from core.store import JsonLinesWriter, RunStore
+from core.store import JsonLinesWriter
 from core.trainer import Callback
 
 PROBE_FORMAT = 1
@@ -227,20 +227,3 @@ class ProbeRecorder(Callback):
     def on_exception(self, trainer, error):
         self._disarm()
         self.writer.sync()
-
-
-def load_probes(store: RunStore, run_id: str) -> tuple[list[dict], str | None]:
-    """(every probe record of the run in step order, what is missing): the second is a sentence when
-    the run has no probes.jsonl (it predates probes), no record yet, or a model without conv or
-    linear layers (records without layers); None when weight and gradient probes are there."""
-    path = store.probes_path(run_id)
-    if not path.exists():
-        return [], (f"run {run_id} has no probes ({path.name} is missing): it was trained before "
-                    "Trainboard recorded probes")
-    records = store.probe_reader(run_id).read_new()
-    if not records:
-        return [], f"run {run_id} has no probe records yet (the first is written at the first probed step)"
-    if not any(record["layers"] for record in records):
-        return records, (f"run {run_id}'s model has no conv or linear layers: its probes hold no weight or "
-                         "gradient statistics")
-    return records, None

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import SETTINGS
-from core.probes import histogram_edges, load_probes
+from core.insight import read_probes
+from core.probes import histogram_edges
 from core.store import RunStore
 
 EVENT_FILE_PREFIX = "events.out.tfevents"
@@ -61,7 +62,7 @@ def _write(store: RunStore, run_id: str, folder: Path) -> TensorBoardExport:
     result = TensorBoardExport(folder)
     config = store.read_config(run_id)
     rows = store.read_metrics(run_id)
-    records, missing = load_probes(store, run_id)
+    records, missing = read_probes(store, run_id)
     with SummaryWriter(log_dir=str(folder)) as writer:
         for row in rows:
             for name, value in row.items():

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import tiny_digits
-from core.probes import BINS, ProbeRecorder, histogram_edges, is_probed, load_probes, tensor_stats
+from core.insight import read_probes
+from core.probes import BINS, ProbeRecorder, histogram_edges, is_probed, tensor_stats
 from core.store import JsonLinesWriter, truncate_probes
 from core.trainer import LoopState
 from core.worker import run_training
@@ -103,7 +104,7 @@ def probe_run(store, model, epochs=2, steps_per_epoch=5, interval=3, lr=0.1):
 def test_a_record_holds_every_layer_dead_units_and_the_update_ratio(store):
     model = dead_channel_model()
     run_id, driver = probe_run(store, model, lr=0.1)
-    records, missing = load_probes(store, run_id)
+    records, missing = read_probes(store, run_id)
     assert missing is None
     assert [(r["step"], r["epoch"], r["epoch_end"]) for r in records] == \
         [(3, 1, False), (5, 1, True), (6, 2, False), (9, 2, False), (10, 2, True)]
@@ -129,7 +130,7 @@ def test_a_record_holds_every_layer_dead_units_and_the_update_ratio(store):
 def test_the_weights_recorded_are_the_model_weights_before_the_step(store):
     model = dead_channel_model()
     run_id, _ = probe_run(store, model, epochs=1, steps_per_epoch=1, interval=0, lr=0.0)
-    [record] = load_probes(store, run_id)[0]
+    [record] = read_probes(store, run_id)[0]
     weight = model[3].weight.detach().double()
     stats = record["layers"]["3"]["weight"]
     assert stats["norm"] == pytest.approx(weight.norm().item(), rel=1e-5)
@@ -148,7 +149,7 @@ class NoLayers(nn.Module):
 
 def test_a_model_without_conv_or_linear_layers_says_so(store):
     run_id, _ = probe_run(store, NoLayers(), epochs=1)
-    records, missing = load_probes(store, run_id)
+    records, missing = read_probes(store, run_id)
     assert records and all(r["layers"] == {} for r in records)
     assert missing == f"run {run_id}'s model has no conv or linear layers: its probes hold no weight or " \
                       "gradient statistics"
@@ -156,7 +157,7 @@ def test_a_model_without_conv_or_linear_layers_says_so(store):
 
 def test_a_run_without_probes_says_it_predates_them(store, trained):
     store.probes_path(trained).unlink()
-    assert load_probes(store, trained) == ([], f"run {trained} has no probes (probes.jsonl is missing): it was "
+    assert read_probes(store, trained) == ([], f"run {trained} has no probes (probes.jsonl is missing): it was "
                                                 "trained before Trainboard recorded probes")
 
 
@@ -177,7 +178,7 @@ def test_a_resume_after_a_kill_records_each_probed_step_once(store):
     steps_per_epoch = store.read_status(run_id)["steps_per_epoch"]
     assert max(r["step"] for r in store.probe_reader(run_id).read_new()) == epochs * steps_per_epoch
     assert run_training(store, run_id, handle_signals=False) == "completed"
-    records, missing = load_probes(store, run_id)
+    records, missing = read_probes(store, run_id)
     total = epochs * steps_per_epoch
     expected = sorted(set(range(7, total + 1, 7)) | {steps_per_epoch * e for e in range(1, epochs + 1)})
     assert missing is None and [r["step"] for r in records] == expected

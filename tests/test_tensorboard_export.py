@@ -5,7 +5,7 @@ from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, S
 from tensorboard.plugins.hparams import metadata
 
 from conftest import tiny_digits
-from core.probes import load_probes
+from core.insight import read_probes
 from core.worker import run_training
 
 
@@ -38,7 +38,7 @@ def test_scalars_histograms_and_hparams_read_back_equal_to_the_run(store, traine
         assert [step for step, _ in written] == [step for step, _ in points], tag
         assert [value for _, value in written] == pytest.approx([value for _, value in points], rel=1e-6), tag
 
-    records, _ = load_probes(store, trained)
+    records, _ = read_probes(store, trained)
     layers = ["features.0", "features.3", "features.6", "classifier.1", "classifier.4"]
     assert list(records[-1]["layers"]) == layers
     for layer in layers:
