@@ -1,4 +1,5 @@
-"""Command line: `python -m core train|runs|show|resume|eval|export|predict|serve` on the same run store as the app.
+"""Command line: `python -m core train|lr-find|runs|show|resume|stop|delete|diagnose|tensorboard|eval|export|
+predict|serve` on the same run store as the app.
 
 Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
 refused some files, 141 the reader of the output went away (`runs | head`), quietly.
