@@ -201,9 +201,11 @@ SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 
 
 def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConfig) -> None:
-    """The run's findings in plain words, recomputed only when new metric lines or probes arrived."""
+    """The run's findings in plain words, recomputed once per epoch (or when the run's state changes),
+    not at every refresh: rebuilding rows from a long run's series is the costly part of a tick."""
     probes = live_probes(run_id)
-    key = (live.lines, len(probes), status["state"], status.get("diverged_at_step"))
+    epochs = len(live.series("val", "epoch", "loss")[0])
+    key = (epochs, status["state"], status.get("diverged_at_step"))
     cached = st.session_state.get(f"diagnosis:{run_id}")
     if cached is None or cached[0] != key:
         cached = (key, diagnose(live.rows(), status, config.to_dict(), probes))

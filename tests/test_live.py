@@ -57,3 +57,18 @@ def test_figures_carry_their_series():
     assert fig.data[1].xaxis == "x2"
     balance = plots.class_balance(["a", "b"], {"train": [3, 4], "val": [1, 1]})
     assert [t.name for t in balance.data] == ["train", "val"] and list(balance.data[0].y) == [3, 4]
+
+
+def test_rows_for_the_diagnosis_thin_a_long_series_but_keep_its_extremes(tmp_path):
+    import math
+    path = tmp_path / "metrics.jsonl"
+    append(path, *({"step": s, "epoch": 1, "split": "train", "kind": "step",
+                    "loss": math.nan if s == 5_003 else 1.0, "grad_norm": 50.0 if s == 777 else 1.0}
+                   for s in range(1, 10_001)))
+    live = LiveMetrics(path)
+    live.refresh()
+    rows = live.rows(max_per_series=100)
+    assert len(rows) <= 103 and rows[0]["step"] == 1 and rows[-1]["step"] == 10_000
+    assert any(r["step"] == 777 and r["grad_norm"] == 50.0 for r in rows)     # the spike survives
+    assert all(set(r) >= {"split", "kind", "step", "epoch", "loss"} and "acc" not in r for r in rows)
+    assert [r["step"] for r in rows if math.isnan(r["loss"])] == [5_003]      # and so does a NaN loss
