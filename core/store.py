@@ -155,6 +155,19 @@ class RunSummary:
         return f"{self.name} · {self.run_id}" if self.name else self.run_id
 
 
+CLONE_COUNTER = re.compile(r"^(.*) \((\d+)\)$")     # "baseline (2)": a counter no name is mistaken for
+
+
+def clone_name(name: str, taken: set[str]) -> str:
+    """A new name for a clone of a run called `name`: "baseline" -> "baseline (2)", "baseline (2)" ->
+    "baseline (3)", the first not in `taken` (so the picker never lists two identical names)."""
+    if not name:
+        return name
+    counted = CLONE_COUNTER.match(name)
+    stem, start = (counted[1], int(counted[2]) + 1) if counted else (name, 2)
+    return next(f"{stem} ({n})" for n in range(start, start + len(taken) + 2) if f"{stem} ({n})" not in taken)
+
+
 def matching_runs(summaries: list[RunSummary], query: str) -> list[RunSummary]:
     """The runs whose name, id, state, dataset or model contain every word of `query` (any case)."""
     words = query.lower().split()

@@ -11,7 +11,7 @@ from core.data import validate_run_config
 from core.diagnosis import diagnose
 from core.live import LiveMetrics
 from core.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
-from core.store import UnreadableRun
+from core.store import UnreadableRun, clone_name
 from pages import forms, shared
 
 shared.ensure_app_navigation()
@@ -36,7 +36,7 @@ def launch_form() -> None:
         prefill = draft or clone
         base = read_config_values(prefill)[0] if prefill and prefill.get("dataset") == data.dataset else data
         base = dataclasses.replace(base, **{name: getattr(data, name) for name in forms.DATA_FIELDS})
-        with st.form("launch"):
+        with st.form("launch", enter_to_submit=False):      # Enter in "Run name" never launches a run
             values = forms.settings_form(base, key_prefix=f"tf_{data.dataset}_{version}")
             cols = st.columns([1, 2, 5])
             launched = cols[0].form_submit_button("Launch", type="primary")
@@ -223,7 +223,8 @@ def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConf
 def clone_into_form(config: RunConfig, run_id: str) -> None:
     """Button callback (runs before the widgets exist, so it may set their state): prefill the form.
     Values that do not fit their setting (a hand-edited config.json) are left at the defaults."""
-    st.session_state["clone_config"] = config.to_dict()
+    taken = {summary.name for summary in store.list_runs()}
+    st.session_state["clone_config"] = {**config.to_dict(), "name": clone_name(config.name, taken)}
     st.session_state["clone_of"] = run_id
     st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
     fits = {name: SETTINGS[name].problem(getattr(config, name)) is None for name in forms.DATA_FIELDS}

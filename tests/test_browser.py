@@ -89,7 +89,7 @@ def no_exception(page):
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
-def launch(page, epochs: int, name: str):
+def open_form(page):
     # The runs table (or its placeholder) renders after the form: once it shows, the page has settled.
     settled = page.get_by_text("No runs yet.").or_(page.get_by_test_id("stDataFrame"))
     expect(settled.first).to_be_visible(timeout=FIRST_RENDER_MS)
@@ -99,10 +99,27 @@ def launch(page, epochs: int, name: str):
             break
         page.get_by_text("New run").first.click()
         page.wait_for_timeout(500)
-    epochs_box.fill(str(epochs))
+    return epochs_box
+
+
+def launch(page, epochs: int, name: str):
+    open_form(page).fill(str(epochs))
     page.get_by_label("Run name", exact=True).fill(name)
     page.get_by_role("button", name="Launch").click()
     expect(page.get_by_role("heading", name=re.compile(f"Run {name}"))).to_be_visible(timeout=FIRST_RENDER_MS)
+
+
+def test_enter_in_the_run_name_never_launches(page, server):
+    open_page(page, server, "train")
+    open_form(page)
+    runs_before = sorted(p.name for p in server["runs"].glob("2*")) if server["runs"].exists() else []
+    name = page.get_by_label("Run name", exact=True)
+    name.fill("pressed-enter")
+    name.press("Enter")
+    page.wait_for_timeout(3000)
+    assert (sorted(p.name for p in server["runs"].glob("2*")) if server["runs"].exists() else []) == runs_before
+    expect(page.get_by_role("heading", name=re.compile("Run pressed-enter"))).to_have_count(0)
+    no_exception(page)
 
 
 def test_launch_a_run_and_watch_it_finish(page, server):

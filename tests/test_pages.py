@@ -137,8 +137,17 @@ def test_clone_prefills_the_form(app, finished_run):
     no_errors(app)
     version = app.session_state["form_version"]
     assert app.number_input(key=f"tf_digits_{version}_epochs").value == 2
-    assert app.text_input(key=f"tf_digits_{version}_name").value == "finished"
+    assert app.text_input(key=f"tf_digits_{version}_name").value == "finished (2)"   # a new name, proposed
     assert any("Prefilled from" in i.value for i in app.info)
+
+
+def test_a_clone_is_proposed_the_first_free_name():
+    from core.store import clone_name
+    assert clone_name("baseline", set()) == "baseline (2)"
+    assert clone_name("baseline", {"baseline", "baseline (2)"}) == "baseline (3)"
+    assert clone_name("baseline (3)", {"baseline (4)"}) == "baseline (5)"
+    assert clone_name("lr-3e-4", set()) == "lr-3e-4 (2)"            # a name's own digits stay as they are
+    assert clone_name("", {""}) == ""                              # unnamed runs stay unnamed (the id shows)
 
 
 def test_compare_and_delete(app, finished_run, tmp_path):
