@@ -63,6 +63,8 @@ def dataset_picker(container=None) -> RunConfig:
     """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
     the dataset's default config with the picked data settings."""
     box = container or st
+    for key in ("ds_name", "ds_path", "ds_csv"):
+        _restore(key)
     dataset_setting = SETTINGS["dataset"]
     dataset = box.selectbox(dataset_setting.label, dataset_setting.choices, key="ds_name",
                             format_func=dataset_setting.choice_labels.get, help=dataset_setting.help)
@@ -84,12 +86,28 @@ def dataset_picker(container=None) -> RunConfig:
     cols = box.columns(2)
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
     size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
+    for key in (size_key, channels_key):
+        _restore(key)
     _propose(size_key, defaults.image_size)
     _propose(channels_key, defaults.channels)
     image_size = cols[0].number_input(size.label, int(size.low), int(size.high), key=size_key, help=size.help)
     picked_channels = cols[1].selectbox(channels.label, channels.choices, key=channels_key,
                                         format_func=channels.choice_labels.get)
+    for key in ("ds_name", "ds_path", "ds_csv", size_key, channels_key):
+        if key in st.session_state:
+            st.session_state[KEPT][key] = st.session_state[key]
     return dataclasses.replace(defaults, image_size=int(image_size), channels=int(picked_channels))
+
+
+KEPT = "dataset_choice"     # the picker's values, kept where a page switch does not clear them
+
+
+def _restore(key: str) -> None:
+    """Streamlit drops a widget's value when a page without that widget runs; the picker's values
+    live on in a plain key, so the dataset chosen on one page is the one on the next."""
+    kept = st.session_state.setdefault(KEPT, {})
+    if key not in st.session_state and key in kept:
+        st.session_state[key] = kept[key]
 
 
 def _propose(key: str, value) -> None:

@@ -328,3 +328,16 @@ def test_the_run_picker_is_searchable_past_its_limit(app, tmp_path, monkeypatch)
     assert f"the odd one · {ids[3]}" in picker.options and len(picker.options) <= 2    # it, and the chosen run
     picker.set_value(ids[3]).run()
     assert app.session_state["run_id"] == ids[3]
+
+
+def test_the_dataset_chosen_on_one_page_is_the_one_on_the_next(app, image_folder):
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").select("image-folder").run()
+    app.text_input(key="ds_path").input(str(image_folder)).run()
+    app.number_input(key="ds_size_image-folder").set_value(20).run()
+    app.switch_page("pages/runs.py").run()          # a page without the picker clears its widgets' state
+    app.switch_page("pages/train.py").run()
+    no_errors(app)
+    assert app.selectbox(key="ds_name").value == "image-folder"
+    assert app.text_input(key="ds_path").value == str(image_folder)
+    assert app.number_input(key="ds_size_image-folder").value == 20
