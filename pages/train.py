@@ -46,13 +46,20 @@ def launch_form() -> None:
         if "lr_find" in st.session_state:
             lr_find_progress()
         lr_find_outcome()
-        if not (launched or find_lr):
-            return
-        config = dataclasses.replace(base, **values)
-        problems = validate_run_config(config)
-        if problems:
-            what = "Nothing was launched" if launched else "The LR finder did not start"
+        if launched or find_lr:
+            config = dataclasses.replace(base, **values)
+            problems = validate_run_config(config)
+            # Kept until the user acts again: a run finishing elsewhere reruns the page.
+            st.session_state["launch_problems"] = (
+                "Nothing was launched" if launched else "The LR finder did not start", problems)
+        if st.session_state.get("launch_problems", (None, []))[1]:
+            what, problems = st.session_state["launch_problems"]
             st.error(f"{what}. Please fix:\n" + "\n".join(f"- {p}" for p in problems))
+            if st.button("Dismiss", key="dismiss_launch_problems"):
+                del st.session_state["launch_problems"]
+                st.rerun()
+            return
+        if not (launched or find_lr):
             return
         if find_lr:
             st.session_state.pop("lr_find_result", None)

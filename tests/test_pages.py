@@ -106,6 +106,10 @@ def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
     assert "Nothing was launched" in message
     assert "epochs must be >= 1, got 0" in message and "lr must be > 0, got -1" in message
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    app.run()                        # another run finishing reruns the page: the message stays
+    assert any("Nothing was launched" in e.value for e in app.error)
+    app.button(key="dismiss_launch_problems").click().run()
+    assert not any("Nothing was launched" in e.value for e in app.error)
 
 
 def test_launch_creates_a_run_that_trains(app, tmp_path):
