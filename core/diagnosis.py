@@ -310,6 +310,7 @@ def diagnose(rows: list[dict], status: dict, config: dict, probes: list[dict] = 
 
 def diagnose_run(store, run_id: str) -> list[Finding]:
     """diagnose() on a run folder (UnreadableRun when its config cannot be read)."""
-    probes = [record for record in store.probe_reader(run_id).read_new() if "__reset__" not in record]
+    from core.insight import read_probes
+    probes, _ = read_probes(store, run_id)
     return diagnose(store.read_metrics(run_id), store.read_status(run_id), store.read_config(run_id).to_dict(),
                     probes)

@@ -14,17 +14,23 @@ def read_probes(store: RunStore, run_id: str) -> tuple[list[dict], str | None]:
     """(every probe record of the run in step order, what is missing): the second is a sentence when
     the run has no probes.jsonl (it predates probes), no record yet, or a model without conv or
     linear layers; None when weight and gradient probes are there."""
-    path = store.probes_path(run_id)
-    if not path.exists():
-        return [], (f"run {run_id} has no probes ({path.name} is missing): it was trained before "
-                    "Trainboard recorded probes")
     records = [record for record in store.probe_reader(run_id).read_new() if "__reset__" not in record]
+    return records, missing_probes(store, run_id, records)
+
+
+def missing_probes(store: RunStore, run_id: str, records: list[dict]) -> str | None:
+    """What the run's probe records lack, in a sentence, or None when weight and gradient probes
+    are there."""
+    path = store.probes_path(run_id)
+    if not records and not path.exists():
+        return (f"run {run_id} has no probes ({path.name} is missing): it was trained before "
+                "Trainboard recorded probes")
     if not records:
-        return [], f"run {run_id} has no probe records yet (the first is written at the first probed step)"
+        return f"run {run_id} has no probe records yet (the first is written at the first probed step)"
     if not any(record["layers"] for record in records):
-        return records, (f"run {run_id}'s model has no conv or linear layers: its probes hold no weight or "
-                         "gradient statistics")
-    return records, None
+        return (f"run {run_id}'s model has no conv or linear layers: its probes hold no weight or "
+                "gradient statistics")
+    return None
 
 
 def layer_names(probes: list[dict]) -> list[str]:

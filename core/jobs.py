@@ -37,6 +37,10 @@ def _child_env() -> dict:
         p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
 
 
+# The files of an LR finder child's folder (written by core.lr_find.main).
+LR_FIND_CONFIG, LR_FIND_PROGRESS, LR_FIND_RESULT = "config.json", "progress.json", "result.json"
+
+
 class LrFindJob:
     """A learning-rate range test running in a child process (core.lr_find): progress while it
     runs, then its result. The files live in a temp folder removed once the result is read."""
@@ -46,7 +50,7 @@ class LrFindJob:
 
     def progress(self) -> tuple[int, int]:
         try:
-            progress = json.loads((self.folder / "progress.json").read_text())
+            progress = json.loads((self.folder / LR_FIND_PROGRESS).read_text())
             return progress["done"], progress["total"]
         except (OSError, ValueError, KeyError):
             return 0, 1
@@ -57,19 +61,13 @@ class LrFindJob:
     def result(self) -> dict:
         """The test's result or {"error": ...}; call once done()."""
         try:
-            result = json.loads((self.folder / "result.json").read_text())
+            result = json.loads((self.folder / LR_FIND_RESULT).read_text())
         except (OSError, ValueError):
             tail = (self.folder / "log").read_text(errors="replace").strip().splitlines()[-3:] \
                 if (self.folder / "log").exists() else []
             result = {"error": f"the LR finder ended with code {self.child.returncode}: {' | '.join(tail)}"}
         shutil.rmtree(self.folder, ignore_errors=True)
         return result
-
-    def cancel(self) -> None:
-        if not self.done():
-            self.child.kill()
-            self.child.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _signal_name(number: int) -> str:
@@ -114,7 +112,7 @@ class JobManager:
         """Start the learning-rate range test for a (valid) config in a child process: the server
         never imports torch or trains in its own process."""
         folder = Path(tempfile.mkdtemp(prefix="trainboard-lr-find-"))
-        (folder / "config.json").write_text(config.to_json())
+        (folder / LR_FIND_CONFIG).write_text(config.to_json())
         with open(folder / "log", "wb") as log:
             child = subprocess.Popen([sys.executable, "-m", "core.lr_find", str(folder)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())

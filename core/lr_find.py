@@ -82,22 +82,20 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
 
 
 # --- the child process behind the Train form's button (core.jobs.LrFindJob) ------------------------
-CONFIG_FILE, PROGRESS_FILE, RESULT_FILE = "config.json", "progress.json", "result.json"
-
-
 def main(argv: list[str]) -> int:
     """python -m core.lr_find FOLDER: reads FOLDER/config.json, keeps FOLDER/progress.json current
     and writes FOLDER/result.json (the result, or {"error"})."""
     from core.config import read_config_values
+    from core.jobs import LR_FIND_CONFIG, LR_FIND_PROGRESS, LR_FIND_RESULT
     from core.store import atomic_write_json
     folder = Path(argv[0])
     try:
-        config = read_config_values(json.loads((folder / CONFIG_FILE).read_text()))[0]
+        config = read_config_values(json.loads((folder / LR_FIND_CONFIG).read_text()))[0]
         result = find_lr(config, on_step=lambda done, total: atomic_write_json(
-            folder / PROGRESS_FILE, {"done": done, "total": total}, fsync=False))
+            folder / LR_FIND_PROGRESS, {"done": done, "total": total}, fsync=False))
     except Exception as error:       # the page shows it; the server is never affected
         result = {"error": f"{type(error).__name__}: {error}"}
-    atomic_write_json(folder / RESULT_FILE, result)
+    atomic_write_json(folder / LR_FIND_RESULT, result)
     return 0 if "error" not in result else 1
 
 

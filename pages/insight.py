@@ -21,7 +21,8 @@ active = store.read_status(run_id)["state"] in ACTIVE_STATES
 
 @st.fragment(run_every=2.0 if active else None)
 def draw() -> None:
-    probes, missing = insight.read_probes(store, run_id)
+    probes = shared.live_probes(run_id)            # only the records new since the last refresh are read
+    missing = insight.missing_probes(store, run_id, probes)
     if missing:
         st.info(missing)
     if not probes or not insight.layer_names(probes):

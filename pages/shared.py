@@ -157,3 +157,18 @@ def runs_frame(summaries) -> pd.DataFrame:
     frame["best val acc"] = frame["best val acc"].astype(float)
     frame["duration"] = frame["duration"].astype(float)
     return frame
+
+
+def live_probes(run_id: str) -> list[dict]:
+    """The run's probe records, only the new ones read at each refresh (as live_metrics)."""
+    reader_key, records_key = f"probe_reader:{run_id}", f"probes:{run_id}"
+    if reader_key not in st.session_state:
+        st.session_state[reader_key], st.session_state[records_key] = store().probe_reader(run_id), []
+    if not store().probes_path(run_id).exists():  # never written (an older run), or removed
+        st.session_state[reader_key], st.session_state[records_key] = store().probe_reader(run_id), []
+        return st.session_state[records_key]
+    new = st.session_state[reader_key].read_new()
+    if new and new[0].get("__reset__"):          # a resume dropped records
+        st.session_state[records_key], new = [], new[1:]
+    st.session_state[records_key].extend(new)
+    return st.session_state[records_key]

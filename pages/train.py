@@ -192,25 +192,13 @@ def draw_live(run_id: str) -> None:
         st.session_state[f"was_active:{run_id}"] = True
 
 
-def live_probes(run_id: str) -> list[dict]:
-    """The run's probe records, only the new ones read at each refresh (as live_metrics)."""
-    reader_key, records_key = f"probe_reader:{run_id}", f"probes:{run_id}"
-    if reader_key not in st.session_state:
-        st.session_state[reader_key], st.session_state[records_key] = store.probe_reader(run_id), []
-    new = st.session_state[reader_key].read_new()
-    if new and new[0].get("__reset__"):          # a resume dropped records
-        st.session_state[records_key], new = [], new[1:]
-    st.session_state[records_key].extend(new)
-    return st.session_state[records_key]
-
-
 SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 
 
 def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConfig) -> None:
     """The run's findings in plain words, recomputed once per epoch (or when the run's state changes),
     not at every refresh: rebuilding rows from a long run's series is the costly part of a tick."""
-    probes = live_probes(run_id)
+    probes = shared.live_probes(run_id)
     epochs = len(live.series("val", "epoch", "loss")[0])
     key = (epochs, status["state"], status.get("diverged_at_step"))
     cached = st.session_state.get(f"diagnosis:{run_id}")

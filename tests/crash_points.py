@@ -124,19 +124,25 @@ def train_until_killed(root: Path, run_id: str, site: str, nth: int, timeout: fl
     return child.exitcode
 
 
+def _parsed_lines(path: Path, what: str, problems: list[str]) -> list[dict]:
+    """Every line of a JSON Lines file, parsed; a line that does not parse is added to `problems`."""
+    parsed = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if line.strip():
+            try:
+                parsed.append(json.loads(line))
+            except json.JSONDecodeError:
+                problems.append(f"{what} line {number} does not parse: {line[:80]!r}")
+    return parsed
+
+
 def check_intact(store, run_id: str, epochs: int) -> list[str]:
     """What a finished run's files get wrong after any number of kills and resumes (empty: nothing).
     Every metrics and probes line parses; each epoch has exactly one train and one val row, in order;
     step rows and probe records never repeat, each epoch has one epoch-end probe; best.pt is the epoch status.json calls best, with the best val row's value."""
     from core.checkpoint import load_checkpoint
     problems = []
-    rows = []
-    for number, line in enumerate(store.metrics_path(run_id).read_bytes().split(b"\n"), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                problems.append(f"metrics line {number} does not parse: {line[:80]!r}")
+    rows = _parsed_lines(store.metrics_path(run_id), "metrics", problems)
     for split in ("train", "val"):
         epochs_seen = [r["epoch"] for r in rows if r["split"] == split and r["kind"] == "epoch"]
         if epochs_seen != list(range(1, epochs + 1)):
@@ -144,13 +150,7 @@ def check_intact(store, run_id: str, epochs: int) -> list[str]:
     steps = [r["step"] for r in rows if r["kind"] == "step"]
     if steps != sorted(set(steps)):
         problems.append(f"step rows repeat or go back: {steps}")
-    probes = []
-    for number, line in enumerate(store.probes_path(run_id).read_bytes().split(b"\n"), 1):
-        if line.strip():
-            try:
-                probes.append(json.loads(line))
-            except json.JSONDecodeError:
-                problems.append(f"probes line {number} does not parse: {line[:80]!r}")
+    probes = _parsed_lines(store.probes_path(run_id), "probes", problems)
     probe_steps = [r["step"] for r in probes]
     if probe_steps != sorted(set(probe_steps)):
         problems.append(f"probe records repeat or go back: {probe_steps}")
