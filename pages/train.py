@@ -12,7 +12,7 @@ from core.diagnosis import diagnose
 from core.live import LiveMetrics
 from core.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
 from core.store import UnreadableRun, clone_name
-from pages import forms, shared
+from pages import compare, curves, forms, shared
 
 shared.ensure_app_navigation()
 
@@ -167,21 +167,8 @@ def draw_live(run_id: str) -> None:
                    f"{best['value']:.4f}" if best else "–", help=f"epoch {best['epoch']}" if best else None)
     speed = live.last("train", "epoch", "samples_per_s") or live.last("train", "step", "samples_per_s")
     cols[3].metric("samples/s", f"{speed:,.0f}" if speed else "–")
-    series = {"loss": {}, "acc": {}}
-    for metric in ("loss", "acc"):
-        x, y = live.series("train", "step", metric)
-        if len(x):
-            series[metric]["train (steps)"] = (x, y)
-        x, y = live.series("val", "epoch", metric)
-        if len(x):
-            series[metric]["val (epochs)"] = (x, y)
     if live.lines:
-        st.plotly_chart(plots.training_curves(series), key=f"curves_{run_id}")
-        cols = st.columns(2)
-        cols[0].plotly_chart(plots.line_chart({"lr": live.series("train", "step", "lr")}, "learning rate",
-                                              log_y=True), key=f"lr_{run_id}")
-        cols[1].plotly_chart(plots.line_chart({"samples/s": live.series("train", "step", "samples_per_s")},
-                                              "throughput"), key=f"speed_{run_id}")
+        curves.draw_run_curves(run_id, live)
         draw_diagnosis(run_id, live, status, config)
     elif state in ACTIVE_STATES:
         st.caption("Waiting for the first metrics…")
@@ -279,36 +266,7 @@ def live_view() -> None:
     refresh(run_id)
 
 
-# --- compare -----------------------------------------------------------------------------------
-def compare() -> None:
-    runs = [s for s in shared.runs_in_view() if s.state != UNREADABLE]
-    if len(runs) < 2:
-        return
-    labels = {s.run_id: s.label for s in runs}
-    with st.expander("Compare runs"):
-        # The newest runs the sidebar search matches, and those already chosen.
-        chosen_before = [r for r in st.session_state.get("cmp_runs", []) if r in labels]
-        ids = list(dict.fromkeys(chosen_before + list(labels)[:shared.PICKER_LIMIT]))
-        chosen = st.multiselect("Runs", ids, default=ids[:2], format_func=labels.get, key="cmp_runs")
-        if len(chosen) < 2:
-            st.caption("Pick two or more runs.")
-            return
-        metric = st.radio("Metric", ("acc", "loss"), horizontal=True, key="cmp_metric")
-        series = {}
-        for run_id in chosen:
-            rows = [r for r in store.read_metrics(run_id) if r.get("split") == "val"]
-            series[shared.run_name(run_id)] = ([r["epoch"] for r in rows], [r[metric] for r in rows])
-        st.plotly_chart(plots.line_chart(series, f"val {metric}", x_title="epoch"), key="cmp_chart")
-        configs = {run_id: store.read_config(run_id).to_dict() for run_id in chosen}
-        keys = [k for k in configs[chosen[0]] if len({repr(c[k]) for c in configs.values()}) > 1]
-        if keys:
-            st.dataframe(pd.DataFrame({run_id: [configs[run_id][k] for k in keys] for run_id in chosen}, index=keys)
-                         .astype(str))
-        else:
-            st.caption("These runs have identical configs.")
-
-
 launch_form()
 runs_table()
 live_view()
-compare()
+compare.compare_runs(store)
