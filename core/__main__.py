@@ -1,5 +1,5 @@
 """Command line: `python -m core train|lr-find|runs|show|resume|stop|delete|diagnose|tensorboard|eval|export|
-predict|serve` on the same run store as the app.
+predict|serve|import-data` on the same run store as the app.
 
 Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
 refused some files, 141 the reader of the output went away (`runs | head`), quietly.
@@ -319,6 +319,22 @@ def cmd_diagnose(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_import_data(args, store: RunStore) -> int:
+    from core.uploads import UploadRefused, datasets_dir, import_zip
+    try:
+        result = import_zip(args.zip, datasets_dir(store.root), args.name, add=args.add)
+    except UploadRefused as error:
+        raise Rejected(str(error))
+    print(result.describe())
+    for name, count in result.counts.items():
+        print(f"  {name}: {count:,} images" + (f" ({result.added[name]:,} new)" if not result.created
+                                                and name in result.added else ""))
+    for refusal in result.refused:
+        print(f"not imported: {refusal.path}: {refusal.reason}", file=sys.stderr)
+    print(f"train on it with: python -m core train --dataset image-folder --data {result.path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--runs", default=None, help="runs folder (default: $TRAINBOARD_RUNS or ./runs)")
@@ -401,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     tensorboard.add_argument("run_id")
     tensorboard.add_argument("--out", metavar="DIR", help="default: the run folder's tensorboard/ (replaced)")
     tensorboard.set_defaults(func=cmd_tensorboard)
+    import_data = sub.add_parser("import-data", parents=[common],
+                                 help="import a zip of class folders as an image-folder dataset in the managed "
+                                      "data folder ($TRAINBOARD_DATASETS, default: the runs folder's .datasets)")
+    import_data.add_argument("zip", metavar="ZIP")
+    import_data.add_argument("--name", required=True, help="the dataset's name: letters, digits, - _ .")
+    import_data.add_argument("--add", action="store_true", help="add to the dataset if it exists")
+    import_data.set_defaults(func=cmd_import_data)
     return parser
 
 

@@ -1,0 +1,266 @@
+"""Uploaded images as managed datasets: zips of class folders imported safely (hostile zips refused
+before anything is unpacked, nothing written on failure), images added per class, the CLI command
+and the Datasets page's "Add your own images" section. Every zip is made here by the test."""
+import io
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import uploads
+from core.uploads import UploadRefused, add_images, datasets_dir, import_zip, list_datasets
+
+
+def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.full((size[1], size[0], 3), value, np.uint8)
+    pixels[0, 0] = 255 - value                        # no two test images alike
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, entries: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def class_zip(path: Path, classes=("cat", "dog", "fox"), per_class=4, prefix="") -> Path:
+    return make_zip(path, {f"{prefix}{c}/{i}.png": png(40 * k + i) for k, c in enumerate(classes)
+                           for i in range(per_class)})
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    return tmp_path / "runs" / ".datasets"
+
+
+def test_a_zip_of_class_folders_becomes_an_image_folder_dataset(tmp_path, root):
+    from core.config import RunConfig
+    from core.folders import list_folder
+    source = class_zip(tmp_path / "pets.zip")
+    result = import_zip(source, root, "pets")
+    assert result.created and result.path == root / "pets"
+    assert result.added == result.counts == {"cat": 4, "dog": 4, "fox": 4}
+    assert not result.refused
+    assert (root / "pets" / "dog" / "2.png").read_bytes() == png(40 + 2)     # kept byte for byte
+    listing = list_folder(RunConfig(dataset="image-folder", data_path=str(result.path)))
+    assert listing.classes == ["cat", "dog", "fox"] and len(listing.files) == 12 and not listing.left_out
+    assert [d.name for d in list_datasets(root)] == ["pets"] and list_datasets(root)[0].images == 12
+    assert os.listdir(root) == ["pets"]                     # no stage left beside it
+
+
+def test_a_zip_of_one_folder_holding_the_classes_and_finder_litter(tmp_path, root):
+    entries = {f"My Pets/{c}/{i}.png": png(60 * k + i) for k, c in enumerate(("cat", "dog")) for i in range(3)}
+    entries.update({"__MACOSX/My Pets/cat/._0.png": b"\0\5\26\7", "My Pets/.DS_Store": b"junk",
+                    "My Pets/dog/Thumbs.db": b"junk"})
+    result = import_zip(make_zip(tmp_path / "p.zip", entries), root, "my-pets")
+    assert result.counts == {"cat": 3, "dog": 3}
+    assert result.ignored == 3 and not result.refused
+
+
+def test_a_zip_holding_one_class_folder_keeps_it_as_the_class(tmp_path, root):
+    result = import_zip(make_zip(tmp_path / "c.zip", {f"cats/{i}.png": png(i) for i in range(3)}), root, "c")
+    assert result.counts == {"cats": 3}
+    assert "at least two classes" in result.describe()
+
+
+@pytest.mark.parametrize("hostile", ["../evil.png", "cat/../../evil.png", "/tmp/evil.png", "C:/evil.png",
+                                     "..\\evil.png"])
+def test_paths_leading_outside_refuse_the_whole_zip(tmp_path, root, hostile):
+    source = make_zip(tmp_path / "slip.zip", {"cat/1.png": png(1), "dog/1.png": png(2), hostile: png(3)})
+    with pytest.raises(UploadRefused, match="outside its folder|absolute path"):
+        import_zip(source, root, "slip")
+    assert files_under(root) == [] and not (tmp_path / "evil.png").exists()
+
+
+def test_a_symbolic_link_entry_refuses_the_zip(tmp_path, root):
+    source = class_zip(tmp_path / "link.zip")
+    with zipfile.ZipFile(source, "a") as archive:
+        link = zipfile.ZipInfo("cat/passwd.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    with pytest.raises(UploadRefused, match="symbolic link"):
+        import_zip(source, root, "link")
+    assert files_under(root) == []
+
+
+def test_a_zip_bomb_is_refused_from_its_directory_before_anything_is_unpacked(tmp_path, root, monkeypatch):
+    source = class_zip(tmp_path / "bomb.zip")
+    with zipfile.ZipFile(source, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("cat/huge.bmp", bytes(20 * 1024**2))           # 20 MiB of zeros: ~1000x
+    unpacked = []
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: unpacked.append(a) or pytest.fail("unpacked"))
+    with pytest.raises(UploadRefused, match="zip bomb"):
+        import_zip(source, root, "bomb")
+    assert unpacked == [] and files_under(root) == []
+
+
+def test_too_many_entries_or_bytes_refuse_the_zip(tmp_path, root, monkeypatch):
+    source = class_zip(tmp_path / "many.zip", per_class=2)          # 6 files
+    monkeypatch.setattr(uploads, "MAX_ZIP_ENTRIES", 5)
+    with pytest.raises(UploadRefused, match="6 entries; at most 5"):
+        import_zip(source, root, "many")
+    monkeypatch.setattr(uploads, "MAX_ZIP_ENTRIES", 100)
+    monkeypatch.setattr(uploads, "MAX_ZIP_TOTAL_BYTES", 6 * len(png(0)) - 1)
+    with pytest.raises(UploadRefused, match="would unpack to"):
+        import_zip(source, root, "many")
+    assert files_under(root) == []
+
+
+def test_non_images_and_damaged_images_are_refused_by_name_and_the_rest_imported(tmp_path, root):
+    good = png(7)
+    entries = {"cat/1.png": png(1), "cat/2.png": png(2), "dog/1.png": png(3), "dog/2.gif": png(4, fmt="GIF"),
+               "cat/notes.txt": b"just words", "dog/cut.png": good[: len(good) // 2], "dog/fake.jpg": b"\xff\xd8junk",
+               "loose.png": png(5)}
+    result = import_zip(make_zip(tmp_path / "mixed.zip", entries), root, "mixed")
+    assert result.counts == {"cat": 2, "dog": 2}
+    refused = {r.path: r.reason for r in result.refused}
+    assert set(refused) == {"cat/notes.txt", "dog/cut.png", "dog/fake.jpg", "loose.png"}
+    assert "not an image" in refused["cat/notes.txt"]
+    assert "truncated" in refused["dog/cut.png"] and "JPEG" in refused["dog/fake.jpg"]
+    assert "outside the class folders" in refused["loose.png"]
+    assert "4 files were not imported" in result.describe()
+    # a GIF is readable but not a format folders are read in: kept as PNG
+    assert Image.open(root / "mixed" / "dog" / "2.png").format == "PNG"
+
+
+def test_a_zip_with_no_readable_image_writes_nothing(tmp_path, root):
+    source = make_zip(tmp_path / "none.zip", {"cat/a.txt": b"x", "dog/b.png": b"\x89PNG\r\n\x1a\nbroken"})
+    with pytest.raises(UploadRefused, match="no image could be read.*2 files refused"):
+        import_zip(source, root, "none")
+    assert files_under(root) == []
+
+
+def test_not_a_zip_and_a_missing_file(tmp_path, root):
+    (tmp_path / "x.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(UploadRefused, match="not a zip file"):
+        import_zip(tmp_path / "x.zip", root, "x")
+    with pytest.raises(UploadRefused, match="does not exist"):
+        import_zip(tmp_path / "missing.zip", root, "x")
+    assert files_under(root) == []
+
+
+@pytest.mark.parametrize("name", ["", "../up", "a/b", ".hidden", "with space", "x" * 65, "-dash"])
+def test_unsafe_dataset_names_are_refused(tmp_path, root, name):
+    with pytest.raises(UploadRefused, match="cannot be used"):
+        import_zip(class_zip(tmp_path / "n.zip"), root, name)
+    assert files_under(root) == [] and not (tmp_path / "up").exists()
+
+
+def test_an_existing_name_is_refused_unless_adding(tmp_path, root):
+    import_zip(class_zip(tmp_path / "a.zip", per_class=2), root, "pets")
+    before = files_under(root / "pets")
+    with pytest.raises(UploadRefused, match="exists already"):
+        import_zip(class_zip(tmp_path / "b.zip", classes=("cat", "owl"), per_class=2), root, "pets")
+    assert files_under(root / "pets") == before
+    result = import_zip(tmp_path / "b.zip", root, "pets", add=True)
+    assert not result.created and result.added == {"cat": 2, "owl": 2}
+    assert result.counts == {"cat": 4, "dog": 2, "fox": 2, "owl": 2}
+    # same file names: the new ones get their own, the old files stay as they were
+    assert sorted(p.name for p in (root / "pets" / "cat").iterdir()) == ["0-2.png", "0.png", "1-2.png", "1.png"]
+    assert (root / "pets" / "cat" / "0.png").read_bytes() == png(0)
+
+
+def test_a_failure_mid_import_leaves_no_folder(tmp_path, root, monkeypatch):
+    source = class_zip(tmp_path / "a.zip")
+    real_write, calls = uploads._Stage.write, []
+
+    def write_then_fail(self, *args):
+        calls.append(args)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        real_write(self, *args)
+    monkeypatch.setattr(uploads._Stage, "write", write_then_fail)
+    with pytest.raises(UploadRefused, match="No space left.*nothing was imported"):
+        import_zip(source, root, "pets")
+    assert len(calls) == 5 and os.listdir(root) == []          # neither the dataset nor its stage
+
+
+def test_a_failure_mid_addition_leaves_the_dataset_as_it_was(tmp_path, root, monkeypatch):
+    import_zip(class_zip(tmp_path / "a.zip", per_class=2), root, "pets")
+    before = {p: p.read_bytes() for p in (root / "pets").rglob("*.png")}
+    real_place, calls = uploads._place, []
+
+    def place_then_fail(source, destination):
+        calls.append(source)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        return real_place(source, destination)
+    monkeypatch.setattr(uploads, "_place", place_then_fail)
+    with pytest.raises(UploadRefused, match="Input/output error"):
+        import_zip(class_zip(tmp_path / "b.zip", classes=("cat", "owl"), per_class=2), root, "pets", add=True)
+    assert {p: p.read_bytes() for p in (root / "pets").rglob("*.png")} == before
+    assert sorted(os.listdir(root / "pets")) == ["cat", "dog", "fox"] and os.listdir(root) == ["pets"]
+
+
+def test_images_added_per_class_make_a_dataset(root):
+    first = add_images(root, "faces", "happy", [("a.png", png(10)), ("b.jpg", png(20, fmt="JPEG")),
+                                                ("notes.txt", b"hello"), (".DS_Store", b"x")])
+    assert first.created and first.counts == {"happy": 2}
+    assert [(r.path, "not an image" in r.reason) for r in first.refused] == [("notes.txt", True)]
+    assert first.ignored == 1
+    second = add_images(root, "faces", " sad face ", [("a.png", png(30)), ("c.webp", png(40, fmt="WEBP"))])
+    assert not second.created and second.counts == {"happy": 2, "sad face": 2}
+    assert sorted(os.listdir(root / "faces" / "happy")) == ["a.png", "b.jpg"]
+
+
+@pytest.mark.parametrize("class_name", ["", "   ", "a/b", "..", ".git", "tab\there"])
+def test_unsafe_class_names_are_refused(root, class_name):
+    with pytest.raises(UploadRefused, match="class"):
+        add_images(root, "faces", class_name, [("a.png", png(1))])
+    assert files_under(root) == []
+
+
+def test_images_for_a_class_none_readable_writes_nothing(root):
+    with pytest.raises(UploadRefused, match="no image could be read: x.png"):
+        add_images(root, "faces", "happy", [("x.png", b"nope")])
+    assert files_under(root) == []
+
+
+def test_the_managed_folder_lives_in_the_runs_folder_and_is_not_a_run(tmp_path, monkeypatch):
+    from core.store import RunStore
+    from conftest import tiny_digits
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    runs = tmp_path / "runs"
+    assert datasets_dir(runs) == (runs / ".datasets").resolve()
+    monkeypatch.setenv("TRAINBOARD_RUNS", str(runs))
+    assert datasets_dir() == (runs / ".datasets").resolve()
+    store = RunStore(runs)
+    run_id = store.create_run(tiny_digits(name="only"))
+    import_zip(class_zip(tmp_path / "a.zip"), datasets_dir(runs), "pets")
+    assert [s.run_id for s in store.list_runs()] == [run_id] and store.run_ids() == [run_id]
+    monkeypatch.setenv("TRAINBOARD_DATASETS", str(tmp_path / "elsewhere"))
+    assert datasets_dir(runs) == (tmp_path / "elsewhere").resolve()
+
+
+def test_cli_import_data(tmp_path, capsys, monkeypatch):
+    from core.__main__ import main
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    runs = tmp_path / "runs"
+    source = class_zip(tmp_path / "pets.zip")
+    with zipfile.ZipFile(source, "a") as archive:
+        archive.writestr("cat/readme.txt", "not a picture")
+    assert main(["import-data", str(source), "--name", "pets", "--runs", str(runs)]) == 0
+    out, err = capsys.readouterr()
+    assert "Imported 12 images into pets" in out and "cat: 4 images" in out
+    assert f"--data {runs.resolve() / '.datasets' / 'pets'}" in out
+    assert "not imported: cat/readme.txt: not an image" in err
+    # bad input: exit 2, one clear line, nothing written
+    for argv, message in ((["import-data", str(source), "--name", "pets"], "exists already"),
+                          (["import-data", str(source), "--name", "a/b"], "cannot be used"),
+                          (["import-data", str(tmp_path / "nope.zip"), "--name", "other"], "does not exist")):
+        assert main(argv + ["--runs", str(runs)]) == 2
+        assert message in capsys.readouterr().err
+    assert os.listdir(runs / ".datasets") == ["pets"]
+    assert main(["import-data", str(source), "--name", "pets", "--add", "--runs", str(runs)]) == 0
+    assert "Added 12 images to pets" in capsys.readouterr().out
