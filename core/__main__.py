@@ -1,5 +1,5 @@
 """Command line: `python -m core train|lr-find|runs|show|resume|stop|delete|diagnose|tensorboard|eval|export|
-predict|serve|import-data` on the same run store as the app.
+predict|serve|import-data|tag|note` on the same run store as the app.
 
 Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
 refused some files, 141 the reader of the output went away (`runs | head`), quietly.
@@ -15,8 +15,8 @@ import time
 from core.config import DATASETS, SETTINGS, ConfigError, RunConfig, settings_help
 from core.lease import LeaseHeld, check_not_running
 from core.states import RESUMABLE_STATES, STOPPED, InvalidTransition
-from core.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, InvalidRunId, RunNotFound,
-                        RunStore, UnreadableRun, default_runs_dir)
+from core.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, BadAnnotation, InvalidRunId,
+                        RunNotFound, RunStore, UnreadableRun, default_runs_dir)
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_REFUSED_FILES = 0, 1, 2, 3
 EXIT_PIPE_CLOSED = 128 + 13     # what a shell reports for a program ended by SIGPIPE
@@ -187,7 +187,8 @@ def cmd_show(args, store: RunStore) -> int:
     last = {}
     for row in metrics:
         last[(row.get("split"), row.get("kind"))] = row
-    print(json.dumps({"run_id": args.run_id, "state": summary.state, "problem": summary.error
+    print(json.dumps({"run_id": args.run_id, "state": summary.state, "tags": list(summary.tags), "note": summary.note,
+                      "problem": summary.error
                       if summary.state == "unreadable" else None, "notes": list(summary.notes),
                       "config": config, "unknown_settings": unknown, "status": status,
                       "last_metrics": {f"{split}/{kind}": row for (split, kind), row in last.items()},
@@ -335,6 +336,25 @@ def cmd_import_data(args, store: RunStore) -> int:
     return EXIT_OK
 
 
+def cmd_tag(args, store: RunStore) -> int:
+    try:
+        tags = store.set_tags(args.run_id, add=args.add, remove=args.remove)
+    except BadAnnotation as error:
+        raise Rejected(str(error))
+    print(f"run {args.run_id} tags: {', '.join(tags) or '(none)'}")
+    return EXIT_OK
+
+
+def cmd_note(args, store: RunStore) -> int:
+    try:
+        note = store.set_note(args.run_id, args.text) if args.text is not None else \
+            store.read_annotations(args.run_id)["note"]
+    except BadAnnotation as error:
+        raise Rejected(str(error))
+    print(note if args.text is None else f"run {args.run_id} note: {note or '(cleared)'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--runs", default=None, help="runs folder (default: $TRAINBOARD_RUNS or ./runs)")
@@ -424,6 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     import_data.add_argument("--name", required=True, help="the dataset's name: letters, digits, - _ .")
     import_data.add_argument("--add", action="store_true", help="add to the dataset if it exists")
     import_data.set_defaults(func=cmd_import_data)
+    tag = sub.add_parser("tag", parents=[common], help="add or remove a run's tags (the Runs page filters by them)")
+    tag.add_argument("run_id")
+    tag.add_argument("--add", action="append", default=[], metavar="TAG")
+    tag.add_argument("--remove", action="append", default=[], metavar="TAG")
+    tag.set_defaults(func=cmd_tag)
+    note = sub.add_parser("note", parents=[common], help="set a run's note (\"\" clears it; without text: print it)")
+    note.add_argument("run_id")
+    note.add_argument("text", nargs="?")
+    note.set_defaults(func=cmd_note)
     return parser
 
 

@@ -73,6 +73,7 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
     np.savez(buffer, probs=probs, labels=labels, index=index)
     atomic_write_bytes(folder / "predictions.npz", buffer.getvalue())
     atomic_write_json(folder / "report.json", report)      # written last: it marks the cache complete
+    store.announce_change(run_id)          # the runs table shows the test accuracy
     return report, {"probs": probs, "labels": labels, "index": index}
 
 

@@ -31,6 +31,7 @@ STOP_FILE = "STOP"
 CHANGES_FILE = ".changes"     # in the runs folder: ids of runs whose state changed, one per line
 SUMMARIES_FILE = ".summaries.json"   # in the runs folder: the summary cache, kept across restarts
 LOG_FILE = "train.log"
+ANNOTATIONS_FILE = "annotations.json"   # a person's tags and note for the run (set_tags, set_note)
 LEASE_FILE = ".lease"         # flock'ed by the process that trains the run (core.lease)
 TEMP_SUFFIX = ".tmp"          # atomic writes go to ".NAME.*.tmp" beside their file first
 CHECKPOINT_DIR = "checkpoints"
@@ -41,6 +42,7 @@ EVAL_SPLITS = ("val", "test")         # the splits a checkpoint is evaluated on
 
 STATUS_SCHEMA_VERSION = 2     # 1: status.json before the version was written
 EVAL_DIR = "eval"
+EVAL_REPORT_FILE = "report.json"      # in an eval dir; written last by core.evaluate (it marks the cache complete)
 QUANTIZE_KINDS = ("dynamic", "static")   # int8 exports: weights only, or weights and activations
 EXPORT_FILES = {"onnx": "model.onnx", "onnx-int8-dynamic": "model.int8.onnx",
                 "onnx-int8-static": "model.int8-static.onnx", "torchscript": "model.ts.pt",
@@ -51,7 +53,9 @@ RUN_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
 DEEP_CHECK_EVERY = 16       # list_runs re-checks each run's files every this many listings
 LISTING_TTL_S = 0.5         # list_runs answers again from its last listing for this long
 SUMMARIES_SAVE_EVERY_S = 10.0   # the summary cache is saved at most this often, when it changed
-SUMMARIES_FORMAT = 1
+SUMMARIES_FORMAT = 2           # 2: settings, test accuracy, tags and note in the summaries
+MAX_TAG_LENGTH = 40
+MAX_NOTE_LENGTH = 5000
 JOURNAL_LIMIT_BYTES = 1 << 20   # the change journal starts over beyond this size
 
 
@@ -132,6 +136,35 @@ class UnreadableRun(ValueError):
     """A run folder whose config.json or status.json cannot be understood; the message says why."""
 
 
+class BadAnnotation(ValueError):
+    """A tag or note that cannot be kept (empty, too long, a comma in a tag); nothing was written."""
+
+
+def check_tag(tag) -> str:
+    """A tag as it is kept (surrounding spaces dropped); BadAnnotation says what is wrong with it."""
+    text = tag.strip() if isinstance(tag, str) else ""
+    if not text:
+        raise BadAnnotation(f"a tag must be some text, got {tag!r}")
+    if len(text) > MAX_TAG_LENGTH:
+        raise BadAnnotation(f"a tag must be at most {MAX_TAG_LENGTH} characters, got {len(text)} ({text[:20]}...)")
+    if "," in text or not text.isprintable():
+        raise BadAnnotation(f"a tag must not hold a comma, a line break or a control character: {text!r}")
+    return text
+
+
+def _augmentation_text(config: RunConfig) -> str:
+    """The augmentation settings that are on, by their labels: 'Random crop, Rotation 15'; 'none'."""
+    from core.config import SETTINGS
+    parts = []
+    for name, setting in SETTINGS.items():
+        value = getattr(config, name)
+        if setting.group != "augmentation" or not value:
+            continue
+        label = re.sub(r"\s*\(.*\)", "", setting.label)        # "Rotation (degrees)" -> "Rotation"
+        parts.append(label if value is True else f"{label} {value:g}")
+    return ", ".join(parts) or "none"
+
+
 @dataclass(frozen=True)
 class RunSummary:
     run_id: str
@@ -148,6 +181,14 @@ class RunSummary:
     duration_s: float | None
     error: str | None
     notes: tuple[str, ...] = ()      # what a reader should know: settings this version does not know
+    # The key settings, for the runs table's columns (None / "" for an unreadable run).
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = ""
+    augmentation: str = ""
+    test_acc: float | None = None    # from the cached evaluation on test (best.pt, else latest.pt), if fresh
+    tags: tuple[str, ...] = ()       # a person's tags and note (annotations.json); not the notes above
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -433,6 +474,12 @@ class RunStore:
                     pass
         return removed
 
+    def annotations_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / ANNOTATIONS_FILE
+
+    def eval_report_path(self, run_id: str, checkpoint: str, split: str) -> Path:
+        return self.eval_dir(run_id, checkpoint, split) / EVAL_REPORT_FILE
+
     def eval_dir(self, run_id: str, checkpoint: str, split: str) -> Path:
         """Where the predictions and report of a checkpoint on a split are cached."""
         if checkpoint not in CHECKPOINTS:
@@ -575,6 +622,68 @@ class RunStore:
         check_transition(current["state"], state, run_id)
         return self.update_status(run_id, state=state, **changes)
 
+    # --- annotations: a person's tags and note -------------------------------------------------
+    def read_annotations(self, run_id: str) -> dict:
+        """{"tags": [...], "note": "..."}: empty for a run never annotated; UnreadableRun for a file
+        that cannot be understood (a hand edit), which is then left as it is."""
+        path = self.existing_run_dir(run_id) / ANNOTATIONS_FILE
+        try:
+            value = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {"tags": [], "note": ""}
+        except (OSError, ValueError) as error:
+            raise UnreadableRun(f"{ANNOTATIONS_FILE} cannot be read: {getattr(error, 'strerror', None) or error}")
+        tags, note = (value.get("tags", []), value.get("note", "")) if isinstance(value, dict) else (None, None)
+        try:
+            if not isinstance(tags, list) or not isinstance(note, str):
+                raise BadAnnotation("it must hold an object with a list of tags and a note")
+            return {"tags": [check_tag(tag) for tag in tags], "note": note}
+        except BadAnnotation as error:
+            raise UnreadableRun(f"{ANNOTATIONS_FILE} cannot be read: {error}") from None
+
+    def set_tags(self, run_id: str, add=(), remove=()) -> list[str]:
+        """Add and remove tags (sorted, each once); returns the run's tags. A bad tag changes nothing."""
+        add, remove = [check_tag(t) for t in add], {t.strip() for t in remove if isinstance(t, str)}
+        with self._lock:
+            tags = sorted((set(self.read_annotations(run_id)["tags"]) | set(add)) - remove)
+            return self.annotate(run_id, tags=tags)["tags"]
+
+    def set_note(self, run_id: str, note: str) -> str:
+        """Replace the run's note ("" clears it); returns it as kept."""
+        return self.annotate(run_id, note=note)["note"]
+
+    def annotate(self, run_id: str, tags=None, note: str | None = None) -> dict:
+        """Replace the run's tags and/or note (None keeps it) in one atomic write; both are checked
+        first, so bad input changes nothing. Returns {"tags", "note"} as kept."""
+        if tags is not None:
+            tags = sorted({check_tag(tag) for tag in tags})
+        if note is not None:
+            if not isinstance(note, str) or len(note) > MAX_NOTE_LENGTH:
+                raise BadAnnotation(f"a note must be text of at most {MAX_NOTE_LENGTH:,} characters"
+                                    + (f", got {len(note):,}" if isinstance(note, str) else ""))
+            note = note.strip()
+        with self._lock:
+            current = self.read_annotations(run_id)
+            kept = {"tags": current["tags"] if tags is None else tags, "note": current["note"] if note is None else note}
+            atomic_write_json(self.annotations_path(run_id), kept)
+        self.announce_change(run_id)          # listings show the new tags at once
+        return kept
+
+    def _fresh_test_accuracy(self, run_id: str) -> float | None:
+        """Test accuracy from the evaluation cache (best.pt's, else latest.pt's), never computed here;
+        None when the run was not evaluated on test, or its checkpoint changed since."""
+        for checkpoint in CHECKPOINTS:
+            try:
+                report_path = self.eval_report_path(run_id, checkpoint, "test")
+                if report_path.stat().st_mtime_ns < self.checkpoint_path(run_id, checkpoint).stat().st_mtime_ns:
+                    continue                  # the checkpoint was written after the evaluation
+                accuracy = json.loads(report_path.read_bytes()).get("accuracy")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+                return float(accuracy)
+        return None
+
     def read_metrics(self, run_id: str) -> list[dict]:
         return read_jsonl_lines(self.metrics_path(run_id))
 
@@ -649,6 +758,11 @@ class RunStore:
                               text["model"], 0, 0, 0.0, None, None, status["created_at"] or 0.0, None, reason)
         notes = (f"config.json has settings this version does not know (kept, not used): "
                  f"{', '.join(sorted(unknown))}",) if unknown else ()
+        try:
+            annotations = self.read_annotations(run_id)
+        except UnreadableRun as error:
+            annotations = {"tags": [], "note": ""}
+            notes += (f"{error}; its tags and note are not shown (fix or delete the file)",)
         best = status["best"] or {}
         started, ended = status["started_at"], status["ended_at"]
         duration = None
@@ -661,7 +775,9 @@ class RunStore:
                           model=config.model, epoch=status["epoch"], epochs=config.epochs, progress=progress,
                           best_metric=best.get("metric"), best_value=best.get("value"),
                           created_at=status["created_at"] or 0.0, duration_s=duration, error=status["error"],
-                          notes=notes)
+                          notes=notes, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
+                          augmentation=_augmentation_text(config), test_acc=self._fresh_test_accuracy(run_id),
+                          tags=tuple(annotations["tags"]), note=annotations["note"])
 
     def list_runs(self) -> list[RunSummary]:
         """Every run's summary, newest first; unreadable runs included, with their reason.
@@ -742,7 +858,8 @@ class RunStore:
             loaded = {}
             for run_id, (folder_key, files_key, fields) in saved["runs"].items():
                 files_key = tuple(tuple(k) if k is not None else None for k in files_key)
-                loaded[run_id] = (tuple(folder_key), files_key, RunSummary(**{**fields, "notes": tuple(fields["notes"])}))
+                loaded[run_id] = (tuple(folder_key), files_key,
+                                  RunSummary(**{**fields, "notes": tuple(fields["notes"]), "tags": tuple(fields["tags"])}))
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return
         self._summaries.update(loaded)
