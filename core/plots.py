@@ -55,30 +55,97 @@ def _log_axis(title: str) -> dict:
     return _axis(title, type="log", dtick=1, exponentformat="power")
 
 
-def training_curves(series: dict[str, dict[str, tuple]]) -> go.Figure:
-    """Loss and accuracy side by side. `series[metric][label] = (steps, values)`, metric in loss/acc."""
+def log_ticks(values) -> dict:
+    """Tick settings for a log axis over `values`: at 1-2-5 steps (0.2, 0.5, 1, 2) while the data spans
+    under three decades, at 1 to 9 when even those are too sparse, else at powers of ten. A loss
+    between 0.3 and 0.9 holds no power of ten, and would have no label at all on _log_axis."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values) or values.max() / values.min() >= 1000:
+        return {"dtick": 1, "exponentformat": "power"}
+    low, high = np.log10(values.min()), np.log10(values.max())
+    decades = range(int(np.floor(low)), int(np.ceil(high)) + 1)
+    for mantissas in ((1, 2, 5), tuple(range(1, 10))):
+        ticks = [float(f"{m}e{d}") for d in decades for m in mantissas]     # 0.3, not 0.30000000000000004
+        shown = [t for t in ticks if values.min() <= t <= values.max()]
+        if len(shown) >= 2:
+            break
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
+def curve_traces(x, y, name: str, colour: str | None = None, smoothing: float = 0.0, markers: bool | None = None,
+                 **extra) -> list[dict]:
+    """One curve's traces: downsampled, then smoothed (core.series.ema_smooth) with the raw curve kept
+    faint beneath it, as TensorBoard draws it. `markers`: None draws them on short curves only (a
+    single point is invisible as a line)."""
+    from core.series import ema_smooth
+    x, y = downsample(np.asarray(x), np.asarray(y))
+    markers = len(x) < 60 if markers is None else markers
+    line = {"color": colour} if colour else {}
+    extra_line = extra.pop("line", {})
+    curve = {"type": "scatter", "x": x, "y": y, "name": name, "mode": "lines+markers" if markers else "lines",
+             "line": {**line, **extra_line}, **extra}
+    if not smoothing or len(x) < 2:
+        return [curve]
+    raw = {**curve, "mode": "lines", "opacity": 0.25, "showlegend": False, "hoverinfo": "skip",
+           "line": {**curve["line"], "width": 1}}
+    return [raw, {**curve, "y": ema_smooth(y, smoothing)}]
+
+
+def training_curves(series: dict[str, dict[str, tuple]], x_title: str = "step", smoothing: float = 0.0,
+                    smoothed: tuple[str, ...] = (), log_loss: bool = False) -> go.Figure:
+    """Loss and accuracy side by side. `series[metric][label] = (x, values)`, metric in loss/acc; the
+    curves named in `smoothed` are smoothed by `smoothing` (0: raw)."""
     traces = []
     for axis, metric in (("", "loss"), ("2", "acc")):
         for label, (x, y) in series.get(metric, {}).items():
-            x, y = downsample(np.asarray(x), np.asarray(y))
-            traces.append({"type": "scatter", "x": x, "y": y, "name": label, "xaxis": f"x{axis}", "yaxis": f"y{axis}",
-                           "mode": "lines+markers" if len(x) < 60 else "lines", "legendgroup": label,
-                           "showlegend": axis == "", "line": {"color": SPLIT_COLOURS.get(label.split()[0])}})
+            traces += curve_traces(x, y, label, SPLIT_COLOURS.get(label.split()[0]),
+                                   smoothing if label in smoothed else 0.0, xaxis=f"x{axis}", yaxis=f"y{axis}",
+                                   legendgroup=label, showlegend=axis == "")
+    loss_axis = _axis("loss")
+    if log_loss:
+        loss_axis.update(type="log", **log_ticks(np.concatenate(
+            [np.asarray(y, dtype=float) for _, y in series.get("loss", {}).values()] or [np.array([])])))
     return _figure(traces, height=340,
-                   xaxis=_axis("step", domain=[0, 0.46]), yaxis=_axis("loss"),
-                   xaxis2=_axis("step", domain=[0.54, 1]), yaxis2=_axis("accuracy", anchor="x2"),
+                   xaxis=_axis(x_title, domain=[0, 0.46]), yaxis=loss_axis,
+                   xaxis2=_axis(x_title, domain=[0.54, 1]), yaxis2=_axis("accuracy", anchor="x2"),
                    legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
                    margin={"l": 10, "r": 10, "t": 10, "b": 40})
 
 
 def line_chart(series: dict[str, tuple], title: str, x_title: str = "step", y_title: str = "",
-               log_y: bool = False) -> go.Figure:
+               log_y: bool = False, smoothing: float = 0.0) -> go.Figure:
     traces = []
     for label, (x, y) in series.items():
-        x, y = downsample(np.asarray(x), np.asarray(y))
-        traces.append({"type": "scatter", "x": x, "y": y, "name": label, "mode": "lines"})
+        traces += curve_traces(x, y, label, smoothing=smoothing, markers=False)
     return _figure(traces, title, height=280, xaxis=_axis(x_title),
                    yaxis=_log_axis(y_title) if log_y else _axis(y_title))
+
+
+RUN_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
+               "#FF9DA6", "#BAB0AC")
+
+
+def compare_curves(runs: dict[str, dict[str, tuple]], metric: str, x_title: str, smoothing: float = 0.0,
+                   log_y: bool = False) -> go.Figure:
+    """Several runs overlaid: `runs[run label][split] = (x, values)`, split train or val. A colour per
+    run; train dashed and smoothed, val solid with markers (a one-epoch run's single val point shows)."""
+    traces, values = [], []
+    for i, (label, splits) in enumerate(runs.items()):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        for split, (x, y) in splits.items():
+            if not len(x):
+                continue
+            values.append(np.asarray(y, dtype=float))
+            train = split == "train"
+            traces += curve_traces(x, y, f"{label} · {split}", colour, smoothing if train else 0.0,
+                                   markers=None if train else True, legendgroup=label,
+                                   line={"dash": "dash" if train else "solid"})
+    y_axis = _axis({"acc": "accuracy"}.get(metric, metric))
+    if log_y:
+        y_axis.update(type="log", **log_ticks(np.concatenate(values) if values else []))
+    return _figure(traces, f"{metric} of the chosen runs (train dashed, val solid)", height=380,
+                   xaxis=_axis(x_title), yaxis=y_axis, legend={"orientation": "v", "x": 1.02, "y": 1})
 
 
 def lr_finder_curve(curve: list[dict], suggested_lr: float) -> go.Figure:

@@ -1,10 +1,35 @@
-"""Compare, on the Train page: two or more runs' curves overlaid and the settings that differ."""
+"""Compare, on the Train page: two or more runs' train and val curves overlaid, and the settings that differ."""
 import pandas as pd
 import streamlit as st
 
 from core import plots
+from core.live import LiveMetrics
 from core.states import UNREADABLE
-from pages import shared
+from pages import curves, shared
+
+TRAIN_POINTS = {"epoch": "per epoch", "step": "per step", "none": "none"}
+
+
+def run_metrics(run_id: str) -> LiveMetrics:
+    """The run's metrics, only the lines appended since the last rerun read (a long run's file is not
+    parsed again on every widget change)."""
+    key = f"cmp_live:{run_id}"
+    if key not in st.session_state:
+        st.session_state[key] = LiveMetrics(shared.store().metrics_path(run_id))
+    live = st.session_state[key]
+    live.refresh()
+    return live
+
+
+def run_curves(run_id: str, metric: str, options: curves.ChartOptions, train_kind: str) -> tuple[dict, str]:
+    """({split: (x, values)}, x axis title) of one run: train per step or per epoch, val per epoch."""
+    live = run_metrics(run_id)
+    x = curves.run_x_axis(run_id, live, options.x_axis)
+    splits = {}
+    if train_kind != "none":
+        splits["train"] = curves.curve(live, x, "train", train_kind, metric)
+    splits["val"] = curves.curve(live, x, "val", "epoch", metric)
+    return splits, x.title
 
 
 def compare_runs(store) -> None:
@@ -20,12 +45,21 @@ def compare_runs(store) -> None:
         if len(chosen) < 2:
             st.caption("Pick two or more runs.")
             return
-        metric = st.radio("Metric", ("acc", "loss"), horizontal=True, key="cmp_metric")
-        series = {}
+        cols = st.columns(2)
+        metric = cols[0].radio("Metric", ("acc", "loss"), horizontal=True, key="cmp_metric")
+        train_kind = cols[1].radio("Train curve", list(TRAIN_POINTS), format_func=TRAIN_POINTS.get,
+                                   horizontal=True, key="cmp_train")
+        options = curves.chart_controls("cmp", log_label="Log y axis")
+        series, titles = {}, set()
         for run_id in chosen:
-            rows = [r for r in store.read_metrics(run_id) if r.get("split") == "val"]
-            series[shared.run_name(run_id)] = ([r["epoch"] for r in rows], [r[metric] for r in rows])
-        st.plotly_chart(plots.line_chart(series, f"val {metric}", x_title="epoch"), key="cmp_chart")
+            name = shared.run_name(run_id)
+            name = labels[run_id] if name in series else name      # two runs of one name stay apart
+            series[name], title = run_curves(run_id, metric, options, train_kind)
+            titles.add(title)
+        # Runs whose epoch length is not known yet fall back to steps: then the axis says both.
+        x_title = titles.pop() if len(titles) == 1 else " / ".join(sorted(titles))
+        st.plotly_chart(plots.compare_curves(series, metric, x_title, options.smoothing, options.log_y),
+                        key="cmp_chart")
         configs = {run_id: store.read_config(run_id).to_dict() for run_id in chosen}
         keys = [k for k in configs[chosen[0]] if len({repr(c[k]) for c in configs.values()}) > 1]
         if keys:
@@ -33,5 +67,3 @@ def compare_runs(store) -> None:
                          .astype(str))
         else:
             st.caption("These runs have identical configs.")
-
-
