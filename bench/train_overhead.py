@@ -70,7 +70,7 @@ def bare_loop(config: RunConfig, dataset, device: torch.device, more=None) -> li
     model = build_model(config.model, *dataset.input_shape, len(dataset.classes)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     prep = BatchPreprocessor(dataset.mean, dataset.std, config, device)
-    amp = config.mixed_precision and device.type == "cuda"          # as Trainer decides it
+    amp = config.mixed_precision != "off" and device.type == "cuda"     # as Trainer decides it
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
     epochs, step, epoch = [], 0, 0
@@ -167,7 +167,7 @@ def compare(config: RunConfig, rounds: int, title: str) -> None:
     together = config.device == "cpu"
     print(f"\n== {title}: digits {'x'.join(map(str, dataset.input_shape))}, "
           f"{len(dataset.splits['train'])} training samples, {config.model}, batch {config.batch_size}, "
-          f"{'bf16 autocast, ' if config.mixed_precision and config.device == 'cuda' else ''}"
+          f"{'bf16 autocast, ' if config.mixed_precision != 'off' and config.device == 'cuda' else ''}"
           f"{config.epochs} epochs per managed run x {rounds} rounds, "
           + ("both at once on one core" if together else "one after the other"))
     bare, managed, ratios = [], [], []
@@ -226,7 +226,7 @@ def main() -> None:
         # resnet18 at 128x128, batch 256, bf16: the GPU sets the pace, and both loops' host work
         # hides behind its queue unless something waits for the GPU every step, which would show here.
         config = RunConfig.for_dataset("digits", image_size=128, batch_size=256, model="resnet18",
-                                       mixed_precision=True, device="cuda", **common)
+                                       mixed_precision="bf16", device="cuda", **common)
         compare(config, args.rounds, f"CUDA, {torch.cuda.get_device_name()}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 

@@ -81,14 +81,16 @@ class StatusReporter(Callback):
 
     def on_fit_start(self, trainer):
         # A resume restates the best from the checkpoint: a crash may have come before status.json said it.
-        self.write(fsync=False, **self._progress(trainer), device=str(trainer.device), best=self._best(trainer))
+        facts = {"batch_probe": trainer.batch_probe} if trainer.batch_probe else {}
+        self.write(fsync=False, **self._progress(trainer), device=str(trainer.device), best=self._best(trainer),
+                   setup=trainer.setup(), **facts)
 
     def on_log_interval(self, trainer, row):
         self.write(fsync=False, **self._progress(trainer), last_train={"loss": row["loss"], "acc": row["acc"]})
 
     def on_epoch_end(self, trainer, rows):
         self.write(**self._progress(trainer), last_val={"loss": rows[1]["loss"], "acc": rows[1]["acc"]},
-                   best=self._best(trainer))
+                   best=self._best(trainer), **_input_pipeline(trainer, rows[0]))
 
     def on_fit_end(self, trainer, outcome):
         self.write(fsync=False, **self._progress(trainer))
@@ -98,6 +100,17 @@ class StatusReporter(Callback):
         if self.thread.is_alive():
             self.thread.join()
         self.write(state=state, error=error, ended_at=time.time(), pid=None, **extra)
+
+
+def _input_pipeline(trainer: Trainer, train_row: dict) -> dict:
+    """For a folder streamed from disk: how its DataLoader keeps up (workers, pinned memory, the
+    samples/s the epoch ran at and the share of it spent waiting for decoded batches)."""
+    if not trainer.dataset.streaming:
+        return {}
+    epoch_time = max(train_row.get("epoch_time", 0.0), 1e-9)
+    return {"input_pipeline": {"workers": trainer.config.num_workers, "pin_memory": trainer.device.type == "cuda",
+                               "samples_per_s": train_row["samples_per_s"],
+                               "waiting_share": min(1.0, train_row.get("data_wait_s", 0.0) / epoch_time)}}
 
 
 class EarlyStopping(Callback):

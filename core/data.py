@@ -335,7 +335,7 @@ def check_data(config: RunConfig) -> list[str]:
     except OSError as error:
         return [f"cannot read {SETTINGS['data_path'].label} {config.data_path}: {error.strerror or error}"]
     problems = []
-    if isinstance(config.batch_size, int) and config.batch_size > sizes["train"]:
+    if isinstance(config.batch_size, int) and config.batch_size > sizes["train"]:   # auto: the probe keeps within
         problems.append(f"{SETTINGS['batch_size'].label} {config.batch_size} is larger than the training split "
                         f"({sizes['train']:,} samples)")
     if sizes["val"] == 0:
@@ -346,6 +346,9 @@ def check_data(config: RunConfig) -> list[str]:
 def validate_run_config(config: RunConfig) -> list[str]:
     """Every problem with a config, its data included; [] means it can be launched."""
     problems = config.validate()
+    if not problems and config.device != "cpu" and not torch.cuda.is_available():
+        problems = (["device cuda was asked for, but no CUDA GPU is available"] if config.device == "cuda"
+                    else config.cuda_only_problems("no CUDA GPU is available"))
     if not problems:
         problems = check_data(config)
         if config.pretrained and MODEL_SPECS[config.model].pretrainable:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.augment import BatchPreprocessor
+from core.augment import BatchPreprocessor, predict_logits
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.config import read_config_values
 from core.data import load_dataset
@@ -39,7 +39,7 @@ def predict_split(checkpoint: dict, split: str, batch_size: int = 512, device: s
     prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=target)
     probs, labels = [], []
     for images, y in part.batches(torch.arange(len(part)), batch_size):
-        logits = model(prep(images.to(target), train=False))
+        logits = predict_logits(model, prep(images.to(target), train=False), config.tta_flip)
         probs.append(torch.softmax(logits.float(), 1).cpu())
         labels.append(y.cpu())
     probs = torch.cat(probs).numpy() if probs else np.zeros((0, len(dataset.classes)), np.float32)

@@ -54,7 +54,7 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
         try:
             images, labels = next(batches)
         except StopIteration:      # a small dataset: go round again in the next epoch's order
-            batches = iter(split.batches(epoch_order(len(split), config.seed, epoch), config.batch_size))
+            batches = iter(split.batches(epoch_order(len(split), config.seed, epoch), trainer.batch_size))
             epoch += 1
             images, labels = next(batches)
         lr = lr_at(step, steps, min_lr, max_lr)

@@ -10,18 +10,41 @@ per step stalls a GPU's queue); a non-finite loss is still caught, and named, wi
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from core.augment import BatchPreprocessor
+from core.augment import BatchPreprocessor, predict_logits
 from core.checkpoint import plain_module
 from core.config import RunConfig
 from core.data import Dataset
 from core.models import build_model, input_normalisation, model_spec, parameter_groups, set_backbone_frozen
+
+# batch_size auto: the probe doubles from PROBE_START while a doubling gains GAIN in samples/s, within
+# the GPU's memory (peak under MEMORY_HEADROOM of it) and at most an eighth of the training split, then
+# takes the smallest batch within NEAR_PEAK of the best rate measured.
+PROBE_START, PROBE_GAIN, PROBE_NEAR_PEAK, PROBE_MEMORY_HEADROOM = 64, 1.10, 0.90, 0.90
+PROBE_WARMUP_STEPS, PROBE_TIMED_STEPS, MIN_STEPS_PER_EPOCH = 3, 5, 8
+MAX_BATCH = 65_536
+# compile auto: CUDA graphs (reduce-overhead) pay off where a step is launch-bound: a small model at a
+# small batch (resnet18 at batch 128 on an H100: ~13 ms per step, mostly kernel launches).
+CUDA_GRAPHS_MAX_PARAMS, CUDA_GRAPHS_MAX_BATCH = 30_000_000, 512
+COMPILE_BACKEND = "inductor"        # tests swap in "eager": the wrapping and unwrapping without a compiler
+
+
+class BatchTooLarge(RuntimeError):
+    """CUDA ran out of memory at `batch_size`; `fits` is a smaller batch measured to fit (None: none did)."""
+
+    def __init__(self, message: str, batch_size: int, fits: int | None):
+        super().__init__(message)
+        self.batch_size, self.fits = batch_size, fits
 
 
 class TrainingDiverged(RuntimeError):
@@ -111,13 +134,111 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     return torch.randperm(n, generator=generator).to(device)
 
 
-def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
+def resolve_precision(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of mixed_precision on this device; None: full float32.
+    auto: bf16 on GPUs that support it, fp16 (with loss scaling) on older ones, off on CPU."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        raise RuntimeError(f"mixed_precision {setting} needs a CUDA GPU; this run trains on {device}: "
+                           "choose auto or off")
+    if setting == "fp16" or (setting == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    if not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"mixed_precision bf16: {torch.cuda.get_device_name()} does not support bfloat16; "
+                           "choose auto or fp16")
+    return torch.bfloat16
+
+
+def compile_mode(setting: str, device: torch.device, parameters: int, batch_size: int) -> str | None:
+    """The torch.compile mode of the compile setting; None: not compiled."""
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return setting
+    small = parameters <= CUDA_GRAPHS_MAX_PARAMS and batch_size <= CUDA_GRAPHS_MAX_BATCH
+    return "reduce-overhead" if device.type == "cuda" and small else "default"
+
+
+def find_batch_size(measure: Callable[[int], float | None], start: int = PROBE_START, limit: int = MAX_BATCH,
+                    gain: float = PROBE_GAIN, near_peak: float = PROBE_NEAR_PEAK) -> tuple[int, list[dict]]:
+    """(batch size, trials) for batch_size auto. `measure(b)` trains a few steps at batch b and returns
+    samples/s, or None when b does not fit in memory. From `start` (halved until one fits), the batch
+    doubles while it fits, stays within `limit` and a doubling gains at least `gain`; the answer is the
+    smallest batch within `near_peak` of the best rate seen (a larger batch costs steps per epoch for
+    little speed). BatchTooLarge when not even a batch of 1 fits."""
+    trials: list[dict] = []
+
+    def trial(b: int) -> float | None:
+        rate = measure(b)
+        trials.append({"batch_size": b, "samples_per_s": rate})
+        return rate
+
+    batch = max(1, min(start, limit))
+    rate = trial(batch)
+    while rate is None:
+        if batch == 1:
+            raise BatchTooLarge("not even a batch of 1 fits in GPU memory: choose a smaller model or image "
+                                "size", 1, None)
+        batch //= 2
+        rate = trial(batch)
+    if len(trials) == 1:        # the start fitted: grow
+        while batch * 2 <= limit:
+            bigger = trial(batch * 2)
+            if bigger is None:
+                break
+            batch, grew, rate = batch * 2, bigger >= gain * rate, bigger
+            if not grew:
+                break
+    fitted = [t for t in trials if t["samples_per_s"] is not None]
+    best = max(t["samples_per_s"] for t in fitted)
+    return min(t["batch_size"] for t in fitted if t["samples_per_s"] >= near_peak * best), trials
+
+
+def largest_fitting_batch(measure: Callable[[int], float | None], below: int) -> int | None:
+    """The largest of below/2, below/4, ... that `measure` finds fits in memory; None when not even 1 does."""
+    batch = below // 2
+    while batch >= 1:
+        if measure(batch) is not None:
+            return batch
+        batch //= 2
+    return None
+
+
+def scaled_lr(config: RunConfig, effective_batch: int) -> float:
+    """The lr for batch_size auto: lr is meant for lr_reference_batch samples per step; sgd scales it
+    linearly with the batch (Goyal et al., 2017), adam and adamw with its square root."""
+    ratio = effective_batch / config.lr_reference_batch
+    return config.lr * (ratio if config.optimizer == "sgd" else math.sqrt(ratio))
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    """Slices of at most `size` covering n samples; a last slice of one sample joins the one before
+    (BatchNorm cannot train on a single sample)."""
+    parts = [slice(start, min(start + size, n)) for start in range(0, n, size)]
+    if len(parts) > 1 and parts[-1].stop - parts[-1].start == 1:
+        parts[-2:] = [slice(parts[-2].start, n)]
+    return parts
+
+
+def probe_supported(device: torch.device) -> bool:
+    """batch_size auto measures GPU memory: CUDA only (tests fake a probe on the CPU)."""
+    return device.type == "cuda"
+
+
+def has_convolutions(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def make_optimizer(config: RunConfig, params, fused: bool = False) -> torch.optim.Optimizer:
+    """fused: one kernel for all parameters' updates (CUDA)."""
+    extra = {"fused": True} if fused else {}
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0, **extra)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
 
 
 def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
@@ -129,8 +250,8 @@ def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
         return s.CosineAnnealingLR(optimizer, T_max=config.epochs), False
     if config.scheduler == "onecycle":
         return s.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
-                            epochs=config.epochs,
-                            steps_per_epoch=steps_per_epoch), True
+                            epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                            pct_start=config.warmup_fraction), True
     if config.scheduler == "plateau":
         return s.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2), False
     return None, False
@@ -170,46 +291,174 @@ class IntervalMeter:
 
 
 class Trainer:
+    """One run's model, optimizer and loop. `checkpoint` (a latest.pt being resumed) supplies the
+    weights, so ImageNet weights are not read again, and the batch size the run was started with."""
+
     def __init__(self, config: RunConfig, dataset: Dataset, callbacks: list[Callback] = (),
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, checkpoint: dict | None = None,
+                 batch_size: int | None = None):
         self.config = config
         self.dataset = dataset
         self.callbacks = list(callbacks)
         self.device = device or resolve_device(config.device)
+        cuda = self.device.type == "cuda"
         torch.manual_seed(config.seed)
         c, h, w = dataset.input_shape
         model = build_model(config.model, c, h, w, len(dataset.classes))
         self.pretrained = config.pretrained and model_spec(config.model).pretrainable
-        if self.pretrained:
+        if self.pretrained and checkpoint is None:     # a resume's checkpoint holds the weights
             from core.pretrained import load_imagenet_weights
             load_imagenet_weights(config.model, model)
-        self.model = model.to(self.device)
-        self.optimizer = make_optimizer(config, self._parameters())
-        self.train_split = dataset.splits["train"].to(self.device) if self.device.type == "cuda" \
-            else dataset.splits["train"]
-        self.val_split = dataset.splits["val"].to(self.device) if self.device.type == "cuda" \
-            else dataset.splits["val"]
-        n_train = len(self.train_split)
-        # A last batch of one sample breaks BatchNorm in training mode: drop that one sample.
-        self.train_size = n_train - 1 if n_train % config.batch_size == 1 and n_train > 1 else n_train
-        steps_per_epoch = math.ceil(self.train_size / config.batch_size)
-        self.scheduler, self.scheduler_per_batch = make_scheduler(config, self.optimizer, steps_per_epoch)
+        self.amp_dtype = resolve_precision(config.mixed_precision, self.device)
+        self.amp = self.amp_dtype is not None
+        # GPU settings that cost nothing in accuracy: NHWC convolutions, cuDNN's autotuner, fused updates.
+        self.channels_last = cuda and has_convolutions(model)
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+        self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last \
+            else model.to(self.device)
+        self.optimizer = make_optimizer(config, self._parameters(), fused=cuda)
+        self.train_split = dataset.splits["train"].to(self.device) if cuda else dataset.splits["train"]
+        self.val_split = dataset.splits["val"].to(self.device) if cuda else dataset.splits["val"]
         # ImageNet's statistics for ImageNet weights; best.pt records them for inference and export.
         self.mean, self.std = input_normalisation(config.model, self.pretrained, dataset.mean, dataset.std)
-        self.preprocess = BatchPreprocessor(self.mean, self.std, config, self.device)
+        self.preprocess = BatchPreprocessor(self.mean, self.std, config, self.device, self.channels_last)
         weight = None
         if config.class_weighted_loss:
             counts = torch.bincount(self.train_split.labels.cpu(), minlength=len(dataset.classes)).float()
             weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).to(self.device)
         self.class_weight = weight
-        self.amp = config.mixed_precision and self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.train_forward = self.model    # the compiled module, when compiled (set below)
+        self.base_lr = config.lr
+        self.batch_probe: dict | None = None
+        self.batch_size = self._choose_batch_size(checkpoint, batch_size)
+        self.effective_batch = self.batch_size * config.accumulate_steps
+        if config.batch_size == "auto":
+            self._scale_lr(scaled_lr(config, self.effective_batch))
+        n_train = len(self.train_split)
+        # A last batch of one sample breaks BatchNorm in training mode: drop that one sample.
+        self.train_size = n_train - 1 if n_train % self.effective_batch == 1 and n_train > 1 else n_train
+        steps_per_epoch = math.ceil(self.train_size / self.effective_batch)
+        self.scheduler, self.scheduler_per_batch = make_scheduler(config, self.optimizer, steps_per_epoch)
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.compile_mode = compile_mode(config.compile, self.device, parameters, self.batch_size)
+        if self.compile_mode:
+            # Only the training forward is compiled; self.model stays the plain module that checkpoints,
+            # probes, freezing and validation use, so no `_orig_mod.` key ever reaches a file.
+            options = {"mode": self.compile_mode} if COMPILE_BACKEND == "inductor" else {}
+            self.train_forward = torch.compile(self.model, backend=COMPILE_BACKEND, **options)
         self.best = Monitor(config.best_metric)     # the run's best, for its status
         self.state = LoopState(steps_per_epoch=steps_per_epoch,
                                total_steps=steps_per_epoch * config.epochs)
         self.meter = IntervalMeter(config.log_interval, self.device)
         self._grad_norm = None     # measured by train_step at each logged step
+        self.data_wait_s = 0.0     # time the last epoch waited for its batches (a streamed folder's decoding)
+
+    # --- batch size ------------------------------------------------------------------------
+    def _choose_batch_size(self, checkpoint: dict | None, asked: int | None) -> int:
+        """The batch a resumed run started with, the one asked for (a retry), the setting's, or for
+        auto the probe's (recorded in self.batch_probe)."""
+        if checkpoint is not None and checkpoint.get("batch_size"):
+            return int(checkpoint["batch_size"])
+        if asked:
+            return asked
+        if self.config.batch_size != "auto":
+            return self.config.batch_size
+        if not probe_supported(self.device):
+            raise RuntimeError("batch_size auto needs a CUDA GPU (it probes the GPU's memory and speed); "
+                               f"this run trains on {self.device}: choose a number")
+        limit = max(1, min(MAX_BATCH, len(self.train_split) // (MIN_STEPS_PER_EPOCH * self.config.accumulate_steps)))
+        started = time.perf_counter()
+        with self._probing():
+            chosen, trials = find_batch_size(self.measure_batch, limit=limit)
+        self.batch_probe = {"chosen": chosen, "limit": limit, "trials": trials,
+                            "seconds": round(time.perf_counter() - started, 2)}
+        return chosen
+
+    def _scale_lr(self, lr: float) -> None:
+        """Every parameter group keeps its share of the lr (a pretrained backbone its factor)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= lr / self.config.lr
+        self.base_lr = lr
+
+    def measure_batch(self, batch_size: int) -> float | None:
+        """Training samples/s at `batch_size` (a few warm-up steps, then timed ones, on random pixels:
+        speed and memory do not depend on them); None when it does not fit: CUDA ran out of memory,
+        or the peak took more than PROBE_MEMORY_HEADROOM of the GPU, which later steps may exceed."""
+        c, h, w = self.dataset.input_shape
+        cuda = self.device.type == "cuda"
+        try:
+            images = torch.randint(0, 256, (batch_size, c, h, w), dtype=torch.uint8, device=self.device)
+            labels = torch.randint(0, len(self.dataset.classes), (batch_size,), device=self.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(self.device)
+            for _ in range(PROBE_WARMUP_STEPS):
+                self.train_step((images, labels))
+            if cuda:
+                torch.cuda.synchronize(self.device)
+            started = time.perf_counter()
+            for _ in range(PROBE_TIMED_STEPS):
+                loss, _ = self.train_step((images, labels))
+            float(loss)          # the sync: every step has run
+            elapsed = time.perf_counter() - started
+        except torch.cuda.OutOfMemoryError:
+            return None
+        finally:
+            images = labels = loss = None
+            self.optimizer.zero_grad(set_to_none=True)
+            free_cuda_memory()
+        if cuda and torch.cuda.max_memory_allocated(self.device) > \
+                PROBE_MEMORY_HEADROOM * torch.cuda.get_device_properties(self.device).total_memory:
+            return None
+        return batch_size * PROBE_TIMED_STEPS / max(elapsed, 1e-9)
+
+    @contextlib.contextmanager
+    def _probing(self):
+        """While measuring: no callbacks, and the weights, optimizer, scaler and RNG are put back
+        after, so the run goes on exactly as if no probe had been."""
+        saved = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
+                 self.scaler.state_dict(), torch.get_rng_state(),
+                 torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+        callbacks, state = self.callbacks, getattr(self, "state", None)
+        self.callbacks = []
+        self.state = LoopState(steps_per_epoch=1, total_steps=1)     # probe steps count for nothing
+        was_training = self.model.training
+        self.model.train()
+        try:
+            yield
+        finally:
+            weights, optimizer, scaler, rng, cuda_rng = saved
+            self.model.load_state_dict(weights)
+            self.optimizer.load_state_dict(optimizer)
+            if scaler:
+                self.scaler.load_state_dict(scaler)
+            torch.set_rng_state(rng)
+            if cuda_rng:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            self.callbacks = callbacks
+            self.model.train(was_training)
+            if state is None:
+                del self.state
+            else:
+                self.state = state
+
+    def batch_after_oom(self, failed: int) -> int | None:
+        """After CUDA ran out of memory at `failed`: the largest smaller batch measured to fit now."""
+        with self._probing():
+            return largest_fitting_batch(self.measure_batch, failed)
+
+    def setup(self) -> dict:
+        """How this run uses its device, for status.json."""
+        facts = {"precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "off"),
+                 "channels_last": self.channels_last, "cudnn_benchmark": self.device.type == "cuda",
+                 "fused_optimizer": self.device.type == "cuda", "compile": self.compile_mode,
+                 "batch_size": self.batch_size, "accumulate_steps": self.config.accumulate_steps,
+                 "effective_batch": self.effective_batch,
+                 "lr": self.base_lr}
+        if self.device.type == "cuda":
+            facts["gpu"] = torch.cuda.get_device_name(self.device)
+        return facts
 
     def _parameters(self):
         """A pretrained backbone learns at lr x backbone_lr_factor. The head's group comes first, so
@@ -239,6 +488,7 @@ class Trainer:
             "classes": list(self.dataset.classes),
             "input_shape": list(self.dataset.input_shape),
             "mean": list(self.mean), "std": list(self.std),
+            "batch_size": self.batch_size,      # what batch_size auto found: a resume keeps it
         }
         if for_inference:
             return state
@@ -313,16 +563,27 @@ class Trainer:
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on a batch of (uint8 images, labels) already on the device:
-        augment and normalise, forward, backward, optimizer step. Returns (loss, correct) as device
-        tensors, so nothing waits for the GPU here. The learning-rate schedule is the caller's."""
+        augment and normalise, forward, backward (in micro-batches of batch_size when the batch is
+        larger: gradient accumulation), optimizer step. Returns (loss, correct) as device tensors, so
+        nothing waits for the GPU here. The learning-rate schedule is the caller's."""
         images, labels = batch
-        inputs = self.preprocess(images, train=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            logits = self.model(inputs)
-            loss = F.cross_entropy(logits, labels, weight=self.class_weight,
-                                   label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        parts = micro_batches(len(labels), self.batch_size)
+        loss_sum = correct = None
+        for part in parts:
+            inputs, targets = self.preprocess(images[part], train=True), labels[part]
+            if self.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()     # the last step's graph outputs are free
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
+                logits = self.train_forward(inputs)
+                loss = F.cross_entropy(logits, targets, weight=self.class_weight,
+                                       label_smoothing=self.config.label_smoothing)
+            right = (logits.argmax(1) == targets).sum()
+            if len(parts) > 1:      # each micro-batch's mean weighs by its share of the batch
+                loss = loss * ((part.stop - part.start) / len(labels))
+            self.scaler.scale(loss).backward()
+            loss = loss.detach()
+            loss_sum, correct = (loss, right) if loss_sum is None else (loss_sum + loss, correct + right)
         # Always: on_before_optimizer_step promises true gradients, and scaler.step() would unscale anyway.
         self.scaler.unscale_(self.optimizer)
         logging_step = (self.state.step + 1) % self.config.log_interval == 0
@@ -337,7 +598,7 @@ class Trainer:
         self._emit("on_before_optimizer_step")
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach(), (logits.argmax(1) == labels).sum()
+        return loss_sum, correct
 
     def _train_epoch(self) -> dict:
         config, s = self.config, self.state
@@ -345,11 +606,19 @@ class Trainer:
         if self.pretrained:
             set_backbone_frozen(self.model, config.model, self.backbone_frozen)
         order = epoch_order(len(self.train_split), config.seed, s.epoch)[:self.train_size]
-        order = order[s.batch_in_epoch * config.batch_size:]
+        order = order[s.batch_in_epoch * self.effective_batch:]
         epoch_start = interval_start = time.perf_counter()
         epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
         pin = self.device.type == "cuda"
-        for images, labels in self.train_split.batches(order, config.batch_size, pin_memory=pin):
+        batches = iter(self.train_split.batches(order, self.effective_batch, pin_memory=pin))
+        self.data_wait_s = 0.0
+        while True:
+            waited = time.perf_counter()
+            try:       # a streamed folder's batches come from DataLoader workers: how long they kept us
+                images, labels = next(batches)
+            except StopIteration:
+                break
+            self.data_wait_s += time.perf_counter() - waited
             batch = (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
             loss, correct = self.train_step(batch)
             self.meter.add(loss, correct, len(labels))
@@ -376,23 +645,44 @@ class Trainer:
         elapsed = time.perf_counter() - epoch_start
         return {"step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "epoch",
                 "loss": epoch_loss / max(epoch_seen, 1), "acc": epoch_correct / max(epoch_seen, 1),
-                "lr": self.lr, "samples_per_s": epoch_seen / max(elapsed, 1e-9), "epoch_time": elapsed}
+                "lr": self.lr, "samples_per_s": epoch_seen / max(elapsed, 1e-9), "epoch_time": elapsed,
+                "data_wait_s": self.data_wait_s}
 
     @torch.inference_mode()
     def validate(self) -> dict:
         s, model = self.state, self.model
         model.eval()
         start = time.perf_counter()
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        batch_size = self.batch_size * 4      # no gradients: larger batches fit
+        while True:
+            try:
+                total_loss, correct = self._evaluate_split(self.val_split, batch_size)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if batch_size <= 1:
+                    raise
+                batch_size //= 2          # nothing was changed: the same figures at a smaller batch
+                free_cuda_memory()
         seen = len(self.val_split)
-        order = torch.arange(seen)
-        for images, labels in self.val_split.batches(order, self.config.batch_size * 4):
-            images, labels = images.to(self.device), labels.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                logits = model(self.preprocess(images, train=False))
-            total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
         return {"step": s.step, "epoch": s.epoch + 1, "split": "val", "kind": "epoch",
                 "loss": total_loss.item() / max(seen, 1), "acc": correct.item() / max(seen, 1),
                 "eval_time": time.perf_counter() - start}
+
+    def _evaluate_split(self, split, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, correct) over a split, on the device."""
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for images, labels in split.batches(torch.arange(len(split)), batch_size):
+            images, labels = images.to(self.device), labels.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp):
+                logits = predict_logits(self.model, self.preprocess(images, train=False), self.config.tta_flip)
+            total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+        return total_loss, correct
+
+
+def free_cuda_memory() -> None:
+    """Give back what a failed or finished allocation left cached (after an out-of-memory error)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -11,6 +11,8 @@ import threading
 import traceback
 from pathlib import Path
 
+import torch
+
 from core.callbacks import Checkpointer, EarlyStopping, MetricsLogger, StatusReporter, StopFileWatcher
 from core.checkpoint import load_checkpoint, restore_best_from_latest
 from core.data import DatasetError, load_dataset
@@ -19,7 +21,7 @@ from core.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, Invali
 from core.probes import ProbeRecorder
 from core.store import (JsonLinesWriter, MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status,
                         truncate_metrics, truncate_probes)
-from core.trainer import Callback, Trainer, TrainingDiverged
+from core.trainer import BatchTooLarge, Callback, Trainer, TrainingDiverged, free_cuda_memory
 
 
 def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] = (),
@@ -61,27 +63,60 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         resumed_step = checkpoint["loop"]["step"] if checkpoint else 0
         dropped = truncate_metrics(store.metrics_path(run_id), keep_until_step=resumed_step)
         truncate_probes(store.probes_path(run_id), keep_until_step=resumed_step)
-        writer = MetricsWriter(store.metrics_path(run_id))
-        probe_writer = JsonLinesWriter(store.probes_path(run_id))
-        # Metrics and probes before checkpoints: a crash between them makes the resume redo the epoch
-        # (its lines are past the checkpoint and dropped) instead of losing its lines for good.
-        callbacks = [MetricsLogger(writer), ProbeRecorder(probe_writer, config.probe_interval),
-                     Checkpointer(latest, best, config.best_metric),
-                     EarlyStopping(config.early_stopping_patience, config.best_metric),
-                     reporter, stop_watcher, *extra_callbacks]
-        trainer = Trainer(config, dataset, callbacks)
-        if checkpoint:
-            trainer.load_state_dict(checkpoint)
-        # Facts about the data the diagnosis reads (class balance, pixel range).
-        reporter.write(classes=dataset.classes, input_shape=list(dataset.input_shape),
-                       class_counts=dataset.counts()["train"], mean=list(dataset.mean), std=list(dataset.std),
-                       resumed_from_step=resumed_step or None, dropped_metric_lines=dropped,
-                       **skipped_images(dataset))
-        outcome = trainer.fit()
+        retries, batch_size = [], None
+        while True:
+            writer = MetricsWriter(store.metrics_path(run_id))
+            probe_writer = JsonLinesWriter(store.probes_path(run_id))
+            # Metrics and probes before checkpoints: a crash between them makes the resume redo the epoch
+            # (its lines are past the checkpoint and dropped) instead of losing its lines for good.
+            callbacks = [MetricsLogger(writer), ProbeRecorder(probe_writer, config.probe_interval),
+                         Checkpointer(latest, best, config.best_metric),
+                         EarlyStopping(config.early_stopping_patience, config.best_metric),
+                         reporter, stop_watcher, *extra_callbacks]
+            trainer = None
+            try:
+                trainer = Trainer(config, dataset, callbacks, checkpoint=checkpoint, batch_size=batch_size)
+                if checkpoint:
+                    trainer.load_state_dict(checkpoint)
+                # Facts about the data the diagnosis reads (class balance, pixel range).
+                reporter.write(classes=dataset.classes, input_shape=list(dataset.input_shape),
+                               class_counts=dataset.counts()["train"], mean=list(dataset.mean),
+                               std=list(dataset.std), resumed_from_step=resumed_step or None,
+                               dropped_metric_lines=dropped, **skipped_images(dataset))
+                outcome = trainer.fit()
+                break
+            except torch.cuda.OutOfMemoryError:
+                pass       # handled below, once the error's frames (and the tensors they hold) are gone
+            failed = trainer.batch_size if trainer is not None else None
+            for stream in (writer, probe_writer):
+                stream.close()
+            committed = checkpoint is not None or latest.exists()
+            if failed is None:
+                return _fail(reporter, "CUDA ran out of memory building the model, before any batch: choose a "
+                                       "smaller model or image size", out_of_memory={"batch_size": None})
+            if config.batch_size == "auto" and not committed and failed > 1:
+                # Nothing is saved yet: start again, smaller (the probe's headroom was not enough).
+                retries.append({"batch_size": failed, "step": trainer.state.step})
+                trainer = callbacks = None
+                free_cuda_memory()
+                batch_size = failed // 2
+                reporter.write(batch_retries=retries)
+                print(f"CUDA ran out of memory at batch_size {failed}; batch_size auto tries {batch_size}",
+                      file=sys.stderr)
+                truncate_metrics(store.metrics_path(run_id), keep_until_step=0)
+                truncate_probes(store.probes_path(run_id), keep_until_step=0)
+                continue
+            fits = trainer.batch_after_oom(failed)
+            message = out_of_memory_message(trainer, failed, fits)
+            print(f"error: {message}", file=sys.stderr)
+            return _fail(reporter, message, out_of_memory={"batch_size": failed, "fits": fits})
         early = trainer.state.stop_reason == "early"
         reporter.finish(outcome, early_stopped_at=trainer.state.epoch if early else None,
                         **skipped_images(dataset))    # a streamed folder meets more while training
         return outcome
+    except BatchTooLarge as error:      # batch_size auto: not even a batch of 1 fits
+        print(f"error: {error}", file=sys.stderr)
+        return _fail(reporter, str(error), out_of_memory={"batch_size": 1, "fits": None})
     except TrainingDiverged as error:
         return _fail(reporter, str(error), diverged_at_step=error.step)
     except DatasetError as error:      # the data, not a bug (changed since the launch check): no traceback
@@ -105,6 +140,19 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         store.stop_path(run_id).unlink(missing_ok=True)
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+
+
+def out_of_memory_message(trainer: Trainer, failed: int, fits: int | None) -> str:
+    """What to do after CUDA ran out of memory at batch size `failed`, with the batch found to fit."""
+    config, (_, h, w) = trainer.config, trainer.dataset.input_shape
+    what = (f"CUDA ran out of memory at batch_size {failed} ({config.model} at {h}x{w}"
+            f"{', ' + trainer.setup()['precision'] if trainer.amp else ''}"
+            f"{', batch_size auto chose it' if config.batch_size == 'auto' else ''}, step {trainer.state.step})")
+    if fits is None:
+        return f"{what}: not even batch_size 1 fits now; choose a smaller model or image size"
+    samples = failed * config.accumulate_steps
+    return (f"{what}: batch_size {fits} fits (measured just now); launch again with batch_size {fits}, or with "
+            f"batch_size {fits} and accumulate_steps {samples // fits} for the same {samples} samples per step")
 
 
 def skipped_images(dataset) -> dict:

@@ -1,5 +1,6 @@
 """Widgets derived from the settings' own descriptions (core.config.SETTINGS): the dataset picker
-and the Train / Clone form. Not a page: app.py's st.navigation lists the pages.
+(with the model on the Train page: picking one proposes its natural image size), the recipes, and the
+Train / Clone form. Not a page: app.py's st.navigation lists the pages.
 
 A widget's key names the dataset it was drawn for, so switching the dataset draws fresh widgets with
 that dataset's defaults instead of keeping the first dataset's values.
@@ -10,11 +11,14 @@ import dataclasses
 
 import streamlit as st
 
-from core.config import FOLDER_DATASETS, GROUPS, SETTINGS, RunConfig, Setting
+from core.config import FOLDER_DATASETS, GROUPS, RECIPES, SETTINGS, RunConfig, Setting
 from core.folders import native_shape
+from core.models import MODEL_SPECS
 
 COLUMNS = 4
-DATA_FIELDS = tuple(name for name, s in SETTINGS.items() if s.group == "data")
+# What the picker above the form sets: the data, and the model (outside the form, so that choosing
+# one reruns the page and proposes the image size its weights were trained at).
+DATA_FIELDS = tuple(name for name, s in SETTINGS.items() if s.group == "data") + ("model",)
 
 
 def setting_widget(box, setting: Setting, value, key: str):
@@ -32,14 +36,19 @@ def setting_widget(box, setting: Setting, value, key: str):
     if setting.kind in (int, float):
         fits = isinstance(value, (int, float)) and not isinstance(value, bool)
         shown = setting.kind(value if fits else setting.default)
-        return box.number_input(setting.label, value=shown, step=setting.step, format=setting.format,
-                                key=key, help=help_text)
+        number = box.number_input(setting.label, value=shown, step=setting.step, format=setting.format,
+                                  key=key, help=help_text)
+        for word in setting.also:       # batch_size: a number, or "auto"
+            if box.checkbox(f"{word} (CUDA)" if word == "auto" else word, value=value == word,
+                            key=f"{key}_{word}"):
+                return word
+        return number
     return box.text_input(setting.label, value=value if isinstance(value, str) else "", key=key, help=help_text,
                           max_chars=setting.max_length)
 
 
 def _draw_group(box, config: RunConfig, group: str, key_prefix: str) -> dict:
-    names = [name for name, s in SETTINGS.items() if s.group == group]
+    names = [name for name, s in SETTINGS.items() if s.group == group and name not in DATA_FIELDS]
     values = {}
     for start in range(0, len(names), COLUMNS):
         columns = box.columns(COLUMNS)
@@ -59,11 +68,13 @@ def settings_form(config: RunConfig, key_prefix: str) -> dict:
     return {name: value.strip() if isinstance(value, str) else value for name, value in values.items()}
 
 
-def dataset_picker(container=None) -> RunConfig:
+def dataset_picker(container=None, pick_model: bool = False, model: str | None = None) -> RunConfig:
     """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
-    the dataset's default config with the picked data settings."""
+    the dataset's default config with the picked data settings. With `pick_model` the model is picked
+    here too (the Train page); the image size proposed is the model's (`model`, or the one picked)
+    natural size when it has one (an ImageNet network's 224), else the data's."""
     box = container or st
-    for key in ("ds_name", "ds_path", "ds_csv"):
+    for key in ("ds_name", "ds_path", "ds_csv", "ds_model"):
         _restore(key)
     dataset_setting = SETTINGS["dataset"]
     dataset = box.selectbox(dataset_setting.label, dataset_setting.choices, key="ds_name",
@@ -78,12 +89,23 @@ def dataset_picker(container=None) -> RunConfig:
         data_path = box.text_input(SETTINGS["data_path"].label, key="ds_path", placeholder="default: ./data",
                                    help=SETTINGS["data_path"].help)
     data_path, labels_csv = data_path.strip(), labels_csv.strip()
-    defaults = RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv)
+    cols = box.columns(3 if pick_model else 2)
+    if pick_model:
+        model_setting = SETTINGS["model"]
+        _propose("ds_model", RunConfig.for_dataset(dataset).model)     # cifar10 starts on resnet18
+        model = cols[0].selectbox(model_setting.label, model_setting.choices, key="ds_model",
+                                  help=model_setting.help)
+        cols = cols[1:]
+    chosen = {"model": model} if model else {}
+    defaults = RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv, **chosen)
     native = native_shape(dataset, data_path, labels_csv) if dataset in FOLDER_DATASETS else None
-    if native:
+    natural = MODEL_SPECS[model].natural_size if model else None
+    if natural:
+        box.caption(f"{model}'s weights were trained at {natural}x{natural}: proposed "
+                    f"{SETTINGS['image_size'].label.lower()} {natural}.")
+    elif native:
         box.caption(f"{native.describe()}: proposed {SETTINGS['image_size'].label.lower()} "
                     f"{defaults.image_size}, {SETTINGS['channels'].choice_labels[defaults.channels]}.")
-    cols = box.columns(2)
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
     size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
     for key in (size_key, channels_key):
@@ -93,10 +115,32 @@ def dataset_picker(container=None) -> RunConfig:
     image_size = cols[0].number_input(size.label, int(size.low), int(size.high), key=size_key, help=size.help)
     picked_channels = cols[1].selectbox(channels.label, channels.choices, key=channels_key,
                                         format_func=channels.choice_labels.get)
-    for key in ("ds_name", "ds_path", "ds_csv", size_key, channels_key):
+    for key in ("ds_name", "ds_path", "ds_csv", "ds_model", size_key, channels_key):
         if key in st.session_state:
             st.session_state[KEPT][key] = st.session_state[key]
     return dataclasses.replace(defaults, image_size=int(image_size), channels=int(picked_channels))
+
+
+def recipe_buttons(container=None) -> None:
+    """One button per recipe (core.config.RECIPES): a click fills the picker and the form with it."""
+    box = container or st
+    cols = box.columns(len(RECIPES) + 3)
+    for column, recipe in zip(cols, RECIPES.values()):
+        column.button(f"Recipe: {recipe.label}", key=f"recipe_{recipe.name}", help=recipe.description,
+                      on_click=fill_form, args=(recipe.config(), f"the {recipe.label} recipe"))
+
+
+def fill_form(config: RunConfig, source: str) -> None:
+    """Button callback (runs before the widgets exist, so it may set their state): the picker and the
+    form show `config`; the Train page says where it came from."""
+    st.session_state["clone_config"] = config.to_dict()
+    st.session_state["clone_of"] = source
+    st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
+    if st.session_state.get("ds_name") != config.dataset:
+        st.session_state["ds_path"] = config.data_path
+    for name, key in (("dataset", "ds_name"), ("model", "ds_model"), ("image_size", f"ds_size_{config.dataset}"),
+                      ("channels", f"ds_channels_{config.dataset}"), ("labels_csv", "ds_csv")):
+        st.session_state[key] = getattr(config, name)
 
 
 KEPT = "dataset_choice"     # the picker's values, kept where a page switch does not clear them

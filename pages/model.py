@@ -36,11 +36,11 @@ def from_checkpoint(path: str, mtime: float):
 
 
 if source == "Fresh model":
-    with st.sidebar.expander("Input data", expanded=False):
-        data_config = forms.dataset_picker()
     model_setting = SETTINGS["model"]
     name = cols[1].selectbox("Architecture", model_setting.choices, index=model_setting.choices.index(
         model_setting.default), key="m_arch", help=model_setting.help)
+    with st.sidebar.expander("Input data", expanded=False):
+        data_config = forms.dataset_picker(model=name)      # an ImageNet network proposes its 224
     shape = (data_config.channels, data_config.image_size, data_config.image_size)
     frozen = False
     if MODEL_SPECS[name].pretrainable:

@@ -31,7 +31,8 @@ def launch_form() -> None:
     with st.expander("New run", expanded=not store.run_ids() or bool(clone or draft)):
         if clone:
             st.info(f"Prefilled from {st.session_state.get('clone_of')}. Change what you like and launch.")
-        data = forms.dataset_picker(st.container(border=True))
+        forms.recipe_buttons()
+        data = forms.dataset_picker(st.container(border=True), pick_model=True)
         # A clone's settings apply to its own dataset; another dataset starts from its own defaults.
         prefill = draft or clone
         base = read_config_values(prefill)[0] if prefill and prefill.get("dataset") == data.dataset else data
@@ -214,7 +215,7 @@ def clone_into_form(config: RunConfig, run_id: str) -> None:
         return
     st.session_state["ds_name"] = config.dataset
     for name, key in (("image_size", f"ds_size_{config.dataset}"), ("channels", f"ds_channels_{config.dataset}"),
-                      ("data_path", "ds_path"), ("labels_csv", "ds_csv")):
+                      ("data_path", "ds_path"), ("labels_csv", "ds_csv"), ("model", "ds_model")):
         if fits[name]:
             st.session_state[key] = getattr(config, name)
 
