@@ -29,10 +29,11 @@ IN_MEMORY_LIMIT_BYTES = int(os.environ.get("TRAINBOARD_IN_MEMORY_LIMIT", 2 * 102
 
 # --- splits ---------------------------------------------------------------------------------
 class MemorySplit:
-    """One split held as a uint8 tensor; batches are index slices."""
+    """One split held as a uint8 tensor; batches are index slices. `files`: each sample's file, for
+    folder datasets (None for digits and the standard sets)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, files: list[str] | None = None):
+        self.images, self.labels, self.files = images, labels, files
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -43,7 +44,7 @@ class MemorySplit:
             yield self.images[index], self.labels[index]
 
     def to(self, device) -> "MemorySplit":
-        return MemorySplit(self.images.to(device), self.labels.to(device))
+        return MemorySplit(self.images.to(device), self.labels.to(device), self.files)
 
     def sample(self, index: int) -> torch.Tensor:
         return self.images[index]
@@ -266,7 +267,9 @@ def load_dataset(config: RunConfig) -> Dataset:
         sample, skipped = decode_sample(splits["train"].files, size, channels)
         mean, std = stats_of_sample(sample, channels)
     else:
-        splits = {name: MemorySplit(images[torch.from_numpy(idx)], torch.from_numpy(labels[idx]))
+        folder = config.dataset in FOLDER_DATASETS
+        splits = {name: MemorySplit(images[torch.from_numpy(idx)], torch.from_numpy(labels[idx]),
+                                    [files[i] for i in idx] if folder else None)
                   for name, idx in index.items()}
         mean, std = channel_stats(splits["train"].images)
     return Dataset(config.dataset, classes, splits, mean, std, skipped, streaming)
