@@ -213,6 +213,15 @@ def cmd_eval(args, store: RunStore) -> int:
         print(f"{row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
               f"{row['support']:>8}")
     print(f"report: {store.eval_dir(args.run_id, args.checkpoint, args.split) / 'report.json'}")
+    if args.report:
+        from core.report import evaluation_html
+        text = evaluation_html(store, args.run_id, args.checkpoint, args.split)
+        try:
+            with open(args.report, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as error:
+            raise Rejected(f"cannot write the HTML report to {args.report}: {error.strerror or error}")
+        print(f"HTML report: {args.report} ({os.path.getsize(args.report) / 1024**2:.1f} MB)")
     return EXIT_OK
 
 
@@ -407,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_id")
     evaluate.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     evaluate.add_argument("--split", choices=EVAL_SPLITS, default="val")
+    evaluate.add_argument("--report", metavar="FILE", help="also write the self-contained HTML report there")
     evaluate.set_defaults(func=cmd_eval)
     export = sub.add_parser("export", parents=[common], help="export best.pt to ONNX (and int8, TorchScript)")
     export.add_argument("run_id")

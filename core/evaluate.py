@@ -1,4 +1,5 @@
-"""Predictions of a run's checkpoint on a split, and their report, cached in the run folder.
+"""Predictions of a run's checkpoint on a split, and their report, cached in the run folder; which
+predictions to look at (a confusion cell, the mistakes) and their tiles.
 
 In store.eval_dir(run_id, checkpoint, split):
   predictions.npz  probs [N, C] float32, labels [N] int64, index [N]
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from core.augment import BatchPreprocessor, predict_logits
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.config import read_config_values
 from core.data import load_dataset
+from core.gallery import Tile
 from core.metrics import classification_report
 from core.store import RunStore, atomic_write_bytes, atomic_write_json
 from core.trainer import resolve_device
@@ -77,4 +80,68 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
     return report, {"probs": probs, "labels": labels, "index": index}
 
 
-__all__ = ["evaluate_run", "predict_split"]
+def most_confused_cell(confusion) -> tuple[int, int]:
+    """(true, predicted) of the largest off-diagonal count of a confusion matrix; (0, 0) without
+    mistakes or with one class."""
+    matrix = np.array(confusion, dtype=np.int64)
+    if len(matrix) < 2:
+        return 0, 0
+    np.fill_diagonal(matrix, 0)
+    true, predicted = np.unravel_index(matrix.argmax(), matrix.shape)
+    return (int(true), int(predicted)) if matrix[true, predicted] else (0, 0)
+
+
+def cell_rows(arrays: dict, true_class: int, predicted_class: int) -> np.ndarray:
+    """Rows of the predictions in one confusion cell, the most confident (in the predicted class) first."""
+    probs, labels = arrays["probs"], arrays["labels"]
+    rows = np.flatnonzero((labels == true_class) & (probs.argmax(1) == predicted_class))
+    return rows[np.argsort(-probs[rows, predicted_class], kind="stable")]
+
+
+def misclassified_rows(arrays: dict) -> np.ndarray:
+    """Rows of the wrong predictions, the most confident first."""
+    probs, labels = arrays["probs"], arrays["labels"]
+    rows = np.flatnonzero(probs.argmax(1) != labels)
+    return rows[np.argsort(-probs[rows].max(1), kind="stable")]
+
+
+def sample_image(split, position: int) -> np.ndarray:
+    """One sample of a split as uint8 [H, W] (one channel) or [H, W, 3]."""
+    image = split.sample(int(position))
+    image = image.numpy() if hasattr(image, "numpy") else np.asarray(image)
+    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+
+
+def sample_name(split, position: int, root: str | None = None) -> str:
+    """A sample's file, relative to the data folder (folder datasets), else its index in the split
+    ('#17'): digits and the standard sets have no files."""
+    files = getattr(split, "files", None)
+    if not files:
+        return f"#{int(position)}"
+    path = files[int(position)]
+    if root:
+        relative = os.path.relpath(path, root)
+        if not relative.startswith(".."):
+            return relative
+    return os.path.basename(path)
+
+
+def prediction_tiles(rows, arrays: dict, classes: list[str], split, *, names: bool = False,
+                     root: str | None = None, with_true_class: bool = True) -> list[Tile]:
+    """Tiles of predictions: 'true → predicted' (the arrow kept with the predicted class when the line
+    wraps; left out for one confusion cell, whose classes are known) and the confidence in the
+    predicted class; a file name or index when asked."""
+    probs, labels, index = arrays["probs"], arrays["labels"], arrays["index"]
+    tiles = []
+    for row in rows:
+        position, true, predicted = int(index[row]), int(labels[row]), int(probs[row].argmax())
+        confidence = f"{probs[row, predicted]:.2f}"
+        name = sample_name(split, position, root)
+        lines = (f"{classes[true]} →\u00a0{classes[predicted]}", confidence) if with_true_class else (confidence,)
+        tooltip = f"{name}: true {classes[true]}, predicted {classes[predicted]} ({confidence})"
+        tiles.append(Tile(sample_image(split, position), lines, tooltip, name if names else None))
+    return tiles
+
+
+__all__ = ["cell_rows", "evaluate_run", "misclassified_rows", "most_confused_cell", "predict_split",
+           "prediction_tiles", "sample_image", "sample_name"]

@@ -2,6 +2,7 @@
 int8 dynamic quantisation (ONNX Runtime) and TorchScript, each with its size and val accuracy."""
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -94,6 +95,24 @@ def _quantize(onnx_path: Path, target: Path, kind: str, calibration: np.ndarray 
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def export_is_current(store: RunStore, run_id: str, kind: str = "onnx") -> bool:
+    """Whether an export file exists and is not older than best.pt."""
+    path, best = store.export_path(run_id, kind), store.checkpoint_path(run_id, "best")
+    try:
+        return path.stat().st_mtime >= best.stat().st_mtime
+    except FileNotFoundError:
+        return False
+
+
+def read_export_report(store: RunStore, run_id: str) -> dict | None:
+    """export.json of the last export (sizes, parity, accuracies), or None without a readable one."""
+    try:
+        report = json.loads(store.export_path(run_id, "report").read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def export_run(store: RunStore, run_id: str, quantize: str | None = None, torchscript: bool = False) -> dict:

@@ -1,12 +1,15 @@
-"""Evaluate: a checkpoint on a split; confusion matrix, per-class report, ROC/PR, calibration,
-the misclassified samples, and a downloadable HTML report."""
-import numpy as np
+"""Evaluate: a checkpoint on a split; confusion matrix with the samples of any cell, per-class report,
+ROC/PR, calibration, the misclassified samples (paged tiles), and the downloads: the HTML report,
+best.pt and its ONNX export."""
 import pandas as pd
 import streamlit as st
 
 from core import plots
+from core.evaluate import cell_rows, misclassified_rows, most_confused_cell, prediction_tiles
+from core.export import export_is_current, read_export_report
+from core.report import REPORT_MISTAKES
 from core.store import CHECKPOINTS, EVAL_SPLITS
-from pages import shared
+from pages import gallery, shared
 
 shared.ensure_app_navigation()
 
@@ -17,6 +20,9 @@ store = shared.store()
 cols = st.columns([1, 1, 3])
 checkpoint = cols[0].radio("Checkpoint", CHECKPOINTS, horizontal=True, key="ev_ckpt")
 split = cols[1].radio("Split", EVAL_SPLITS, horizontal=True, key="ev_split")
+show_names = cols[2].toggle("File names under the tiles", key="ev_names",
+                            help="Folder datasets show each sample's file; digits and the standard sets have no "
+                                 "files, so the sample's index in the split (#17) is shown.")
 
 
 @st.cache_data(show_spinner="Evaluating…", max_entries=8)
@@ -53,30 +59,31 @@ cols[3].metric("Samples", f"{report['samples']:,}")
 st.caption(f"{checkpoint}.pt of {run_id} (epoch {report['epoch']}, step {report['step']}) on the {split} split. "
            f"Cached in the run folder until the checkpoint changes.")
 
+config = store.read_config(run_id)
+split_data = split_images(config.to_json(), split)
+
+
+def tiles(with_true_class: bool):
+    return lambda rows: prediction_tiles(rows, arrays, classes, split_data, names=show_names, root=config.data_path,
+                                         with_true_class=with_true_class)
+
+
 left, right = st.columns([3, 2])
 normalise = left.toggle("Row-normalised", key="ev_norm")
 left.plotly_chart(plots.confusion_heatmap(report["confusion_matrix"], classes, normalise), key="ev_confusion")
 with right:
     st.markdown("**Samples of one cell**")
-    off_diagonal = np.array(report["confusion_matrix"]) * (1 - np.eye(len(classes), dtype=int))
-    worst_true, worst_predicted = np.unravel_index(off_diagonal.argmax(), off_diagonal.shape)   # most confused
+    worst_true, worst_predicted = most_confused_cell(report["confusion_matrix"])
     true_class = st.selectbox("True class", range(len(classes)), format_func=classes.__getitem__,
-                              index=int(worst_true), key="ev_true")
+                              index=worst_true, key="ev_true")
     predicted_class = st.selectbox("Predicted as", range(len(classes)), format_func=classes.__getitem__,
-                                   index=int(worst_predicted), key="ev_pred")
-    probs, labels = arrays["probs"], arrays["labels"]
-    predicted = probs.argmax(1)
-    cell = np.flatnonzero((labels == true_class) & (predicted == predicted_class))
-    st.caption(f"{len(cell)} sample(s) of class {classes[true_class]} predicted as {classes[predicted_class]}")
-    split_data = split_images(store.read_config(run_id).to_json(), split)
-
-    def image_of(i: int) -> np.ndarray:
-        image = split_data.sample(int(arrays["index"][i])).numpy()
-        return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+                                   index=worst_predicted, key="ev_pred")
+    cell = cell_rows(arrays, true_class, predicted_class)
+    st.caption(f"{len(cell):,} sample(s) of class {classes[true_class]} predicted as {classes[predicted_class]}, "
+               "most confident first; captions: confidence in the predicted class")
     if len(cell):
-        shown = cell[np.argsort(-probs[cell, predicted_class])][:24]
-        st.image([image_of(i) for i in shown], width=64,
-                 caption=[f"{probs[i, predicted_class]:.2f}" for i in shown])
+        gallery.paged_tiles(cell, tiles(with_true_class=False),
+                            key=f"ev_cell_page_{checkpoint}_{split}_{true_class}_{predicted_class}")
 
 st.subheader("Per class")
 table = pd.DataFrame([{"class": r["class"], "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
@@ -89,30 +96,68 @@ st.dataframe(table, hide_index=True, key="ev_table",
 st.download_button("Per-class table as CSV", table.to_csv(index=False), f"{run_id}-{checkpoint}-{split}-per-class.csv",
                    mime="text/csv", key="ev_csv")
 
-figures = [plots.confusion_heatmap(report["confusion_matrix"], classes), plots.roc_figure(curves, report),
-           plots.pr_figure(curves, report),
-           plots.reliability_figure(report["reliability"], report["expected_calibration_error"])]
 left, right = st.columns(2)
-left.plotly_chart(figures[1], key="ev_roc")
-right.plotly_chart(figures[2], key="ev_pr")
-st.plotly_chart(figures[3], key="ev_reliability")
+left.plotly_chart(plots.roc_figure(curves, report), key="ev_roc")
+right.plotly_chart(plots.pr_figure(curves, report), key="ev_pr")
+st.plotly_chart(plots.reliability_figure(report["reliability"], report["expected_calibration_error"]),
+                key="ev_reliability")
 
 st.subheader("Misclassified, most confident first")
-wrong = np.flatnonzero(predicted != labels)
+wrong = misclassified_rows(arrays)
 if not len(wrong):
     st.success("No misclassified samples.")
 else:
-    wrong = wrong[np.argsort(-probs[wrong].max(1))][:48]
-    st.image([image_of(i) for i in wrong], width=72,
-             caption=[f"{classes[labels[i]]}→{classes[predicted[i]]} {probs[i].max():.2f}" for i in wrong])
-    st.caption(f"{int((predicted != labels).sum())} misclassified of {len(labels)}; captions: true→predicted confidence")
+    st.caption(f"{len(wrong):,} misclassified of {report['samples']:,}; captions: true → predicted, confidence")
+    gallery.paged_tiles(wrong, tiles(with_true_class=True), key=f"ev_wrong_page_{checkpoint}_{split}", per_page=48)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def html_report(run_id: str, checkpoint: str, split: str, mtime: float) -> str:
+
+def onnx_download(run_id: str) -> None:
+    """model.onnx of best.pt: exported on a click (checked against torch), then offered; a failed
+    export's reason stays until the next try."""
+    error_key = f"ev_export_error_{run_id}"
+    if not export_is_current(store, run_id) and st.button(
+            "Export to ONNX", key="ev_export", help="Writes model.onnx beside best.pt (dynamic batch axis) and "
+                                                    "checks it against torch on random and validation inputs"):
+        with st.spinner("Exporting best.pt to ONNX and checking it against torch…"):
+            from core.export import export_run
+            try:
+                export_run(store, run_id)
+                st.session_state.pop(error_key, None)
+            except Exception as error:      # a failed parity check, a checkpoint we refuse, an exporter error
+                st.session_state[error_key] = f"ONNX export failed, nothing to download: {error}"
+    if export_is_current(store, run_id):
+        onnx = store.export_path(run_id, "onnx")
+        st.download_button(f"model.onnx ({onnx.stat().st_size / 1024**2:.2f} MB)", onnx.read_bytes, f"{run_id}.onnx",
+                           mime="application/octet-stream", key="ev_onnx", on_click="ignore")
+        parity = (read_export_report(store, run_id) or {}).get("parity_max_abs_diff", {})
+        checked = f" (max abs difference {parity['real']:.1e} on validation inputs)" if "real" in parity else ""
+        st.caption(f"Exported from best.pt and checked against torch{checked}. ONNX Runtime: input `input` "
+                   "[N, C, H, W] normalised with best.pt's mean/std, output `logits`.")
+    elif error_key in st.session_state:
+        st.error(st.session_state[error_key])
+    else:
+        st.caption("best.pt as ONNX, for ONNX Runtime and other runtimes; also `python -m core export RUN_ID`.")
+
+
+st.subheader("Downloads")
+stem = f"{run_id}-{checkpoint}-{split}"
+cols = st.columns(3)
+
+
+def report_html() -> str:      # built when the button is clicked (on a thread of Streamlit's, not the script's)
     from core.report import evaluation_html
-    return evaluation_html(report, figures, f"Trainboard evaluation: {shared.run_name(run_id)}")
+    return evaluation_html(store, run_id, checkpoint, split, split_data=split_data)
 
 
-st.download_button("Download report (HTML)", html_report(run_id, checkpoint, split, path.stat().st_mtime),
-                   f"{run_id}-{checkpoint}-{split}-report.html", mime="text/html", key="ev_report", type="primary")
+cols[0].download_button("Download report (HTML)", report_html, f"{stem}-report.html", mime="text/html",
+                        key="ev_report", type="primary", on_click="ignore")
+cols[0].caption("One self-contained file (about 5 MB, mostly plotly.js): settings, dataset, model, training curves, "
+                f"the figures and charts above, the {REPORT_MISTAKES} most confident mistakes as thumbnails.")
+best = store.checkpoint_path(run_id, "best")
+cols[1].download_button(f"best.pt ({best.stat().st_size / 1024**2:.2f} MB)", best.read_bytes, f"{run_id}-best.pt",
+                        mime="application/octet-stream", key="ev_best", on_click="ignore")
+cols[1].caption("Weights, settings, classes and normalisation: `torch.load(path, weights_only=True)`, "
+                "or `core.checkpoint.load_model(path)` for the model.")
+with cols[2]:
+    onnx_download(run_id)
