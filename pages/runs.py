@@ -1,11 +1,19 @@
-"""Runs: every run in the store; filter by state, sort, download a run's metrics as CSV."""
+"""Runs: every run in the store with its key settings, test accuracy, tags and note; filter by state
+and tag, sort; click a row to open the run on the Train page; tag and annotate the chosen run and
+download its metrics as CSV."""
 import pandas as pd
 import streamlit as st
 
 from core.states import SHOWN_STATES
+from core.store import MAX_NOTE_LENGTH, BadAnnotation, UnreadableRun
 from pages import shared
 
 shared.ensure_app_navigation()
+
+SORTS = ("created", "test acc", "best val acc", "duration", "name", "state")
+# What tells runs apart first; the long run id near the end (the run's name leads, its id is in the sidebar).
+COLUMN_ORDER = ("name", "state", "test acc", "best val acc", "progress", "epoch", "model", "dataset", "batch size",
+                "lr", "optimizer", "augmentation", "tags", "note", "duration", "created", "run", "error")
 
 st.title("Runs")
 store = shared.store()
@@ -15,25 +23,60 @@ if not summaries:
     st.stop()
 
 states = sorted(SHOWN_STATES)
-cols = st.columns([3, 2, 1])
+all_tags = sorted({tag for s in summaries for tag in s.tags})
+cols = st.columns([3, 3, 2, 1])
 present = {r.state for r in summaries}
 shown_states = cols[0].multiselect("States", states, default=[s for s in states if s in present], key="runs_states")
-sort_by = cols[1].selectbox("Sort by", ("created", "best val acc", "duration", "name", "state"), key="runs_sort")
-descending = cols[2].toggle("Descending", True, key="runs_desc")
+if "runs_tags" in st.session_state:       # a tag removed since is no longer an option
+    st.session_state["runs_tags"] = [t for t in st.session_state["runs_tags"] if t in all_tags]
+wanted_tags = cols[1].multiselect("Tags", all_tags, key="runs_tags", placeholder="any tag",
+                                  help="runs holding every tag chosen", disabled=not all_tags)
+sort_by = cols[2].selectbox("Sort by", SORTS, key="runs_sort")
+descending = cols[3].toggle("Descending", True, key="runs_desc")
 
-frame = shared.runs_frame(shared.runs_in_view(summaries))
+in_view = shared.runs_in_view(summaries)
+if wanted_tags:
+    in_view = [s for s in in_view if set(wanted_tags) <= set(s.tags)]
+frame = shared.runs_frame(in_view)
 frame = frame[frame["state"].isin(shown_states)].sort_values(sort_by, ascending=not descending, na_position="last")
-table = st.dataframe(frame, hide_index=True, key="runs_table", column_config=shared.RUNS_COLUMNS,
-                     on_select="rerun", selection_mode="single-row")
+# A new key after each open: the table comes back without the row that was clicked still selected.
+version = st.session_state.setdefault("runs_table_version", 0)
+# A click on a cell selects that cell, on the row's box the row: either opens the run.
+table = st.dataframe(frame, hide_index=True, key=f"runs_table_{version}", column_config=shared.RUNS_COLUMNS,
+                     column_order=COLUMN_ORDER, on_select="rerun", selection_mode=["single-row", "single-cell"])
+clicked = table.selection.rows or [row for row, _ in table.selection.cells]
+if clicked:
+    st.session_state["runs_table_version"] = version + 1
+    shared.select_run(frame["run"].iloc[clicked[0]])
+    st.switch_page("pages/train.py")
 search = st.session_state.get("run_search", "")
 st.caption(f"{len(frame):,} of {len(summaries):,} runs" + (f" matching '{search}'" if search.strip() else "")
-           + ". Click a row to pick its metrics below.")
-if frame.empty:
+           + (f" tagged {', '.join(wanted_tags)}" if wanted_tags else "")
+           + ". Click a row to open the run on the Train page. Test accuracy shows once the run has been "
+             "evaluated on test (Evaluate page, or `python -m core eval RUN_ID --split test`).")
+
+run_id = shared.selected_run()
+if frame.empty or run_id is None:
     st.stop()
+summary = store.summary(run_id)
+st.subheader(f"{summary.name or run_id}: tags and note")
+st.caption(f"{run_id}: the run chosen in the sidebar.")
+with st.form(f"annotate_{run_id}", border=False):
+    tags = st.multiselect("Tags", sorted(set(all_tags) | set(summary.tags)), default=list(summary.tags),
+                          accept_new_options=True, key=f"tags_{run_id}", placeholder="type a tag and press Enter")
+    note = st.text_area("Note", summary.note, max_chars=MAX_NOTE_LENGTH, key=f"note_{run_id}", height=90)
+    if st.form_submit_button("Save tags and note"):
+        try:
+            store.annotate(run_id, tags=tags, note=note)
+        except (BadAnnotation, UnreadableRun) as error:
+            st.error(f"Nothing was saved: {error}")
+        else:
+            st.session_state["runs_annotated"] = run_id
+            st.rerun()           # the table above shows the new tags
+if st.session_state.pop("runs_annotated", None) == run_id:
+    st.toast("Tags and note saved.")
 
 st.subheader("Download metrics")
-rows = table.selection.rows
-run_id = frame["run"].iloc[rows[0] if rows else 0]
 metrics = pd.DataFrame(store.read_metrics(run_id))
 st.download_button(f"metrics of {run_id} as CSV ({len(metrics)} rows)", metrics.to_csv(index=False),
                    file_name=f"{run_id}-metrics.csv", mime="text/csv", disabled=metrics.empty, key="runs_csv")

@@ -136,7 +136,13 @@ def run_name(run_id: str) -> str:
 
 RUNS_COLUMNS = {
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+    "test acc": st.column_config.NumberColumn(format="%.4f", help="accuracy on the test split, from the "
+                                              "Evaluate page's or `core eval`'s cached report (best.pt, else latest.pt)"),
     "best val acc": st.column_config.NumberColumn(format="%.4f"),
+    "batch size": st.column_config.NumberColumn(format="%d"),
+    "lr": st.column_config.NumberColumn(format="%g"),
+    "tags": st.column_config.ListColumn("tags"),
+    "note": st.column_config.TextColumn("note", width="medium"),
     "duration": st.column_config.NumberColumn("duration (s)", format="%.1f"),
 }
 
@@ -148,14 +154,19 @@ def runs_frame(summaries) -> pd.DataFrame:
     frame = pd.DataFrame({
         "run": [s.run_id for s in summaries], "name": [s.name for s in summaries],
         "state": [s.state for s in summaries], "progress": [s.progress for s in summaries],
+        "test acc": [s.test_acc for s in summaries],
         "best val acc": [s.best_value if s.best_metric == "val_acc" else None for s in summaries],
         "epoch": [f"{s.epoch}/{s.epochs}" for s in summaries],
+        "model": [s.model for s in summaries], "dataset": [s.dataset for s in summaries],
+        "batch size": [s.batch_size for s in summaries], "lr": [s.lr for s in summaries],
+        "optimizer": [s.optimizer for s in summaries], "augmentation": [s.augmentation for s in summaries],
+        "tags": [list(s.tags) for s in summaries], "note": [s.note for s in summaries],
         "duration": [s.duration_s for s in summaries],
         "created": pd.to_datetime([s.created_at for s in summaries], unit="s"),
-        "model": [s.model for s in summaries], "dataset": [s.dataset for s in summaries],
         "error": [s.error for s in summaries]})
-    frame["best val acc"] = frame["best val acc"].astype(float)
-    frame["duration"] = frame["duration"].astype(float)
+    for column in ("test acc", "best val acc", "lr", "duration"):
+        frame[column] = frame[column].astype(float)
+    frame["batch size"] = frame["batch size"].astype("Int64")
     return frame
 
 
