@@ -25,6 +25,10 @@ navigation = st.navigation({
 with st.sidebar:
     st.caption(f"Runs folder: `{shared.runs_dir()}`")
     st.caption(f"Device: {shared.device_description()}")
+    shared.remember_store_signature()
+    shared.watch_store()
+    shared.selection_from_url()
     shared.run_picker()
+    shared.write_selection_to_url()
 
 navigation.run()

@@ -39,6 +39,13 @@ def wait_until_served(url: str, timeout_s: float = 120.0) -> None:
 def running_app(runs: Path | str, script: Path | str = ROOT / "app.py"):
     """Yields the URL of a Streamlit server on `script` with TRAINBOARD_RUNS=runs, answering health
     checks; stops it and its training children (one process group) afterwards."""
+    with running_app_process(runs, script) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def running_app_process(runs: Path | str, script: Path | str = ROOT / "app.py"):
+    """running_app, yielding (url, the server's Popen) for benchmarks that measure the server itself."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
@@ -48,7 +55,7 @@ def running_app(runs: Path | str, script: Path | str = ROOT / "app.py"):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_served(url)
-        yield url
+        yield url, server
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()

@@ -709,6 +709,22 @@ class RunStore:
         return sorted((n for n in names if os.path.isfile(os.path.join(self.root, n, CONFIG_FILE))),
                       reverse=True)
 
+    def change_signature(self) -> tuple:
+        """Changes when a run is created or deleted, or changes state or tags, from any process on this
+        runs folder (the change journal grows); cheap enough for every open page to poll: one stat and
+        one directory listing."""
+        try:
+            journal = os.stat(self.root / CHANGES_FILE)
+            journal_key = (journal.st_ino, journal.st_size)
+        except FileNotFoundError:
+            journal_key = None
+        try:
+            with os.scandir(self.root) as entries:
+                names = hash(frozenset(e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)))
+        except FileNotFoundError:
+            names = None
+        return journal_key, names
+
     # --- summaries -----------------------------------------------------------------------------
     def summary(self, run_id: str) -> RunSummary:
         """What the runs table shows of a run. A run whose files cannot be understood is summarised
@@ -787,11 +803,13 @@ class RunStore:
         sixteenth of the runs get the deep check (their files stat()ed), which also catches files
         edited in place by hand. Several pages in one rerun share one listing (LISTING_TTL_S)."""
         with self._lock:
-            last = self._last_listing
-            if last and time.monotonic() - last[0] < self.listing_ttl_s:
+            last, signature = self._last_listing, self.change_signature()
+            # Within the TTL, and only if no process changed the folder since (a page rerun because
+            # of that change must see it).
+            if last and time.monotonic() - last[0] < self.listing_ttl_s and last[2] == signature:
                 return list(last[1])
             summaries = self._list_runs()
-            self._last_listing = (time.monotonic(), summaries)
+            self._last_listing = (time.monotonic(), summaries, signature)
             return list(summaries)
 
     def _list_runs(self) -> list[RunSummary]:

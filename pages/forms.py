@@ -69,6 +69,17 @@ def settings_form(config: RunConfig, key_prefix: str) -> dict:
 
 
 def dataset_picker(container=None, pick_model: bool = False, model: str | None = None) -> RunConfig:
+def chosen_dataset() -> str:
+    """The dataset the picker shows now (the default one before it was ever drawn in this session)."""
+    return st.session_state.get("ds_name", st.session_state.get(KEPT, {}).get("ds_name", SETTINGS["dataset"].default))
+
+
+def choose_dataset(dataset: str) -> None:
+    """Make `dataset` the picker's choice on every page (from a link); an unknown name is ignored."""
+    if dataset in SETTINGS["dataset"].choices:
+        st.session_state["ds_name"] = st.session_state.setdefault(KEPT, {})["ds_name"] = dataset
+
+
     """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
     the dataset's default config with the picked data settings. With `pick_model` the model is picked
     here too (the Train page); the image size proposed is the model's (`model`, or the one picked)

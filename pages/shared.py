@@ -127,6 +127,54 @@ def run_picker() -> str | None:
                                 help="type to search by name or run id")
 
 
+WATCH_S = 2.0                # how soon a page sees runs created, deleted or changing state elsewhere
+SIGNATURE = "_store_signature"
+
+
+def remember_store_signature() -> None:
+    """Called by app.py on every full run: what the page drawn now reflects."""
+    st.session_state[SIGNATURE] = store().change_signature()
+
+
+@st.fragment(run_every=WATCH_S)
+def watch_store() -> None:
+    """Runs created, deleted or changing state anywhere (another tab, the CLI, another server on this
+    runs folder) reach every open page within WATCH_S: a changed signature reruns the page; an
+    unchanged one costs a stat and a directory listing, and draws nothing."""
+    if st.session_state.get(SIGNATURE) != store().change_signature():
+        st.rerun(scope="app")
+
+
+URL_WRITTEN = "_url_written"    # the query parameters this session last put in the address bar
+
+
+def selection_from_url() -> None:
+    """A link names the run and the dataset (?run=ID&dataset=NAME): adopt what the address bar says when
+    it differs from what this session last wrote there (a link opened, an address typed). A page switch
+    clears the parameters; write_selection_to_url then puts them back."""
+    params, written = st.query_params, st.session_state.get(URL_WRITTEN, {})
+    run_id = params.get("run")
+    if run_id and run_id != written.get("run") and store().exists(run_id):
+        select_run(run_id)
+    dataset = params.get("dataset")
+    if dataset and dataset != written.get("dataset"):
+        from pages.forms import choose_dataset
+        choose_dataset(dataset)
+
+
+def write_selection_to_url() -> None:
+    """The chosen run and dataset in the address bar, so the URL opens the same page, run and data."""
+    from pages.forms import chosen_dataset
+    wanted = {key: value for key, value in (("run", selected_run()), ("dataset", chosen_dataset())) if value}
+    if {key: st.query_params.get(key) for key in ("run", "dataset")} != {**{"run": None, "dataset": None}, **wanted}:
+        for key in ("run", "dataset"):
+            if key in wanted:
+                st.query_params[key] = wanted[key]
+            elif key in st.query_params:
+                del st.query_params[key]
+    st.session_state[URL_WRITTEN] = wanted
+
+
 def run_name(run_id: str) -> str:
     try:
         return store().summary(run_id).name or run_id

@@ -16,7 +16,8 @@ from pages import compare, curves, forms, shared
 
 shared.ensure_app_navigation()
 
-REFRESH_S = 1.0
+REFRESH_S = 1.0          # the progress line and the runs table
+CHARTS_REFRESH_S = 5.0   # the curves and the diagnosis
 
 st.title("Train")
 store, jobs = shared.store(), shared.jobs()
@@ -115,6 +116,12 @@ def fmt_duration(seconds) -> str:
 
 
 def runs_table() -> None:
+    """All runs; refreshed at the live view's pace while any run is active, so the two agree."""
+    active = any(s.state in ACTIVE_STATES for s in store.list_runs())
+    st.fragment(run_every=REFRESH_S if active else None)(draw_runs_table)()
+
+
+def draw_runs_table() -> None:
     summaries = store.list_runs()
     if not summaries:
         st.caption("No runs yet.")
@@ -143,7 +150,8 @@ def progress_text(status: dict, config: RunConfig, live: LiveMetrics) -> str:
     return " · ".join(parts)
 
 
-def draw_live(run_id: str) -> None:
+def draw_progress(run_id: str) -> None:
+    """The run's state, progress and latest figures: small, redrawn every REFRESH_S while it is active."""
     status = store.read_status(run_id)
     config = store.read_config(run_id)
     live = live_metrics(run_id)
@@ -168,16 +176,24 @@ def draw_live(run_id: str) -> None:
                    f"{best['value']:.4f}" if best else "–", help=f"epoch {best['epoch']}" if best else None)
     speed = live.last("train", "epoch", "samples_per_s") or live.last("train", "step", "samples_per_s")
     cols[3].metric("samples/s", f"{speed:,.0f}" if speed else "–")
-    if live.lines:
-        curves.draw_run_curves(run_id, live)
-        draw_diagnosis(run_id, live, status, config)
-    elif state in ACTIVE_STATES:
+    if not live.lines and state in ACTIVE_STATES:
         st.caption("Waiting for the first metrics…")
     if state not in ACTIVE_STATES and st.session_state.get(f"was_active:{run_id}"):
         st.session_state[f"was_active:{run_id}"] = False
         st.rerun(scope="app")     # turn the timer off and refresh the buttons
     if state in ACTIVE_STATES:
         st.session_state[f"was_active:{run_id}"] = True
+
+
+def draw_charts(run_id: str) -> None:
+    """The curves and the diagnosis: redrawn every CHARTS_REFRESH_S while the run is active. Plotly
+    charts are what a refresh costs the server and the browser, and a cost to the browser is a cost
+    to a training run on the same machine (bench/watch_cost.py)."""
+    live = live_metrics(run_id)
+    if not live.lines:
+        return
+    curves.draw_run_curves(run_id, live)
+    draw_diagnosis(run_id, live, store.read_status(run_id), store.read_config(run_id))
 
 
 SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -263,8 +279,9 @@ def live_view() -> None:
     if summary.state == UNREADABLE:
         st.error(f"This run folder cannot be read: {summary.error}")
         return
-    refresh = st.fragment(run_every=REFRESH_S if summary.state in ACTIVE_STATES else None)(draw_live)
-    refresh(run_id)
+    active = summary.state in ACTIVE_STATES
+    st.fragment(run_every=REFRESH_S if active else None)(draw_progress)(run_id)
+    st.fragment(run_every=CHARTS_REFRESH_S if active else None)(draw_charts)(run_id)
 
 
 launch_form()

@@ -151,6 +151,7 @@ def test_stop_resume_and_a_second_tab(page, server, browser):
     step_at_stop = int(re.search(r"step (\d+)/", progress.inner_text()).group(1))
     page.get_by_role("button", name="Resume").click()
     expect(progress).to_contain_text("running", timeout=60_000)
+    expect(other.get_by_test_id("stProgress")).to_contain_text("running", timeout=30_000)   # no reload
     page.wait_for_function(
         "n => { const m = document.querySelector('[data-testid=stProgress]').innerText.match(/step (\\d+)\\//);"
         " return m && Number(m[1]) > n; }", arg=step_at_stop, timeout=60_000)
@@ -158,6 +159,35 @@ def test_stop_resume_and_a_second_tab(page, server, browser):
     expect(progress).to_contain_text("stopped", timeout=60_000)
     no_exception(page)
     other.context.close()
+
+
+def test_a_run_started_from_the_cli_appears_in_an_open_tab(page, server):
+    open_page(page, server, "runs")
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible(timeout=FIRST_RENDER_MS)
+    cli = subprocess.run([sys.executable, "-m", "core", "train", "--runs", str(server["runs"]), "--epochs", "1",
+                          "--name", "from-the-cli", "--set", "image_size=8"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    # The tab was not reloaded: the page's watcher saw the runs folder change.
+    picker = page.get_by_test_id("stSidebar").get_by_role("combobox", name=re.compile(r"^Run \("))
+    expect(picker).to_have_value(re.compile("from-the-cli"), timeout=20_000)
+    no_exception(page)
+
+
+def test_a_link_opens_the_run_it_names_and_keeps_naming_it(page, server, finished):
+    from conftest import tiny_digits
+    from core.store import RunStore
+    from core.worker import run_training
+    store = RunStore(server["runs"])
+    newest = store.create_run(tiny_digits(image_size=8, epochs=1, name="newer-than-the-link"))
+    assert run_training(store, newest, handle_signals=False) == "completed"
+    page.goto(f"{server['url']}/train?run={finished}")         # not the newest: the picker's default
+    expect(page.get_by_role("heading", name=re.compile("Run browser-finished"))).to_be_visible(
+        timeout=FIRST_RENDER_MS)
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Evaluate").click()
+    page.wait_for_url(re.compile(rf"/evaluate\?.*run={finished}"), timeout=30_000)
+    expect(page.get_by_text("best.pt of " + finished)).to_be_visible(timeout=FIRST_RENDER_MS)
+    no_exception(page)
 
 
 def test_datasets_page_shows_balance_and_samples(page, server):

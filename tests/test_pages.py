@@ -345,3 +345,45 @@ def test_the_dataset_chosen_on_one_page_is_the_one_on_the_next(app, image_folder
     assert app.selectbox(key="ds_name").value == "image-folder"
     assert app.text_input(key="ds_path").value == str(image_folder)
     assert app.number_input(key="ds_size_image-folder").value == 20
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """Two finished runs; the newer one is what a page picks by default."""
+    from core.store import RunStore
+    from core.worker import run_training
+    store = RunStore(tmp_path / "runs")
+    ids = []
+    for name in ("first", "second"):     # ids start with the time, then the name
+        ids.append(store.create_run(tiny_digits(name=name, epochs=1)))
+        assert run_training(store, ids[-1], handle_signals=False) == "completed"
+    return ids
+
+
+def test_a_link_opens_its_run_and_dataset(app, two_runs):
+    older, newer = two_runs
+    app.query_params = {"run": older, "dataset": "mnist"}
+    app.run().switch_page("pages/train.py").run()
+    no_errors(app)
+    assert app.sidebar.selectbox(key="run_id").value == older
+    assert any("first" in (h.value or "") for h in app.subheader)
+    assert app.selectbox(key="ds_name").value == "mnist"
+
+
+def test_the_address_bar_names_the_chosen_run_and_dataset(app, two_runs):
+    older, newer = two_runs
+    app.run()
+    assert app.query_params["run"] == newer and app.query_params["dataset"] == "digits"
+    app.sidebar.selectbox(key="run_id").set_value(older).run()
+    assert app.query_params["run"] == older
+    app.switch_page("pages/evaluate.py").run()       # a page switch clears the parameters: put back
+    no_errors(app)
+    assert app.query_params["run"] == older
+
+
+def test_a_link_to_a_run_that_is_gone_keeps_the_default(app, two_runs):
+    app.query_params = {"run": "20200101-000000-gone-0000", "dataset": "no-such-set"}
+    app.run()
+    no_errors(app)
+    assert app.sidebar.selectbox(key="run_id").value == two_runs[1]
+    assert app.query_params["run"] == two_runs[1] and app.query_params["dataset"] == "digits"
