@@ -416,5 +416,5 @@ class ConfigError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-__all__ = ["RunConfig", "ConfigError", "Setting", "SETTINGS", "RECIPES", "Recipe", "GROUPS", "DATASETS", "DATASET_DEFAULTS",
-           "DATASET_LABELS", "FOLDER_DATASETS", "read_config_values", "settings_help"]
+__all__ = ["RunConfig", "ConfigError", "Setting", "SETTINGS", "RECIPES", "Recipe", "GROUPS", "DATASETS",
+           "DATASET_DEFAULTS", "DATASET_LABELS", "FOLDER_DATASETS", "read_config_values", "settings_help"]

@@ -152,6 +152,14 @@ def check_tag(tag) -> str:
     return text
 
 
+def _batch_size(config, status: dict) -> int | None:
+    """The number a run trains with: batch_size auto's is the one its probe found (None until then)."""
+    if isinstance(config.batch_size, int):
+        return config.batch_size
+    setup = status.get("setup")
+    return setup.get("batch_size") if isinstance(setup, dict) else None
+
+
 def _augmentation_text(config: RunConfig) -> str:
     """The augmentation settings that are on, by their labels: 'Random crop, Rotation 15'; 'none'."""
     from core.config import SETTINGS
@@ -791,7 +799,8 @@ class RunStore:
                           model=config.model, epoch=status["epoch"], epochs=config.epochs, progress=progress,
                           best_metric=best.get("metric"), best_value=best.get("value"),
                           created_at=status["created_at"] or 0.0, duration_s=duration, error=status["error"],
-                          notes=notes, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer,
+                          notes=notes, batch_size=_batch_size(config, status), lr=config.lr,
+                          optimizer=config.optimizer,
                           augmentation=_augmentation_text(config), test_acc=self._fresh_test_accuracy(run_id),
                           tags=tuple(annotations["tags"]), note=annotations["note"])
 

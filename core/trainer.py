@@ -420,8 +420,8 @@ class Trainer:
         saved = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
                  self.scaler.state_dict(), torch.get_rng_state(),
                  torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-        callbacks, state = self.callbacks, getattr(self, "state", None)
-        self.callbacks = []
+        callbacks, state, forward = self.callbacks, getattr(self, "state", None), self.train_forward
+        self.callbacks, self.train_forward = [], self.model      # eager: no compiling for each size tried
         self.state = LoopState(steps_per_epoch=1, total_steps=1)     # probe steps count for nothing
         was_training = self.model.training
         self.model.train()
@@ -436,7 +436,7 @@ class Trainer:
             torch.set_rng_state(rng)
             if cuda_rng:
                 torch.cuda.set_rng_state_all(cuda_rng)
-            self.callbacks = callbacks
+            self.callbacks, self.train_forward = callbacks, forward
             self.model.train(was_training)
             if state is None:
                 del self.state

@@ -84,3 +84,17 @@ def test_older_and_newer_config_files_are_read_tolerantly():
     assert config.epochs == 3 and unknown == {"warmup_epochs": 2}               # unknown key: kept aside
     with pytest.raises(ConfigError, match="must be a JSON object"):
         read_config_values([1, 2])
+
+
+def test_a_model_set_on_the_command_line_brings_its_natural_size():
+    config = RunConfig.for_dataset("digits").with_updates(["model=imagenet-resnet18"])
+    assert config.image_size == 224
+    assert RunConfig.for_dataset("digits").with_updates(["model=imagenet-resnet18", "image_size=64"]).image_size == 64
+    assert RunConfig.for_dataset("digits").with_updates(["model=resnet18"]).image_size == 16    # no natural size
+
+
+def test_batch_size_is_a_number_or_auto():
+    from core.config import SETTINGS
+    assert RunConfig().with_updates(["batch_size=auto"]).batch_size == "auto"
+    assert RunConfig(batch_size="auto").validate() == []          # device auto: the launch check decides
+    assert SETTINGS["batch_size"].rule() == "an integer >= 1 and <= 65536 or auto"

@@ -156,7 +156,9 @@ def test_batch_auto_records_its_probe_scales_the_lr_and_retries_smaller_on_oom(s
     out_of_memory_above(monkeypatch, 32)         # the probe said 64 fits; training finds it does not
     config = tiny_digits(epochs=1, batch_size="auto", optimizer="sgd", lr=0.1, lr_reference_batch=128)
     run_id = store.create_run(config)
+    assert store.summary(run_id).batch_size is None          # the runs table's number: not known yet
     assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert store.summary(run_id).batch_size == 32
     status = store.read_status(run_id)
     assert status["batch_probe"]["chosen"] == 64
     assert [t["batch_size"] for t in status["batch_probe"]["trials"]] == [64, 128]
@@ -252,3 +254,36 @@ def test_random_crops_shift_by_whole_pixels():
         assert found, "not a whole-pixel shift of the input"
         shifts.append(found[0])
     assert len(set(shifts)) > 5          # drawn per sample
+
+
+# --- the Train form: the model's natural size, the recipe button ------------------------------------
+from test_pages import app, no_errors  # noqa: E402,F401  (the AppTest fixture the page tests use)
+
+
+def test_the_model_picker_proposes_its_natural_image_size(app):
+    app.run().switch_page("pages/train.py").run()
+    assert app.number_input(key="ds_size_digits").value == 16
+    app.selectbox(key="ds_model").set_value("imagenet-resnet18").run()
+    no_errors(app)
+    assert app.number_input(key="ds_size_digits").value == 224
+    assert any("trained at 224x224" in c.value for c in app.caption)
+    app.selectbox(key="ds_model").set_value("simple-cnn").run()
+    assert app.number_input(key="ds_size_digits").value == 16      # back to the data's own
+
+
+def test_one_click_fills_the_form_with_the_fast_recipe(app):
+    app.run().switch_page("pages/train.py").run()
+    [button] = [b for b in app.button if b.label == "Recipe: Fast Fashion-MNIST"]
+    button.click().run()
+    no_errors(app)
+    version = app.session_state["form_version"]
+    assert app.selectbox(key="ds_name").value == "fashion-mnist"
+    assert app.selectbox(key="ds_model").value == "resnet18"
+    assert app.number_input(key="ds_size_fashion-mnist").value == 28
+    prefix = f"tf_fashion-mnist_{version}"
+    assert app.number_input(key=f"{prefix}_lr").value == 0.4
+    assert app.number_input(key=f"{prefix}_batch_size").value == 512
+    assert app.number_input(key=f"{prefix}_epochs").value == 30
+    assert app.selectbox(key=f"{prefix}_scheduler").value == "onecycle"
+    assert app.checkbox(key=f"{prefix}_tta_flip").value is True
+    assert any("Fast Fashion-MNIST recipe" in i.value for i in app.info)

@@ -159,3 +159,15 @@ def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app)
     assert counts["Trainable"] == 512 * 10 + 10                       # the head for digits' 10 classes
     assert counts["Frozen"] == counts["Parameters"] - counts["Trainable"] > 11_000_000
     assert len(app.dataframe) == 2          # torchinfo read the 1-channel data as the 3 channels it becomes
+
+
+def test_a_resume_does_not_read_the_weights_file_again(store, cached, image_folder):
+    from core.worker import run_training
+    from test_trainer import AtStep
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
+                                   image_size=32, epochs=2, batch_size=8, probe_interval=0)
+    run_id = store.create_run(config)
+    stop = AtStep(2, lambda t: store.stop_path(run_id).write_text("stop"))
+    assert run_training(store, run_id, [stop], handle_signals=False) == "stopped"
+    cached.unlink()          # the checkpoint holds the weights now
+    assert run_training(store, run_id, handle_signals=False) == "completed", store.read_status(run_id)["error"]
