@@ -387,3 +387,29 @@ def test_a_link_to_a_run_that_is_gone_keeps_the_default(app, two_runs):
     no_errors(app)
     assert app.sidebar.selectbox(key="run_id").value == two_runs[1]
     assert app.query_params["run"] == two_runs[1] and app.query_params["dataset"] == "digits"
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion-mnist", "cifar10"])
+def test_the_form_starts_from_the_settings_the_cli_uses(app, dataset, monkeypatch):
+    """Picking a dataset applies its defaults at once, and they are the CLI's, setting by setting."""
+    import core.data
+    from core.__main__ import build_parser, launch_config
+    from core.config import SETTINGS
+    monkeypatch.setattr(core.data, "validate_run_config", lambda config: [])    # no data files needed here
+    cli = launch_config(build_parser().parse_args(["train", "--dataset", dataset]))
+    app.run().switch_page("pages/train.py").run()
+    app.selectbox(key="ds_name").set_value(dataset).run()
+    no_errors(app)
+    version = app.session_state["form_version"]
+    shown = {}
+    for widget in (*app.number_input, *app.selectbox, *app.checkbox, *app.text_input):
+        prefix = f"tf_{dataset}_{version}_"
+        if widget.key and widget.key.startswith(prefix):
+            shown[widget.key.removeprefix(prefix)] = widget.value
+    shown["image_size"] = app.number_input(key=f"ds_size_{dataset}").value
+    shown["channels"] = app.selectbox(key=f"ds_channels_{dataset}").value
+    shown["model"] = app.selectbox(key="ds_model").value
+    assert {"epochs", "batch_size", "lr", "model", "optimizer"} <= set(shown)
+    differing = {name: (value, getattr(cli, name)) for name, value in shown.items()
+                 if name in SETTINGS and name != "name" and value != getattr(cli, name)}
+    assert not differing
