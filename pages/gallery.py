@@ -13,9 +13,9 @@ def paged_tiles(items: np.ndarray, tiles_of: Callable[[np.ndarray], list[Tile]],
     """Draw one page of `items` as tiles; `key` names the page number's widget, so give each list
     (a confusion cell, a split) its own key and it starts on page 1."""
     pages = page_count(len(items), per_page)
-    left, right = st.columns([3, 1], vertical_alignment="bottom")
-    number = right.number_input(f"Page (of {pages})", 1, pages, 1, key=key) if pages > 1 else 1
+    # A fixed width: in a narrow column Streamlit hides the number's - and + buttons.
+    number = st.number_input(f"Page (of {pages})", 1, pages, 1, key=key, width=180) if pages > 1 else 1
     page = page_of(items, number, per_page)
-    left.caption(f"Showing {page.summary()}")
+    st.caption(f"Showing {page.summary()}")
     if len(page.items):
         st.html(tiles_html(tiles_of(page.items)))
