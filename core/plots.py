@@ -116,10 +116,13 @@ def training_curves(series: dict[str, dict[str, tuple]], x_title: str = "step", 
 def line_chart(series: dict[str, tuple], title: str, x_title: str = "step", y_title: str = "",
                log_y: bool = False, smoothing: float = 0.0) -> go.Figure:
     traces = []
-    for label, (x, y) in series.items():
-        traces += curve_traces(x, y, label, smoothing=smoothing, markers=False)
-    return _figure(traces, title, height=280, xaxis=_axis(x_title),
-                   yaxis=_log_axis(y_title) if log_y else _axis(y_title))
+    for i, (label, (x, y)) in enumerate(series.items()):       # a colour each: the raw curve keeps it
+        traces += curve_traces(x, y, label, RUN_COLOURS[i % len(RUN_COLOURS)], smoothing=smoothing, markers=False)
+    y_axis = _axis(y_title)
+    if log_y:
+        y_axis.update(type="log", **log_ticks(np.concatenate([np.asarray(y, dtype=float) for _, y in series.values()]
+                                                             or [np.array([])])))
+    return _figure(traces, title, height=280, xaxis=_axis(x_title), yaxis=y_axis)
 
 
 RUN_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
@@ -129,7 +132,8 @@ RUN_COLOURS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2",
 def compare_curves(runs: dict[str, dict[str, tuple]], metric: str, x_title: str, smoothing: float = 0.0,
                    log_y: bool = False) -> go.Figure:
     """Several runs overlaid: `runs[run label][split] = (x, values)`, split train or val. A colour per
-    run; train dashed and smoothed, val solid with markers (a one-epoch run's single val point shows)."""
+    run; train dashed (smoothed by `smoothing`), val solid with markers (a one-epoch run's single val
+    point shows)."""
     traces, values = [], []
     for i, (label, splits) in enumerate(runs.items()):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
@@ -141,10 +145,11 @@ def compare_curves(runs: dict[str, dict[str, tuple]], metric: str, x_title: str,
             traces += curve_traces(x, y, f"{label} · {split}", colour, smoothing if train else 0.0,
                                    markers=None if train else True, legendgroup=label,
                                    line={"dash": "dash" if train else "solid"})
-    y_axis = _axis({"acc": "accuracy"}.get(metric, metric))
+    metric = {"acc": "accuracy"}.get(metric, metric)
+    y_axis = _axis(metric)
     if log_y:
         y_axis.update(type="log", **log_ticks(np.concatenate(values) if values else []))
-    return _figure(traces, f"{metric} of the chosen runs (train dashed, val solid)", height=380,
+    return _figure(traces, f"{metric.capitalize()} of the chosen runs (train dashed, val solid)", height=380,
                    xaxis=_axis(x_title), yaxis=y_axis, legend={"orientation": "v", "x": 1.02, "y": 1})
 
 

@@ -58,8 +58,9 @@ def compare_runs(store) -> None:
             titles.add(title)
         # Runs whose epoch length is not known yet fall back to steps: then the axis says both.
         x_title = titles.pop() if len(titles) == 1 else " / ".join(sorted(titles))
-        st.plotly_chart(plots.compare_curves(series, metric, x_title, options.smoothing, options.log_y),
-                        key="cmp_chart")
+        # Smoothing is for per-step curves: per-epoch points are already averages, drawn as they are.
+        smoothing = options.smoothing if train_kind == "step" else 0.0
+        st.plotly_chart(plots.compare_curves(series, metric, x_title, smoothing, options.log_y), key="cmp_chart")
         configs = {run_id: store.read_config(run_id).to_dict() for run_id in chosen}
         keys = [k for k in configs[chosen[0]] if len({repr(c[k]) for c in configs.values()}) > 1]
         if keys:

@@ -12,8 +12,8 @@ shared.ensure_app_navigation()
 
 SORTS = ("created", "test acc", "best val acc", "duration", "name", "state")
 # What tells runs apart first; the long run id near the end (the run's name leads, its id is in the sidebar).
-COLUMN_ORDER = ("name", "state", "test acc", "best val acc", "progress", "epoch", "model", "dataset", "batch size",
-                "lr", "optimizer", "augmentation", "tags", "note", "duration", "created", "run", "error")
+COLUMN_ORDER = ("name", "tags", "state", "test acc", "best val acc", "epoch", "model", "dataset", "batch size", "lr",
+                "optimizer", "augmentation", "note", "progress", "duration", "created", "run", "error")
 
 st.title("Runs")
 store = shared.store()

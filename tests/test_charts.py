@@ -70,6 +70,8 @@ def test_smoothed_curve_drawn_over_a_faint_raw_one_from_the_downsampled_points()
     assert np.allclose(smooth["y"], ema_smooth(raw["y"], 0.9))
     assert np.std(np.diff(smooth["y"])) < np.std(np.diff(raw["y"])) / 3    # it is smoother
     assert len(plots.curve_traces(x, y, "train", smoothing=0.0)) == 1      # off: the raw curve alone
+    lr = plots.line_chart({"lr": (x, y)}, "learning rate", smoothing=0.5)
+    assert lr.data[0].line.color == lr.data[1].line.color                   # the faint curve is the same one
 
 
 def test_training_curves_smooth_only_the_named_curves_and_take_a_log_loss_axis():
@@ -193,6 +195,7 @@ def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
     assert set(traces) == {"one epoch · train", "one epoch · val", "three epochs · train", "three epochs · val"}
     assert traces["one epoch · val"]["x"] == [1.0] and "markers" in traces["one epoch · val"]["mode"]
     assert traces["three epochs · train"]["x"] == pytest.approx([1.0, 2.0, 3.0])     # per epoch by default
+    assert sum(t["name"] == "three epochs · train" for t in spec["data"]) == 1       # epoch means: not smoothed
     app.radio(key="cmp_train").set_value("step").run()
     spec = chart(app, "cmp_chart")
     steps = [t for t in spec["data"] if t["name"] == "three epochs · train"]
