@@ -17,6 +17,7 @@
 
     python bench/gpu_train.py --data /usr/share/datasets/fashion-mnist [--rounds 3] [--json out.json]
     python bench/gpu_train.py --smoke       # a tiny CPU run of every part: checks the script, no figures
+    ... [--parts overhead batch-sizes recipe]  # some of them
 
 Without --data the first two parts use random images in Fashion-MNIST's shape (speed does not depend
 on the pixels) and the third is skipped. Without a CUDA GPU it says which figures are missing.
@@ -46,6 +47,9 @@ from core.models import build_model  # noqa: E402
 from core.store import RunStore  # noqa: E402
 from core.trainer import epoch_order  # noqa: E402
 from core.worker import run_training  # noqa: E402
+
+
+PARTS = ("overhead", "batch-sizes", "recipe")
 
 
 def write_idx_folder(folder: Path, train: int, test: int, seed: int = 0) -> Path:
@@ -188,6 +192,7 @@ def main() -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run of every part (no figures)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
@@ -201,15 +206,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         store = RunStore(scratch / "runs")
-        shaped = str(write_idx_folder(scratch / "shaped", *((1024, 256) if args.smoke else (60_000, 10_000))))
+        shaped = str(write_idx_folder(scratch / "shaped", *((256, 64) if args.smoke else (60_000, 10_000))))
         data = args.data or shaped
         print(f"{report['device']}, torch {torch.__version__}; data: {args.data or 'random, Fashion-MNIST-shaped'}",
               flush=True)
-        overhead(store, data, device, args, report)
-        batch_sizes(store, data, device, args, report)
-        if args.data or args.smoke:
+        if "overhead" in args.parts:
+            overhead(store, data, device, args, report)
+        if "batch-sizes" in args.parts:
+            batch_sizes(store, data, device, args, report)
+        if "recipe" in args.parts and (args.data or args.smoke):
             fast_recipe(store, data, device, args, report)
-        else:
+        elif "recipe" in args.parts:
             print("fast recipe: skipped (needs --data with the real Fashion-MNIST)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -189,8 +189,8 @@ class RunConfig:
     # augmentation, applied to whole batches on the device
     aug_random_crop: bool = setting(False, "Random crop", "augmentation",
                                     help="a shift of up to 1/8 of the side, as a crop of the padded image")
-    crop_padding: int = setting(0, "Crop padding (pixels, 0 = 1/8 of the side)", "augmentation", low=0, high=256,
-                                step=1, help="random crop: the largest shift, in whole pixels")
+    crop_padding: int = setting(0, "Crop padding (pixels)", "augmentation", low=0, high=256, step=1,
+                                help="random crop: the largest shift, in whole pixels; 0: 1/8 of the side")
     aug_flip: bool = setting(False, "Horizontal flip", "augmentation")
     aug_rotation: float = setting(0.0, "Rotation (degrees)", "augmentation", low=0, high=180, step=5.0,
                                   format="%g", help="largest random rotation either way")

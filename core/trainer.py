@@ -241,6 +241,16 @@ def make_optimizer(config: RunConfig, params, fused: bool = False) -> torch.opti
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
 
 
+def onecycle_warmup(fraction: float, total_steps: int) -> float:
+    """OneCycleLR's pct_start for a warm-up of about `fraction` of the steps, in whole steps (at least
+    one, leaving one to decay): torch divides by zero when the warm-up ends on step 0, as 25% of 4
+    steps does."""
+    if total_steps < 2:
+        return fraction
+    steps = min(max(round(fraction * total_steps), 1), total_steps - 1)
+    return (steps if steps >= 2 else 1.5) / total_steps
+
+
 def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
     """(scheduler, steps_per_batch): onecycle steps every batch, the others every epoch."""
     s = torch.optim.lr_scheduler
@@ -251,7 +261,7 @@ def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
     if config.scheduler == "onecycle":
         return s.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
                             epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                            pct_start=config.warmup_fraction), True
+                            pct_start=onecycle_warmup(config.warmup_fraction, config.epochs * steps_per_epoch)), True
     if config.scheduler == "plateau":
         return s.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2), False
     return None, False

@@ -229,6 +229,18 @@ def test_the_onecycle_warm_up_share_is_the_settings():
     assert max(range(len(lrs)), key=lrs.__getitem__) == peak and max(lrs) == pytest.approx(0.4)
 
 
+def test_a_short_onecycle_never_divides_by_zero():
+    from core.trainer import make_scheduler
+    for total in range(1, 12):         # 25% of 4 steps ended torch's warm-up on step 0
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+        scheduler, _ = make_scheduler(RunConfig(scheduler="onecycle", warmup_fraction=0.25, epochs=1),
+                                      optimizer, total)
+        for _ in range(total - 1):
+            optimizer.step()
+            scheduler.step()
+            assert 0 < optimizer.param_groups[0]["lr"] <= 0.4
+
+
 def test_test_time_flip_averages_an_image_and_its_mirror():
     from core.augment import predict_logits
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
