@@ -1,8 +1,9 @@
-"""Datasets: class balance, split sizes, a sample grid per class and an augmentation preview."""
+"""Datasets: class balance, split sizes, a sample grid per class, an augmentation preview, and images
+people add (a zip of class folders, or images per class) kept as image-folder datasets."""
 import pandas as pd
 import streamlit as st
 
-from core import plots
+from core import plots, uploads
 from core.config import SETTINGS, RunConfig
 from core.data import DatasetError
 from pages import forms, shared
@@ -25,8 +26,98 @@ def thumbnails(config_json: str, class_index: int, page: int):
     return dataset_view(config_json).thumbnails(class_index, page, PER_PAGE)
 
 
+UPLOAD_RESULT = "up_result"      # the last import's outcome, shown until the next one
+UPLOAD_ROUND = "up_round"        # bumped after an import: fresh (empty) uploaders
+
+
+def _uploader_key(kind: str) -> str:
+    return f"up_{kind}_{st.session_state.get(UPLOAD_ROUND, 0)}"
+
+
+def _imported(result: uploads.ImportResult) -> None:
+    """After an import: show its outcome, empty the uploaders, and pick the dataset above."""
+    st.session_state[UPLOAD_RESULT] = result
+    st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1
+    st.session_state["ds_name"], st.session_state["ds_path"] = "image-folder", str(result.path)
+    dataset_view.clear()           # the dataset may be one already on view, now with more images
+    thumbnails.clear()
+
+
+def _import_zip(root) -> None:
+    upload = st.session_state.get(_uploader_key("zip"))
+    if upload is None:
+        st.session_state[UPLOAD_RESULT] = "Choose a zip file first."
+        return
+    name = st.session_state.get("up_zip_name", "").strip() or uploads.suggest_name(upload.name)
+    try:
+        _imported(uploads.import_zip(upload, root, name, add=st.session_state.get("up_add", False)))
+    except uploads.UploadRefused as refused:
+        st.session_state[UPLOAD_RESULT] = f"{upload.name} was not imported: {refused}"
+
+
+def _add_images(root) -> None:
+    files = st.session_state.get(_uploader_key("images")) or []
+    name, class_name = st.session_state.get("up_class_dataset", "").strip(), st.session_state.get("up_class", "")
+    if not name or not files:
+        st.session_state[UPLOAD_RESULT] = ("Name the dataset first." if not name
+                                           else "Drop some images for the class first.")
+        return
+    try:
+        _imported(uploads.add_images(root, name, class_name, [(f.name, f.getvalue()) for f in files]))
+    except uploads.UploadRefused as refused:
+        st.session_state[UPLOAD_RESULT] = f"Nothing was added: {refused}"
+
+
+def upload_section() -> None:
+    """Add your own images: a zip of class folders, or images dropped per class (Teachable Machine)."""
+    root = uploads.datasets_dir(shared.runs_dir())
+    limit = st.get_option("server.maxUploadSize")
+    with st.expander("Add your own images", icon=":material/upload:"):
+        st.caption(f"Each becomes an image-folder dataset, kept in `{root}`. Files up to {limit:,} MB each; "
+                   "every image is checked, and files that are not images we can read are left out and named.")
+        name_help = f"Use {uploads.NAME_RULE}."
+        zip_tab, class_tab = st.tabs(["A zip of class folders", "Images per class"])
+        # Forms: what was typed arrives with the click, however quickly the button follows the typing.
+        with zip_tab, st.form("up_zip_form", border=False, enter_to_submit=False):
+            st.text_input("Dataset name", key="up_zip_name", max_chars=64, help=name_help,
+                          placeholder="blank: the zip's file name")
+            st.file_uploader("Zip with one folder of images per class (cat/1.png, dog/1.png, ...)", type=["zip"],
+                             key=_uploader_key("zip"))
+            st.checkbox("If the name is taken, add the images to that dataset", key="up_add")
+            st.form_submit_button("Import", key="up_import", on_click=_import_zip, args=(root,), type="primary")
+        with class_tab, st.form("up_class_form", border=False, enter_to_submit=False):
+            cols = st.columns(2)
+            cols[0].text_input("Dataset name", key="up_class_dataset", max_chars=64, help=name_help,
+                               placeholder="a new one, or one of yours")
+            cols[1].text_input("Class name", key="up_class", max_chars=uploads.CLASS_NAME_MAX, placeholder="e.g. cat",
+                               help="A new class is made, or the images join the class of that name.")
+            st.file_uploader("Images of this class", accept_multiple_files=True, key=_uploader_key("images"))
+            st.form_submit_button("Add to class", key="up_add_images", on_click=_add_images, args=(root,),
+                                  type="primary")
+        result = st.session_state.get(UPLOAD_RESULT)
+        if isinstance(result, str):
+            st.error(result)
+        elif result is not None:
+            st.success(result.describe() + " It is picked above.")
+            st.dataframe(pd.DataFrame({"class": list(result.counts), "added": [result.added.get(c, 0) for c in
+                                       result.counts], "images": list(result.counts.values())}),
+                         hide_index=True, key="up_counts")
+            if result.refused:
+                with st.expander(f"{len(result.refused)} file{'s' if len(result.refused) != 1 else ''} not imported"):
+                    st.dataframe(pd.DataFrame(result.refused, columns=["file", "reason"]), hide_index=True,
+                                 key="up_refused")
+        datasets = uploads.list_datasets(root)
+        if datasets:
+            st.caption("Your datasets: pick one under Uploaded images above, once Dataset is image folder.")
+            st.dataframe(pd.DataFrame({"dataset": [d.name for d in datasets],
+                                       "classes": [len(d.counts) for d in datasets],
+                                       "images": [d.images for d in datasets]}), hide_index=True,
+                         key="up_datasets")
+
+
 with st.container(border=True):
     config = forms.dataset_picker()
+upload_section()
 problems = [p for p in config.validate() if "data_path" in p or "image_size" in p]
 if problems:
     st.info(" ".join(problems))

@@ -11,6 +11,7 @@ import dataclasses
 
 import streamlit as st
 
+from core import uploads
 from core.config import FOLDER_DATASETS, GROUPS, RECIPES, SETTINGS, RunConfig, Setting
 from core.folders import native_shape
 from core.models import MODEL_SPECS
@@ -68,7 +69,6 @@ def settings_form(config: RunConfig, key_prefix: str) -> dict:
     return {name: value.strip() if isinstance(value, str) else value for name, value in values.items()}
 
 
-def dataset_picker(container=None, pick_model: bool = False, model: str | None = None) -> RunConfig:
 def chosen_dataset() -> str:
     """The dataset the picker shows now (the default one before it was ever drawn in this session)."""
     return st.session_state.get("ds_name", st.session_state.get(KEPT, {}).get("ds_name", SETTINGS["dataset"].default))
@@ -80,18 +80,22 @@ def choose_dataset(dataset: str) -> None:
         st.session_state["ds_name"] = st.session_state.setdefault(KEPT, {})["ds_name"] = dataset
 
 
+def dataset_picker(container=None, pick_model: bool = False, model: str | None = None) -> RunConfig:
     """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
     the dataset's default config with the picked data settings. With `pick_model` the model is picked
     here too (the Train page); the image size proposed is the model's (`model`, or the one picked)
     natural size when it has one (an ImageNet network's 224), else the data's."""
     box = container or st
+    arrived = _arrived()
     for key in ("ds_name", "ds_path", "ds_csv", "ds_model"):
-        _restore(key)
+        _restore(key, arrived)
     dataset_setting = SETTINGS["dataset"]
     dataset = box.selectbox(dataset_setting.label, dataset_setting.choices, key="ds_name",
                             format_func=dataset_setting.choice_labels.get, help=dataset_setting.help)
     data_path = labels_csv = ""
     if dataset in FOLDER_DATASETS:
+        if dataset == "image-folder":
+            _uploaded_picker(box)
         data_path = box.text_input(SETTINGS["data_path"].label, key="ds_path", placeholder="/path/to/images")
         if dataset == "csv-folder":
             labels_csv = box.text_input(SETTINGS["labels_csv"].label, key="ds_csv",
@@ -120,7 +124,7 @@ def choose_dataset(dataset: str) -> None:
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
     size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
     for key in (size_key, channels_key):
-        _restore(key)
+        _restore(key, arrived)
     _propose(size_key, defaults.image_size)
     _propose(channels_key, defaults.channels)
     image_size = cols[0].number_input(size.label, int(size.low), int(size.high), key=size_key, help=size.help)
@@ -154,15 +158,45 @@ def fill_form(config: RunConfig, source: str) -> None:
         st.session_state[key] = getattr(config, name)
 
 
+def _uploaded_picker(box) -> None:
+    """The datasets uploaded on the Datasets page, offered as the Folder (which stays the truth)."""
+    root = uploads.datasets_dir()
+    names = uploads.dataset_names(root)
+    if not names:
+        return
+    paths = {name: str(root / name) for name in names}
+    typed = str(st.session_state.get("ds_path", "")).strip()
+    st.session_state["ds_uploaded"] = next((name for name, path in paths.items() if path == typed), None)
+    box.selectbox("Uploaded images", names, key="ds_uploaded", placeholder="Pick one to use as the folder",
+                  on_change=_use_uploaded, args=(paths,), help=f"Datasets added on the Datasets page, kept in {root}")
+
+
+def _use_uploaded(paths: dict[str, str]) -> None:
+    name = st.session_state.get("ds_uploaded")
+    if name in paths:
+        st.session_state["ds_path"] = paths[name]
+
+
 KEPT = "dataset_choice"     # the picker's values, kept where a page switch does not clear them
 
 
-def _restore(key: str) -> None:
+def _restore(key: str, arrived: bool = False) -> None:
     """Streamlit drops a widget's value when a page without that widget runs; the picker's values
     live on in a plain key, so the dataset chosen on one page is the one on the next."""
     kept = st.session_state.setdefault(KEPT, {})
-    if key not in st.session_state and key in kept:
+    if (arrived or key not in st.session_state) and key in kept:
         st.session_state[key] = kept[key]
+
+
+def _arrived() -> bool:
+    """Whether the picker is drawn on another page than last time. Straight from a page with the
+    picker, the browser sends that page's values as it saw them: a value set by a callback there
+    (an uploaded dataset picked, an import) is missing, so the kept values are the truth then."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    context = get_script_run_ctx()
+    page = context.page_script_hash if context else ""
+    arrived, st.session_state["ds_page"] = st.session_state.get("ds_page") != page, page
+    return arrived
 
 
 def _propose(key: str, value) -> None:

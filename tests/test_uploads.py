@@ -264,3 +264,102 @@ def test_cli_import_data(tmp_path, capsys, monkeypatch):
     assert os.listdir(runs / ".datasets") == ["pets"]
     assert main(["import-data", str(source), "--name", "pets", "--add", "--runs", str(runs)]) == 0
     assert "Added 12 images to pets" in capsys.readouterr().out
+
+
+# --- the Datasets page's "Add your own images" -------------------------------------------------------
+from test_pages import app, no_errors  # noqa: E402,F401  (the AppTest fixture, on a fresh runs folder)
+
+
+def _table(at, column):
+    """The page's table with this column (AppTest does not expose a dataframe's key)."""
+    return next(frame.value for frame in at.dataframe if column in frame.value)
+
+
+def _uploader(at, label_start):
+    return next(u for u in at.get("file_uploader") if u.label.startswith(label_start))
+
+
+def test_datasets_page_imports_a_zip_and_picks_it(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    source = class_zip(tmp_path / "My Pets.zip", per_class=6)
+    with zipfile.ZipFile(source, "a") as archive:
+        archive.writestr("cat/notes.txt", "a note, not a picture")
+    app.run().switch_page("pages/datasets.py").run()
+    no_errors(app)
+    assert "MB each" in " ".join(c.value for c in app.caption)          # the upload limit is stated
+    _uploader(app, "Zip").set_value(("My Pets.zip", source.read_bytes(), "application/zip"))
+    app.button(key="up_import").click().run()
+    no_errors(app)
+    assert [s.value for s in app.success][0].startswith("Imported 18 images into My-Pets, which now has 3 classes")
+    assert _table(app, "added").to_dict("list") == {"class": ["cat", "dog", "fox"],
+                                                                   "added": [6, 6, 6], "images": [6, 6, 6]}
+    refused = _table(app, "reason")
+    assert refused["file"].tolist() == ["cat/notes.txt"] and "not an image" in refused["reason"][0]
+    # picked above: the folder checks and the summary describe the new dataset
+    folder = tmp_path / "runs" / ".datasets" / "My-Pets"
+    assert app.selectbox(key="ds_name").value == "image-folder"
+    assert app.text_input(key="ds_path").value == str(folder.resolve())
+    assert app.selectbox(key="ds_uploaded").value == "My-Pets"
+    assert {m.label: m.value for m in app.metric}["Classes"] == "3"
+    assert _table(app, "dataset").to_dict("list") == {"dataset": ["My-Pets"], "classes": [3],
+                                                                      "images": [18]}
+    # the same zip again under the same name is refused, and nothing changes
+    _uploader(app, "Zip").set_value(("My Pets.zip", source.read_bytes(), "application/zip"))
+    app.button(key="up_import").click().run()
+    assert "exists already" in app.error[0].value and len(list(folder.rglob("*.png"))) == 18
+
+
+def test_datasets_page_adds_images_per_class(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    app.run().switch_page("pages/datasets.py").run()
+    app.text_input(key="up_class_dataset").set_value("faces")
+    for class_name, value in (("happy", 20), ("sad", 200)):
+        app.text_input(key="up_class").set_value(class_name)
+        _uploader(app, "Images of this class").set_value(
+            [(f"{i}.png", png(value + i), "image/png") for i in range(5)] + [("broken.png", b"nope", "image/png")])
+        app.button(key="up_add_images").click().run()
+        no_errors(app)
+    assert app.success[0].value.startswith("Added 5 images to faces, which now has 2 classes and 10 images")
+    assert _table(app, "reason")["file"].tolist() == ["broken.png"]
+    assert {m.label: m.value for m in app.metric}["Classes"] == "2"
+    assert app.selectbox(key="ds_uploaded").options == ["faces"]
+    # straight to another page with the picker: the dataset picked by the import is picked there
+    app.switch_page("pages/model.py").run()
+    no_errors(app)
+    assert app.selectbox(key="ds_name").value == "image-folder"
+    assert app.text_input(key="ds_path").value == str(datasets_dir(tmp_path / "runs") / "faces")
+    assert app.selectbox(key="ds_uploaded").value == "faces"
+
+
+def test_datasets_page_says_what_is_missing(app, monkeypatch):
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    app.run().switch_page("pages/datasets.py").run()
+    app.button(key="up_import").click().run()
+    assert app.error[0].value == "Choose a zip file first."
+    app.button(key="up_add_images").click().run()
+    assert app.error[0].value == "Name the dataset first."
+    app.text_input(key="up_class_dataset").set_value("bad name")
+    _uploader(app, "Images of this class").set_value([("a.png", png(1), "image/png")])
+    app.text_input(key="up_class").set_value("cat")
+    app.button(key="up_add_images").click().run()
+    assert "cannot be used" in app.error[0].value
+    assert app.selectbox(key="ds_name").value == "digits"
+
+
+def test_the_picker_offers_uploaded_datasets_as_the_folder(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    root = datasets_dir(tmp_path / "runs")
+    import_zip(class_zip(tmp_path / "a.zip", classes=("ant", "bee")), root, "bugs")
+    import_zip(class_zip(tmp_path / "b.zip"), root, "pets")
+    app.run().switch_page("pages/datasets.py").run()
+    assert "ds_uploaded" not in [s.key for s in app.selectbox]      # digits needs no folder
+    app.selectbox(key="ds_name").select("image-folder").run()
+    assert app.selectbox(key="ds_uploaded").options == ["bugs", "pets"]
+    assert app.selectbox(key="ds_uploaded").value is None
+    app.selectbox(key="ds_uploaded").select("bugs").run()
+    no_errors(app)
+    assert app.text_input(key="ds_path").value == str(root / "bugs")
+    assert {m.label: m.value for m in app.metric}["Classes"] == "2"
+    app.text_input(key="ds_path").input(str(root / "pets")).run()      # typing the folder picks it too
+    assert app.selectbox(key="ds_uploaded").value == "pets"
+    assert {m.label: m.value for m in app.metric}["Classes"] == "3"
