@@ -203,6 +203,19 @@ def test_a_failure_mid_addition_leaves_the_dataset_as_it_was(tmp_path, root, mon
     assert sorted(os.listdir(root / "pets")) == ["cat", "dog", "fox"] and os.listdir(root) == ["pets"]
 
 
+def test_a_stage_left_by_a_killed_import_is_removed_by_the_next(tmp_path, root):
+    left = root / ".import-pets-killed"
+    (left / "cat").mkdir(parents=True)
+    (left / "cat" / "0.png").write_bytes(png(0))
+    recent = root / ".import-pets-running"
+    recent.mkdir()
+    old = os.stat(left).st_mtime - uploads.STALE_STAGE_S - 60
+    os.utime(left, (old, old))
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    assert sorted(os.listdir(root)) == [".import-pets-running", "pets"]       # a live import's stage stays
+    assert [d.name for d in list_datasets(root)] == ["pets"]
+
+
 def test_images_added_per_class_make_a_dataset(root):
     first = add_images(root, "faces", "happy", [("a.png", png(10)), ("b.jpg", png(20, fmt="JPEG")),
                                                 ("notes.txt", b"hello"), (".DS_Store", b"x")])
