@@ -708,6 +708,34 @@ class RunStore:
         except InvalidRunId:
             return False
 
+    def change_signature(self) -> tuple:
+        """Changes when a run is created or deleted, or changes state or tags, from any process on this
+        runs folder (the change journal grows); cheap enough for every open page to poll: one stat and
+        one directory listing."""
+        try:
+            with os.scandir(self.root) as entries:
+                names = hash(frozenset(e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)))
+        except FileNotFoundError:
+            names = None
+        return self._journal_key(), names
+
+    def _journal_key(self) -> tuple | None:
+        try:
+            journal = os.stat(self.root / CHANGES_FILE)
+        except FileNotFoundError:
+            return None
+        return journal.st_ino, journal.st_size
+
+    def _folder_stamp(self) -> tuple:
+        """Two stats that change with any run created, deleted or changing state (a run folder made or
+        removed changes the runs folder's mtime; so does the summary cache's write, which only costs a
+        listing)."""
+        try:
+            root = os.stat(self.root).st_mtime_ns
+        except FileNotFoundError:
+            root = None
+        return self._journal_key(), root
+
     def run_ids(self) -> list[str]:
         """Every run, newest first (ids start with their creation time)."""
         if not self.root.is_dir():
@@ -716,22 +744,6 @@ class RunStore:
             names = [e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)]
         return sorted((n for n in names if os.path.isfile(os.path.join(self.root, n, CONFIG_FILE))),
                       reverse=True)
-
-    def change_signature(self) -> tuple:
-        """Changes when a run is created or deleted, or changes state or tags, from any process on this
-        runs folder (the change journal grows); cheap enough for every open page to poll: one stat and
-        one directory listing."""
-        try:
-            journal = os.stat(self.root / CHANGES_FILE)
-            journal_key = (journal.st_ino, journal.st_size)
-        except FileNotFoundError:
-            journal_key = None
-        try:
-            with os.scandir(self.root) as entries:
-                names = hash(frozenset(e.name for e in entries if RUN_ID_PATTERN.fullmatch(e.name)))
-        except FileNotFoundError:
-            names = None
-        return journal_key, names
 
     # --- summaries -----------------------------------------------------------------------------
     def summary(self, run_id: str) -> RunSummary:
@@ -812,13 +824,13 @@ class RunStore:
         sixteenth of the runs get the deep check (their files stat()ed), which also catches files
         edited in place by hand. Several pages in one rerun share one listing (LISTING_TTL_S)."""
         with self._lock:
-            last, signature = self._last_listing, self.change_signature()
+            last, stamp = self._last_listing, self._folder_stamp()
             # Within the TTL, and only if no process changed the folder since (a page rerun because
             # of that change must see it).
-            if last and time.monotonic() - last[0] < self.listing_ttl_s and last[2] == signature:
+            if last and time.monotonic() - last[0] < self.listing_ttl_s and last[2] == stamp:
                 return list(last[1])
             summaries = self._list_runs()
-            self._last_listing = (time.monotonic(), summaries, signature)
+            self._last_listing = (time.monotonic(), summaries, stamp)
             return list(summaries)
 
     def _list_runs(self) -> list[RunSummary]:

@@ -229,3 +229,24 @@ def test_a_new_process_starts_from_the_saved_summaries(store, monkeypatch):
     assert states == {kept: "stopped", changed: "failed"} and reads == [changed]
     (store.root / ".summaries.json").write_text('{"format": 1, "runs": {"x": [1, 2, {"evil": true}]}}')
     assert {s.run_id: s.state for s in RunStore(store.root).list_runs()} == states    # a broken cache: ignored
+
+
+def test_another_process_s_changes_show_at_once_and_in_the_signature(store):
+    """A page rerun because the runs folder changed must list the change, however recent its last
+    listing (another tab, the CLI or another server works on the same folder)."""
+    from core.store import RunStore
+    other = RunStore(store.root)                       # another process's view of the same folder
+    first = store.create_run(RunConfig(name="first"))
+    assert [s.run_id for s in store.list_runs()] == [first]
+    signature = store.change_signature()
+    second = other.create_run(RunConfig(name="second"))
+    assert store.change_signature() != signature
+    assert {s.run_id for s in store.list_runs()} == {first, second}     # within the listing's TTL
+    signature = store.change_signature()
+    other.delete_run(first)
+    assert store.change_signature() != signature
+    assert [s.run_id for s in store.list_runs()] == [second]
+    signature = store.change_signature()
+    other.write_status(second, {**other.read_status(second), "state": "stopped"})
+    assert store.change_signature() != signature
+    assert store.list_runs()[0].state == "stopped"
