@@ -4,11 +4,13 @@ download its metrics as CSV."""
 import pandas as pd
 import streamlit as st
 
-from core.states import SHOWN_STATES
+from core.states import ACTIVE_STATES, SHOWN_STATES
 from core.store import MAX_NOTE_LENGTH, BadAnnotation, UnreadableRun
 from pages import shared
 
 shared.ensure_app_navigation()
+
+REFRESH_S = 2.0          # the table while a run is active
 
 SORTS = ("created", "test acc", "best val acc", "duration", "name", "state")
 # What tells runs apart first; the long run id near the end (the run's name leads, its id is in the sidebar).
@@ -25,8 +27,8 @@ if not summaries:
 states = sorted(SHOWN_STATES)
 all_tags = sorted({tag for s in summaries for tag in s.tags})
 cols = st.columns([3, 3, 2, 1])
-present = {r.state for r in summaries}
-shown_states = cols[0].multiselect("States", states, default=[s for s in states if s in present], key="runs_states")
+# None chosen means every state: a run that reaches a state no run had when the page opened still shows.
+shown_states = cols[0].multiselect("States", states, key="runs_states", placeholder="any state")
 if "runs_tags" in st.session_state:       # a tag removed since is no longer an option
     st.session_state["runs_tags"] = [t for t in st.session_state["runs_tags"] if t in all_tags]
 wanted_tags = cols[1].multiselect("Tags", all_tags, key="runs_tags", placeholder="any tag",
@@ -34,29 +36,41 @@ wanted_tags = cols[1].multiselect("Tags", all_tags, key="runs_tags", placeholder
 sort_by = cols[2].selectbox("Sort by", SORTS, key="runs_sort")
 descending = cols[3].toggle("Descending", True, key="runs_desc")
 
-in_view = shared.runs_in_view(summaries)
-if wanted_tags:
-    in_view = [s for s in in_view if set(wanted_tags) <= set(s.tags)]
-frame = shared.runs_frame(in_view)
-frame = frame[frame["state"].isin(shown_states)].sort_values(sort_by, ascending=not descending, na_position="last")
-# A new key after each open: the table comes back without the row that was clicked still selected.
-version = st.session_state.setdefault("runs_table_version", 0)
-# A click on a cell selects that cell, on the row's box the row: either opens the run.
-table = st.dataframe(frame, hide_index=True, key=f"runs_table_{version}", column_config=shared.RUNS_COLUMNS,
-                     column_order=COLUMN_ORDER, on_select="rerun", selection_mode=["single-row", "single-cell"])
-clicked = table.selection.rows or [row for row, _ in table.selection.cells]
-if clicked:
-    st.session_state["runs_table_version"] = version + 1
-    shared.select_run(frame["run"].iloc[clicked[0]])
-    st.switch_page("pages/train.py")
-search = st.session_state.get("run_search", "")
-st.caption(f"{len(frame):,} of {len(summaries):,} runs" + (f" matching '{search}'" if search.strip() else "")
-           + (f" tagged {', '.join(wanted_tags)}" if wanted_tags else "")
-           + ". Click a row to open the run on the Train page. Test accuracy shows once the run has been "
-             "evaluated on test (Evaluate page, or `python -m core eval RUN_ID --split test`).")
+
+def runs_table() -> bool:
+    """The table, with what the filters keep; redrawn every REFRESH_S while a run is active (progress,
+    state and best change). A click on a row opens that run on the Train page. Returns whether any
+    row is shown."""
+    summaries = store.list_runs()
+    in_view = shared.runs_in_view(summaries)
+    if wanted_tags:
+        in_view = [s for s in in_view if set(wanted_tags) <= set(s.tags)]
+    if shown_states:
+        in_view = [s for s in in_view if s.state in shown_states]
+    frame = shared.runs_frame(in_view).sort_values(sort_by, ascending=not descending, na_position="last")
+    # A new key after each open: the table comes back without the row that was clicked still selected.
+    version = st.session_state.setdefault("runs_table_version", 0)
+    # A click on a cell selects that cell, on the row's box the row: either opens the run.
+    table = st.dataframe(frame, hide_index=True, key=f"runs_table_{version}", column_config=shared.RUNS_COLUMNS,
+                         column_order=COLUMN_ORDER, on_select="rerun", selection_mode=["single-row", "single-cell"])
+    clicked = table.selection.rows or [row for row, _ in table.selection.cells]
+    if clicked:
+        st.session_state["runs_table_version"] = version + 1
+        shared.select_run(frame["run"].iloc[clicked[0]])
+        st.switch_page("pages/train.py")
+    search = st.session_state.get("run_search", "")
+    st.caption(f"{len(frame):,} of {len(summaries):,} runs" + (f" matching '{search}'" if search.strip() else "")
+               + (f" tagged {', '.join(wanted_tags)}" if wanted_tags else "")
+               + ". Click a row to open the run on the Train page. Test accuracy shows once the run has been "
+                 "evaluated on test (Evaluate page, or `python -m core eval RUN_ID --split test`).")
+    return not frame.empty
+
+
+active = any(s.state in ACTIVE_STATES for s in summaries)
+any_shown = st.fragment(run_every=REFRESH_S if active else None)(runs_table)()
 
 run_id = shared.selected_run()
-if frame.empty or run_id is None:
+if not any_shown or run_id is None:
     st.stop()
 summary = store.summary(run_id)
 st.subheader(f"{summary.name or run_id}: tags and note")
