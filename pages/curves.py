@@ -64,22 +64,37 @@ def curve(live: LiveMetrics, x: XAxis, split: str, kind: str, field: str) -> tup
     return x.of(steps, times), values
 
 
-def draw_run_curves(run_id: str, live: LiveMetrics) -> None:
+def draw_run_curves(run_id: str, live: LiveMetrics, rebuild: bool = True) -> None:
+    """The run's charts. Without `rebuild` the figures drawn last time are drawn again (for the same
+    controls): Streamlit sends an unchanged chart as a reference to the browser's copy, and the
+    browser does not redraw it, where a chart with new points costs it a full Plotly redraw."""
     options = chart_controls("chart")
+    cached = st.session_state.get(f"run_charts:{run_id}")
+    if not rebuild and cached and cached[0] == options:
+        _draw_figures(run_id, *cached[1:])
+        return
     x = run_x_axis(run_id, live, options.x_axis)
-    if x.fallback:
-        st.caption(f"x axis in {x.fallback}.")
     series = {"loss": {}, "acc": {}}
     for metric in ("loss", "acc"):
         for label, split, kind in (("train (steps)", "train", "step"), ("val (epochs)", "val", "epoch")):
             points = curve(live, x, split, kind, metric)
             if len(points[0]):
                 series[metric][label] = points
-    st.plotly_chart(plots.training_curves(series, x.title, options.smoothing, smoothed=("train (steps)",),
-                                          log_loss=options.log_y), key=f"curves_{run_id}")
+    figures = (plots.training_curves(series, x.title, options.smoothing, smoothed=("train (steps)",),
+                                     log_loss=options.log_y),
+               plots.line_chart({"lr": curve(live, x, "train", "step", "lr")}, "learning rate",
+                                x_title=x.title, log_y=True),
+               plots.line_chart({"samples/s": curve(live, x, "train", "step", "samples_per_s")},
+                                "throughput", x_title=x.title, smoothing=options.smoothing))
+    st.session_state[f"run_charts:{run_id}"] = (options, x.fallback, figures)
+    _draw_figures(run_id, x.fallback, figures)
+
+
+def _draw_figures(run_id: str, fallback: str | None, figures: tuple) -> None:
+    if fallback:
+        st.caption(f"x axis in {fallback}.")
+    curves_figure, lr_figure, speed_figure = figures
+    st.plotly_chart(curves_figure, key=f"curves_{run_id}")
     cols = st.columns(2)
-    cols[0].plotly_chart(plots.line_chart({"lr": curve(live, x, "train", "step", "lr")}, "learning rate",
-                                          x_title=x.title, log_y=True), key=f"lr_{run_id}")
-    cols[1].plotly_chart(plots.line_chart({"samples/s": curve(live, x, "train", "step", "samples_per_s")},
-                                          "throughput", x_title=x.title, smoothing=options.smoothing),
-                         key=f"speed_{run_id}")
+    cols[0].plotly_chart(lr_figure, key=f"lr_{run_id}")
+    cols[1].plotly_chart(speed_figure, key=f"speed_{run_id}")

@@ -63,6 +63,7 @@ def runs_table() -> bool:
                + (f" tagged {', '.join(wanted_tags)}" if wanted_tags else "")
                + ". Click a row to open the run on the Train page. Test accuracy shows once the run has been "
                  "evaluated on test (Evaluate page, or `python -m core eval RUN_ID --split test`).")
+    shared.check_store()      # this page polls the runs folder itself while it ticks (app.py)
     return not frame.empty
 
 

@@ -136,13 +136,23 @@ def remember_store_signature() -> None:
     st.session_state[SIGNATURE] = store().change_signature()
 
 
-@st.fragment(run_every=WATCH_S)
-def watch_store() -> None:
-    """Runs created, deleted or changing state anywhere (another tab, the CLI, another server on this
-    runs folder) reach every open page within WATCH_S: a changed signature reruns the page; an
-    unchanged one costs a stat and a directory listing, and draws nothing."""
+def check_store() -> None:
+    """Rerun the page if a run was created, deleted or changed state anywhere (another tab, the CLI,
+    another server on this runs folder) since the page was drawn: a stat and a directory listing."""
     if st.session_state.get(SIGNATURE) != store().change_signature():
         st.rerun(scope="app")
+
+
+def watch_store(page_polls: bool) -> None:
+    """Every open page checks the runs folder every WATCH_S, in a fragment that draws nothing; a page
+    whose own live fragment is ticking (`page_polls`) checks from there instead: each fragment run
+    costs the browser a re-render of the page (bench/watch_cost.py)."""
+    st.fragment(run_every=None if page_polls else WATCH_S)(check_store)()
+
+
+def any_run_active() -> bool:
+    from core.states import ACTIVE_STATES
+    return any(s.state in ACTIVE_STATES for s in store().list_runs())
 
 
 URL_WRITTEN = "_url_written"    # the query parameters this session last put in the address bar

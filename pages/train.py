@@ -16,8 +16,8 @@ from pages import compare, curves, forms, shared
 
 shared.ensure_app_navigation()
 
-REFRESH_S = 1.0          # the progress line and the runs table
-CHARTS_REFRESH_S = 5.0   # the curves and the diagnosis
+REFRESH_S = 2.0          # the live view and the runs table, while any run is active
+CHARTS_REFRESH_S = 5.0   # new points go into the charts at most this often
 
 st.title("Train")
 store, jobs = shared.store(), shared.jobs()
@@ -115,13 +115,9 @@ def fmt_duration(seconds) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def runs_table() -> None:
-    """All runs; refreshed at the live view's pace while any run is active, so the two agree."""
-    active = any(s.state in ACTIVE_STATES for s in store.list_runs())
-    st.fragment(run_every=REFRESH_S if active else None)(draw_runs_table)()
-
-
 def draw_runs_table() -> None:
+    """All runs, redrawn with the live view (same tick, same reads), so the two agree."""
+    st.markdown("**All runs**")
     summaries = store.list_runs()
     if not summaries:
         st.caption("No runs yet.")
@@ -186,14 +182,29 @@ def draw_progress(run_id: str) -> None:
 
 
 def draw_charts(run_id: str) -> None:
-    """The curves and the diagnosis: redrawn every CHARTS_REFRESH_S while the run is active. Plotly
-    charts are what a refresh costs the server and the browser, and a cost to the browser is a cost
-    to a training run on the same machine (bench/watch_cost.py)."""
+    """The curves and the diagnosis. New points go into the charts at most every CHARTS_REFRESH_S
+    while the run trains: a chart with new points costs the browser a full Plotly redraw, and a cost
+    to the browser is a cost to a training run on the same machine (bench/watch_cost.py)."""
     live = live_metrics(run_id)
     if not live.lines:
         return
-    curves.draw_run_curves(run_id, live)
-    draw_diagnosis(run_id, live, store.read_status(run_id), store.read_config(run_id))
+    status = store.read_status(run_id)
+    drawn_at = st.session_state.get(f"charts_at:{run_id}", 0.0)
+    rebuild = status["state"] not in ACTIVE_STATES or time.monotonic() - drawn_at >= CHARTS_REFRESH_S
+    if rebuild:
+        st.session_state[f"charts_at:{run_id}"] = time.monotonic()
+    curves.draw_run_curves(run_id, live, rebuild=rebuild)
+    draw_diagnosis(run_id, live, status, store.read_config(run_id))
+
+
+def draw_live(run_id: str | None) -> None:
+    """One fragment for everything that changes while runs train (one fragment run per tick: each
+    costs the browser a re-render of the page): the chosen run's progress and charts, and all runs."""
+    if run_id is not None:
+        draw_progress(run_id)
+        draw_charts(run_id)
+    draw_runs_table()
+    shared.check_store()      # this page polls the runs folder itself while it ticks (app.py)
 
 
 SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -268,7 +279,9 @@ def run_actions(run_id: str, state: str) -> None:
 
 def live_view() -> None:
     run_id = shared.selected_run()
+    ticking = REFRESH_S if shared.any_run_active() else None
     if run_id is None:
+        st.fragment(run_every=ticking)(draw_live)(None)
         return
     summary = store.summary(run_id)
     st.subheader(f"Run {shared.run_label(run_id)}")
@@ -278,13 +291,10 @@ def live_view() -> None:
     run_actions(run_id, summary.state)
     if summary.state == UNREADABLE:
         st.error(f"This run folder cannot be read: {summary.error}")
-        return
-    active = summary.state in ACTIVE_STATES
-    st.fragment(run_every=REFRESH_S if active else None)(draw_progress)(run_id)
-    st.fragment(run_every=CHARTS_REFRESH_S if active else None)(draw_charts)(run_id)
+        run_id = None
+    st.fragment(run_every=ticking)(draw_live)(run_id)
 
 
 launch_form()
-runs_table()
 live_view()
 compare.compare_runs(store)
