@@ -95,10 +95,12 @@ def open_form(page):
     expect(settled.first).to_be_visible(timeout=FIRST_RENDER_MS)
     epochs_box = page.get_by_label("Epochs", exact=True)
     for _ in range(3):                   # the form is folded once runs exist
-        if epochs_box.is_visible():
+        try:                             # (a rerun may still be drawing it: wait before unfolding)
+            expect(epochs_box).to_be_visible(timeout=5_000)
             break
-        page.get_by_text("New run").first.click()
-        page.wait_for_timeout(500)
+        except AssertionError:
+            page.get_by_text("New run").first.click()
+    expect(epochs_box).to_be_visible()
     return epochs_box
 
 
@@ -207,7 +209,7 @@ def test_datasets_page_shows_balance_and_samples(page, server):
 
 @pytest.fixture(scope="module")
 def finished(server):
-    """A finished run made straight in the server's run store; being the newest, the picker shows it."""
+    """A finished run made straight in the server's run store (pages open it by its link)."""
     from conftest import tiny_digits
     from core.store import RunStore
     from core.worker import run_training
@@ -227,7 +229,7 @@ def digit_png(path, index=0):
 
 
 def test_evaluate_page_shows_the_confusion_matrix(page, server, finished):
-    open_page(page, server, "evaluate")
+    open_page(page, server, f"evaluate?run={finished}")    # other tests made newer runs
     chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
     expect(chart).to_contain_text("Confusion matrix", timeout=FIRST_RENDER_MS)
     expect(page.get_by_text("best.pt of " + finished)).to_be_visible()
@@ -236,7 +238,7 @@ def test_evaluate_page_shows_the_confusion_matrix(page, server, finished):
 
 
 def test_drop_an_image_on_predict(page, server, finished, tmp_path):
-    open_page(page, server, "predict")
+    open_page(page, server, f"predict?run={finished}")
     drop = page.get_by_test_id("stFileUploaderDropzoneInput")
     drop.wait_for(state="attached", timeout=FIRST_RENDER_MS)
     expected = digit_png(tmp_path / "zero.png")
