@@ -80,6 +80,17 @@ def choose_dataset(dataset: str) -> None:
         st.session_state["ds_name"] = st.session_state.setdefault(KEPT, {})["ds_name"] = dataset
 
 
+def chosen_model() -> str | None:
+    """The model picked beside the data or on the Model page (None before either was drawn)."""
+    return st.session_state.get("ds_model", st.session_state.get(KEPT, {}).get("ds_model"))
+
+
+def choose_model(model: str) -> None:
+    """Make `model` the choice on every page (from a link or the Model page); unknown names are ignored."""
+    if model in SETTINGS["model"].choices:
+        st.session_state["ds_model"] = st.session_state.setdefault(KEPT, {})["ds_model"] = model
+
+
 def dataset_picker(container=None, pick_model: bool = False, model: str | None = None) -> RunConfig:
     """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
     the dataset's default config with the picked data settings. With `pick_model` the model is picked

@@ -37,8 +37,14 @@ def from_checkpoint(path: str, mtime: float):
 
 if source == "Fresh model":
     model_setting = SETTINGS["model"]
+    shared_choice = forms.chosen_model()      # the model picked on the Train page (or in a link)
+    if shared_choice and st.session_state.get("m_arch_shown") != shared_choice:
+        st.session_state["m_arch"] = shared_choice
     name = cols[1].selectbox("Architecture", model_setting.choices, index=model_setting.choices.index(
         model_setting.default), key="m_arch", help=model_setting.help)
+    if name != shared_choice:
+        forms.choose_model(name)              # and the one picked here is the Train page's
+    st.session_state["m_arch_shown"] = name
     with st.sidebar.expander("Input data", expanded=False):
         data_config = forms.dataset_picker(model=name)      # an ImageNet network proposes its 224
     shape = (data_config.channels, data_config.image_size, data_config.image_size)

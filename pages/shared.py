@@ -156,28 +156,31 @@ def any_run_active() -> bool:
 
 
 URL_WRITTEN = "_url_written"    # the query parameters this session last put in the address bar
+URL_KEYS = ("run", "dataset", "model")
 
 
 def selection_from_url() -> None:
-    """A link names the run and the dataset (?run=ID&dataset=NAME): adopt what the address bar says when
-    it differs from what this session last wrote there (a link opened, an address typed). A page switch
-    clears the parameters; write_selection_to_url then puts them back."""
+    """A link names the run, dataset and model (?run=ID&dataset=NAME&model=NAME): adopt what the address
+    bar says when it differs from what this session last wrote there (a link opened, an address typed).
+    A page switch clears the parameters; write_selection_to_url then puts them back."""
     params, written = st.query_params, st.session_state.get(URL_WRITTEN, {})
     run_id = params.get("run")
     if run_id and run_id != written.get("run") and store().exists(run_id):
         select_run(run_id)
-    dataset = params.get("dataset")
-    if dataset and dataset != written.get("dataset"):
-        from pages.forms import choose_dataset
-        choose_dataset(dataset)
+    from pages.forms import choose_dataset, choose_model
+    for key, choose in (("dataset", choose_dataset), ("model", choose_model)):
+        value = params.get(key)
+        if value and value != written.get(key):
+            choose(value)
 
 
 def write_selection_to_url() -> None:
-    """The chosen run and dataset in the address bar, so the URL opens the same page, run and data."""
-    from pages.forms import chosen_dataset
-    wanted = {key: value for key, value in (("run", selected_run()), ("dataset", chosen_dataset())) if value}
-    if {key: st.query_params.get(key) for key in ("run", "dataset")} != {**{"run": None, "dataset": None}, **wanted}:
-        for key in ("run", "dataset"):
+    """The chosen run, dataset and model in the address bar, so the URL opens the same page and choices."""
+    from pages.forms import chosen_dataset, chosen_model
+    wanted = {key: value for key, value in (("run", selected_run()), ("dataset", chosen_dataset()),
+                                            ("model", chosen_model())) if value}
+    if {key: st.query_params.get(key) for key in URL_KEYS} != {**dict.fromkeys(URL_KEYS), **wanted}:
+        for key in URL_KEYS:
             if key in wanted:
                 st.query_params[key] = wanted[key]
             elif key in st.query_params:

@@ -413,3 +413,23 @@ def test_the_form_starts_from_the_settings_the_cli_uses(app, dataset, monkeypatc
     differing = {name: (value, getattr(cli, name)) for name, value in shown.items()
                  if name in SETTINGS and name != "name" and value != getattr(cli, name)}
     assert not differing
+
+
+def test_the_model_picked_on_one_page_is_the_one_on_the_other_and_in_the_link(app):
+    app.run().switch_page("pages/model.py").run()
+    app.selectbox(key="m_arch").set_value("mlp").run()
+    no_errors(app)
+    app.switch_page("pages/train.py").run()
+    no_errors(app)
+    assert app.selectbox(key="ds_model").value == "mlp"
+    assert app.query_params["model"] == "mlp"
+    app.selectbox(key="ds_model").set_value("resnet18").run()
+    app.switch_page("pages/model.py").run()
+    assert app.selectbox(key="m_arch").value == "resnet18"
+
+
+def test_a_link_names_the_model(app):
+    app.query_params = {"model": "resnet18", "dataset": "digits"}
+    app.run().switch_page("pages/train.py").run()
+    no_errors(app)
+    assert app.selectbox(key="ds_model").value == "resnet18"
