@@ -10,6 +10,7 @@ links, sizes, compression ratios) before a byte of it is decompressed.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -209,6 +210,21 @@ class _Stage:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _staging(root: Path, name: str):
+    """A _Stage for one import, removed afterwards (renamed in by then when the import succeeded); a
+    write error becomes UploadRefused in plain words."""
+    stage = None
+    try:
+        stage = _Stage(root, name)
+        yield stage
+    except OSError as error:
+        raise UploadRefused(f"could not write in {root}: {error.strerror or error}; nothing was imported") from None
+    finally:
+        if stage is not None:
+            stage.remove()
+
+
 def _unique_name(name: str, taken) -> str:
     stem, ext = os.path.splitext(name)
     candidate, n = name, 1
@@ -392,9 +408,8 @@ def import_zip(source: str | os.PathLike | IO[bytes], root: Path, name: str, add
     with archive:
         plan, ignored = _zip_plan(archive)
         _disk_space_check(root, sum(info.file_size for info, _ in plan))
-        stage, refused = None, []
-        try:
-            stage = _Stage(root, name)
+        refused = []
+        with _staging(root, name) as stage:
             for info, parts in plan:
                 if len(parts) == 1:
                     refused.append(Refusal(info.filename, "outside the class folders: put each class's images "
@@ -411,11 +426,6 @@ def import_zip(source: str | os.PathLike | IO[bytes], root: Path, name: str, add
                     continue
                 stage.write(unicodedata.normalize("NFC", parts[0]), kept_name, data)
             return _finish(stage, root, name, add, refused, ignored, seen=len(plan))
-        except OSError as error:
-            raise UploadRefused(f"could not write in {root}: {error.strerror or error}; nothing was imported") from None
-        finally:
-            if stage is not None:
-                stage.remove()
 
 
 # --- images dropped for one class --------------------------------------------------------------------
@@ -428,9 +438,8 @@ def add_images(root: Path, name: str, class_name: str, files: Iterable[tuple[str
     if len(files) > MAX_ZIP_ENTRIES:
         raise UploadRefused(f"{len(files):,} files at once; at most {MAX_ZIP_ENTRIES:,} are added")
     _disk_space_check(root, sum(len(data) for _, data in files))
-    stage, refused, ignored = None, [], 0
-    try:
-        stage = _Stage(root, name)
+    refused, ignored = [], 0
+    with _staging(root, name) as stage:
         for file_name, data in files:
             base = os.path.basename(str(file_name).replace("\\", "/"))
             if _hidden_or_system([base]):
@@ -443,8 +452,3 @@ def add_images(root: Path, name: str, class_name: str, files: Iterable[tuple[str
                 continue
             stage.write(class_name, kept_name, kept)
         return _finish(stage, root, name, True, refused, ignored, seen=len(files))
-    except OSError as error:
-        raise UploadRefused(f"could not write in {root}: {error.strerror or error}; nothing was imported") from None
-    finally:
-        if stage is not None:
-            stage.remove()

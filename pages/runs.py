@@ -4,7 +4,7 @@ download its metrics as CSV."""
 import pandas as pd
 import streamlit as st
 
-from core.states import ACTIVE_STATES, SHOWN_STATES
+from core.states import SHOWN_STATES
 from core.store import MAX_NOTE_LENGTH, BadAnnotation, UnreadableRun
 from pages import shared
 
@@ -67,8 +67,7 @@ def runs_table() -> bool:
     return not frame.empty
 
 
-active = any(s.state in ACTIVE_STATES for s in summaries)
-any_shown = st.fragment(run_every=REFRESH_S if active else None)(runs_table)()
+any_shown = st.fragment(run_every=REFRESH_S if shared.any_run_active() else None)(runs_table)()
 
 run_id = shared.selected_run()
 if not any_shown or run_id is None:
