@@ -37,7 +37,10 @@ def compare_runs(store) -> None:
     if len(runs) < 2:
         return
     labels = {s.run_id: s.label for s in runs}
-    with st.expander("Compare runs"):
+    box = st.expander("Compare runs", key="compare_open", on_change="rerun")   # drawn only while open
+    if not box.open:
+        return
+    with box:
         # The newest runs the sidebar search matches, and those already chosen.
         chosen_before = [r for r in st.session_state.get("cmp_runs", []) if r in labels]
         ids = list(dict.fromkeys(chosen_before + list(labels)[:shared.PICKER_LIMIT]))

@@ -64,37 +64,65 @@ def curve(live: LiveMetrics, x: XAxis, split: str, kind: str, field: str) -> tup
     return x.of(steps, times), values
 
 
-def draw_run_curves(run_id: str, live: LiveMetrics, rebuild: bool = True) -> None:
-    """The run's charts. Without `rebuild` the figures drawn last time are drawn again (for the same
-    controls): Streamlit sends an unchanged chart as a reference to the browser's copy, and the
-    browser does not redraw it, where a chart with new points costs it a full Plotly redraw."""
+# The run's charts (loss and accuracy, learning rate, throughput), and how long at least each waits
+# between taking in new points while the run trains (TensorBoard reloads every 30 s).
+CHARTS_REFRESH_S = {"curves": 0.0, "lr": 30.0, "speed": 30.0}
+FIGURES = tuple(CHARTS_REFRESH_S)
+
+
+def due_charts(drawn: dict, now: float, lines: int) -> set[str]:
+    """The charts due for new points, marked drawn in `drawn` (chart -> (time, lines) when it last
+    took them): those whose CHARTS_REFRESH_S has passed, if the run has new lines. A chart with new
+    points costs a watching browser a full Plotly redraw, CPU that a run on the same machine does
+    not get (bench/watch_cost.py)."""
+    due = set()
+    for name, every in CHARTS_REFRESH_S.items():
+        at, lines_then = drawn.get(name, (None, None))
+        if at is None or lines != lines_then and now - at >= every:
+            due.add(name)
+            drawn[name] = (now, lines)
+    return due
+
+
+def draw_run_curves(run_id: str, live: LiveMetrics, fresh: frozenset[str] | set[str] = frozenset(FIGURES)) -> None:
+    """The run's charts. Those named in `fresh` (of FIGURES) take in the run's new points; the others
+    are drawn as they were last time for the same controls. Streamlit sends an unchanged chart as a
+    reference to the browser's copy, which the browser does not redraw, where a chart with new points
+    costs it a full Plotly redraw (0.2-0.5 s of CPU in headless Chromium: bench/watch_cost.py)."""
     options = chart_controls("chart")
     cached = st.session_state.get(f"run_charts:{run_id}")
-    if not rebuild and cached and cached[0] == options:
-        _draw_figures(run_id, *cached[1:])
-        return
-    x = run_x_axis(run_id, live, options.x_axis)
+    if not cached or cached[0] != options:
+        fresh = set(FIGURES)
+    if fresh:
+        x = run_x_axis(run_id, live, options.x_axis)
+        figures = dict(cached[2]) if cached and cached[0] == options else {}
+        figures.update({name: _figure(name, live, x, options) for name in fresh})
+        cached = (options, x.fallback, figures)
+        st.session_state[f"run_charts:{run_id}"] = cached
+    _draw_figures(run_id, cached[1], cached[2])
+
+
+def _figure(name: str, live: LiveMetrics, x: XAxis, options: ChartOptions):
+    if name == "lr":
+        return plots.line_chart({"lr": curve(live, x, "train", "step", "lr")}, "learning rate",
+                                x_title=x.title, log_y=True)
+    if name == "speed":
+        return plots.line_chart({"samples/s": curve(live, x, "train", "step", "samples_per_s")},
+                                "throughput", x_title=x.title, smoothing=options.smoothing)
     series = {"loss": {}, "acc": {}}
     for metric in ("loss", "acc"):
         for label, split, kind in (("train (steps)", "train", "step"), ("val (epochs)", "val", "epoch")):
             points = curve(live, x, split, kind, metric)
             if len(points[0]):
                 series[metric][label] = points
-    figures = (plots.training_curves(series, x.title, options.smoothing, smoothed=("train (steps)",),
-                                     log_loss=options.log_y),
-               plots.line_chart({"lr": curve(live, x, "train", "step", "lr")}, "learning rate",
-                                x_title=x.title, log_y=True),
-               plots.line_chart({"samples/s": curve(live, x, "train", "step", "samples_per_s")},
-                                "throughput", x_title=x.title, smoothing=options.smoothing))
-    st.session_state[f"run_charts:{run_id}"] = (options, x.fallback, figures)
-    _draw_figures(run_id, x.fallback, figures)
+    return plots.training_curves(series, x.title, options.smoothing, smoothed=("train (steps)",),
+                                 log_loss=options.log_y)
 
 
-def _draw_figures(run_id: str, fallback: str | None, figures: tuple) -> None:
+def _draw_figures(run_id: str, fallback: str | None, figures: dict) -> None:
     if fallback:
         st.caption(f"x axis in {fallback}.")
-    curves_figure, lr_figure, speed_figure = figures
-    st.plotly_chart(curves_figure, key=f"curves_{run_id}")
+    st.plotly_chart(figures["curves"], key=f"curves_{run_id}")
     cols = st.columns(2)
-    cols[0].plotly_chart(lr_figure, key=f"lr_{run_id}")
-    cols[1].plotly_chart(speed_figure, key=f"speed_{run_id}")
+    cols[0].plotly_chart(figures["lr"], key=f"lr_{run_id}")
+    cols[1].plotly_chart(figures["speed"], key=f"speed_{run_id}")

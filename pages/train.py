@@ -16,8 +16,9 @@ from pages import compare, curves, forms, shared
 
 shared.ensure_app_navigation()
 
-REFRESH_S = 2.0          # the live view and the runs table, while any run is active
-CHARTS_REFRESH_S = 5.0   # new points go into the charts at most this often
+REFRESH_S = 2.0          # the progress and the runs table, while any run is active
+CHARTS_TICK_S = 10.0     # the charts and the diagnosis, while the chosen run is active
+FORM_OPEN = "new_run_open"        # whether the "New run" expander is open
 
 st.title("Train")
 store, jobs = shared.store(), shared.jobs()
@@ -29,7 +30,14 @@ def launch_form() -> None:
     clone = st.session_state.get("clone_config")
     # The form's values as they were when the LR finder ran, with its suggestion as the lr.
     draft = st.session_state.get("form_draft")
-    with st.expander("New run", expanded=not store.run_ids() or bool(clone or draft)):
+    if (clone or draft) and st.session_state.get("form_opened_for") != version:    # a new prefill shows
+        st.session_state[FORM_OPEN], st.session_state["form_opened_for"] = True, version
+    # Drawn only while open: a folded form's sixty widgets still cost every live refresh of the page
+    # a re-render in the browser (bench/watch_cost.py).
+    form = st.expander("New run", expanded=not store.run_ids(), key=FORM_OPEN, on_change="rerun")
+    if not form.open:
+        return
+    with form:
         if clone:
             st.info(f"Prefilled from {st.session_state.get('clone_of')}. Change what you like and launch.")
         forms.recipe_buttons()
@@ -181,28 +189,26 @@ def draw_progress(run_id: str) -> None:
         st.session_state[f"was_active:{run_id}"] = True
 
 
+def fresh_charts(run_id: str, live: LiveMetrics, state: str) -> set[str]:
+    """The charts that take in the run's new points at this tick (curves.due_charts); all of them
+    once the run has ended."""
+    if state not in ACTIVE_STATES:
+        return set(curves.FIGURES)
+    return curves.due_charts(st.session_state.setdefault(f"charts_drawn:{run_id}", {}), time.monotonic(),
+                             live.lines)
+
+
 def draw_charts(run_id: str) -> None:
-    """The curves and the diagnosis. New points go into the charts at most every CHARTS_REFRESH_S
-    while the run trains: a chart with new points costs the browser a full Plotly redraw, and a cost
-    to the browser is a cost to a training run on the same machine (bench/watch_cost.py)."""
+    """The curves and the diagnosis."""
     live = live_metrics(run_id)
     if not live.lines:
         return
     status = store.read_status(run_id)
-    drawn_at = st.session_state.get(f"charts_at:{run_id}", 0.0)
-    rebuild = status["state"] not in ACTIVE_STATES or time.monotonic() - drawn_at >= CHARTS_REFRESH_S
-    if rebuild:
-        st.session_state[f"charts_at:{run_id}"] = time.monotonic()
-    curves.draw_run_curves(run_id, live, rebuild=rebuild)
+    curves.draw_run_curves(run_id, live, fresh=fresh_charts(run_id, live, status["state"]))
     draw_diagnosis(run_id, live, status, store.read_config(run_id))
 
 
-def draw_live(run_id: str | None) -> None:
-    """One fragment for everything that changes while runs train (one fragment run per tick: each
-    costs the browser a re-render of the page): the chosen run's progress and charts, and all runs."""
-    if run_id is not None:
-        draw_progress(run_id)
-        draw_charts(run_id)
+def draw_all_runs() -> None:
     draw_runs_table()
     shared.check_store()      # this page polls the runs folder itself while it ticks (app.py)
 
@@ -278,21 +284,26 @@ def run_actions(run_id: str, state: str) -> None:
 
 
 def live_view() -> None:
+    """While runs are active the view ticks in three fragments, each re-sending only its own elements:
+    the progress and the runs table every REFRESH_S, the charts every CHARTS_TICK_S. A chart re-sent
+    costs the browser a redraw even unchanged (bench/watch_cost.py), and CPU the browser takes on a
+    small machine is CPU a run on it does not get."""
     run_id = shared.selected_run()
     ticking = REFRESH_S if shared.any_run_active() else None
-    if run_id is None:
-        st.fragment(run_every=ticking)(draw_live)(None)
-        return
-    summary = store.summary(run_id)
-    st.subheader(f"Run {shared.run_label(run_id)}")
-    st.caption(run_id)
-    for note in summary.notes:
-        st.warning(note)
-    run_actions(run_id, summary.state)
-    if summary.state == UNREADABLE:
-        st.error(f"This run folder cannot be read: {summary.error}")
-        run_id = None
-    st.fragment(run_every=ticking)(draw_live)(run_id)
+    if run_id is not None:
+        summary = store.summary(run_id)
+        st.subheader(f"Run {shared.run_label(run_id)}")
+        st.caption(run_id)
+        for note in summary.notes:
+            st.warning(note)
+        run_actions(run_id, summary.state)
+        if summary.state == UNREADABLE:
+            st.error(f"This run folder cannot be read: {summary.error}")
+        else:
+            st.fragment(run_every=ticking)(draw_progress)(run_id)
+            charts_ticking = CHARTS_TICK_S if summary.state in ACTIVE_STATES else None
+            st.fragment(run_every=charts_ticking)(draw_charts)(run_id)
+    st.fragment(run_every=ticking)(draw_all_runs)()
 
 
 launch_form()

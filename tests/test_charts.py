@@ -187,6 +187,8 @@ def test_train_page_chart_controls_apply_and_survive_a_page_switch(app, two_runs
 def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
     store, three, one_epoch = two_runs
     app.run().switch_page("pages/train.py").run()
+    app.session_state["compare_open"] = True          # the Compare expander unfolded
+    app.run()
     assert sorted(app.multiselect(key="cmp_runs").value) == sorted([three, one_epoch])
     app.radio(key="cmp_x").set_value("epoch").run()
     no_errors(app)
@@ -201,3 +203,13 @@ def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
     steps = [t for t in spec["data"] if t["name"] == "three epochs · train"]
     assert len(steps) == 2 and len(steps[0]["x"]) == 12             # raw and smoothed, every 5th of 60 steps
     assert spec["layout"]["xaxis"]["title"]["text"] == "epoch"
+
+
+def test_live_charts_take_new_points_at_their_own_pace():
+    from pages.curves import CHARTS_REFRESH_S, FIGURES, due_charts
+    drawn = {}
+    assert due_charts(drawn, 0.0, lines=10) == set(FIGURES)               # first drawing: all
+    assert due_charts(drawn, 10.0, lines=30) == {"curves"}                # the loss and accuracy at each tick
+    assert due_charts(drawn, 20.0, lines=30) == set()                     # nothing new in the run
+    assert due_charts(drawn, CHARTS_REFRESH_S["lr"], lines=40) == {"curves", "lr", "speed"}
+    assert due_charts(drawn, 40.0, lines=50) == {"curves"}

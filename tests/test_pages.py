@@ -135,14 +135,20 @@ def test_launch_creates_a_run_that_trains(app, tmp_path):
 
 
 def test_clone_prefills_the_form(app, finished_run):
+    def form_widgets():
+        return [w for w in app.number_input if str(w.key).startswith("tf_")]
     app.run().switch_page("pages/train.py").run()
+    assert not form_widgets()              # with runs, the form starts folded and is not drawn folded
     [clone] = [b for b in app.button if b.label == "Clone"]
     clone.click().run()
     no_errors(app)
-    version = app.session_state["form_version"]
+    version = app.session_state["form_version"]       # Clone unfolds it
     assert app.number_input(key=f"tf_digits_{version}_epochs").value == 2
     assert app.text_input(key=f"tf_digits_{version}_name").value == "finished (2)"   # a new name, proposed
     assert any("Prefilled from" in i.value for i in app.info)
+    app.session_state["new_run_open"] = False          # folded by the user: it stays folded
+    app.run()
+    assert not form_widgets()
 
 
 def test_a_clone_is_proposed_the_first_free_name():
@@ -162,6 +168,9 @@ def test_compare_and_delete(app, finished_run, tmp_path):
     run_training(store, other, handle_signals=False)
     app.run().switch_page("pages/train.py").run()
     no_errors(app)
+    assert not [w for w in app.multiselect if w.key == "cmp_runs"]     # folded, Compare draws nothing
+    app.session_state["compare_open"] = True                          # unfolded
+    app.run()
     assert sorted(app.multiselect(key="cmp_runs").value) == sorted([finished_run, other])
     differing = [frame.value for frame in app.dataframe if "lr" in frame.value.index]
     assert differing and sorted(differing[0].loc["lr"]) == ["0.001", "0.002"]
@@ -367,6 +376,8 @@ def test_a_link_opens_its_run_and_dataset(app, two_runs):
     no_errors(app)
     assert app.sidebar.selectbox(key="run_id").value == older
     assert any("first" in (h.value or "") for h in app.subheader)
+    app.session_state["new_run_open"] = True          # the form (and its dataset picker) unfolded
+    app.run()
     assert app.selectbox(key="ds_name").value == "mnist"
 
 
@@ -433,3 +444,17 @@ def test_a_link_names_the_model(app):
     app.run().switch_page("pages/train.py").run()
     no_errors(app)
     assert app.selectbox(key="ds_model").value == "resnet18"
+
+
+def test_the_runs_table_changes_only_when_what_it_shows_does(finished_run, tmp_path):
+    # An unchanged table is not redrawn by the browser: progress is kept to the whole percent shown,
+    # an active run's duration to 10 s steps.
+    import dataclasses
+    from core.store import RunStore
+    from pages import shared
+    summary = RunStore(tmp_path / "runs").summary(finished_run)
+    running = dataclasses.replace(summary, state="running", progress=0.12345, duration_s=127.9)
+    frame = shared.runs_frame([running])
+    assert frame["progress"][0] == 0.12 and frame["duration"][0] == 120.0
+    assert shared.runs_frame([dataclasses.replace(running, progress=0.1249, duration_s=129.5)]).equals(frame)
+    assert shared.runs_frame([summary])["duration"][0] == summary.duration_s      # a finished run's as it is
