@@ -84,18 +84,16 @@ def due_charts(drawn: dict, now: float, lines: int) -> set[str]:
     return due
 
 
-def draw_run_curves(run_id: str, live: LiveMetrics, fresh: frozenset[str] | set[str] = frozenset(FIGURES)) -> None:
+def draw_run_curves(run_id: str, live: LiveMetrics, fresh=FIGURES) -> None:
     """The run's charts. Those named in `fresh` (of FIGURES) take in the run's new points; the others
-    are drawn as they were last time for the same controls. Streamlit sends an unchanged chart as a
-    reference to the browser's copy, which the browser does not redraw, where a chart with new points
-    costs it a full Plotly redraw (0.2-0.5 s of CPU in headless Chromium: bench/watch_cost.py)."""
+    show the figures built last time for the same controls, which saves rebuilding them (the browser
+    redraws every chart it is sent: bench/chart_redraw.py)."""
     options = chart_controls("chart")
     cached = st.session_state.get(f"run_charts:{run_id}")
-    if not cached or cached[0] != options:
-        fresh = set(FIGURES)
+    figures = dict(cached[2]) if cached and cached[0] == options else {}
+    fresh = set(fresh) | (set(FIGURES) - set(figures))
     if fresh:
         x = run_x_axis(run_id, live, options.x_axis)
-        figures = dict(cached[2]) if cached and cached[0] == options else {}
         figures.update({name: _figure(name, live, x, options) for name in fresh})
         cached = (options, x.fallback, figures)
         st.session_state[f"run_charts:{run_id}"] = cached

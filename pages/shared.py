@@ -209,10 +209,9 @@ RUNS_COLUMNS = {
 
 
 def live_duration(summary) -> float | None:
-    """A run's duration for the table; an active run's in whole 10 s. A table whose values are those
-    of the last refresh is sent as a reference the browser does not redraw, and a redrawn table costs
-    a watching browser CPU a run on the same machine does not get (bench/watch_cost.py): the progress
-    column is kept to the whole percent it shows, the duration to a change every 10 s."""
+    """A run's duration for the table; an active run's in whole 10 s. A table whose values changed
+    costs a watching browser a redraw, CPU a run on the same machine does not get (bench/watch_cost.py):
+    the progress column is kept to the whole percent it shows, the duration to a change every 10 s."""
     if summary.duration_s is None or summary.state not in ACTIVE_STATES:
         return summary.duration_s
     return float(summary.duration_s // 10 * 10)

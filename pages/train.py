@@ -124,7 +124,7 @@ def fmt_duration(seconds) -> str:
 
 
 def draw_runs_table() -> None:
-    """All runs, redrawn with the live view (same tick, same reads), so the two agree."""
+    """All runs, redrawn at the progress line's pace (REFRESH_S), so the two agree."""
     st.markdown("**All runs**")
     summaries = store.list_runs()
     if not summaries:
@@ -286,8 +286,8 @@ def run_actions(run_id: str, state: str) -> None:
 def live_view() -> None:
     """While runs are active the view ticks in three fragments, each re-sending only its own elements:
     the progress and the runs table every REFRESH_S, the charts every CHARTS_TICK_S. A chart re-sent
-    costs the browser a redraw even unchanged (bench/watch_cost.py), and CPU the browser takes on a
-    small machine is CPU a run on it does not get."""
+    costs the browser a redraw even unchanged (bench/chart_redraw.py), and CPU the browser takes on a
+    small machine is CPU a run on it does not get (bench/watch_cost.py)."""
     run_id = shared.selected_run()
     ticking = REFRESH_S if shared.any_run_active() else None
     if run_id is not None:
