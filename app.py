@@ -26,8 +26,8 @@ with st.sidebar:
     st.caption(f"Runs folder: `{shared.runs_dir()}`")
     st.caption(f"Device: {shared.device_description()}")
     shared.remember_store_signature()
-    # The Train and Runs pages poll the runs folder from their own live fragments while a run is active.
-    shared.watch_store(page_polls=navigation.url_path in ("train", "runs") and shared.any_run_active())
+    if navigation.url_path != "train":      # the Train page checks the runs folder itself
+        shared.watch_store()
     shared.selection_from_url()
     shared.run_picker()
     shared.write_selection_to_url()

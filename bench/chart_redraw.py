@@ -4,8 +4,10 @@ Train page's three figures (2,000 points each) beside a progress bar in a fragme
     .venv/bin/python bench/chart_redraw.py [--seconds 20]
 
 Variants: none (the progress bar only, the baseline), outside (the figures drawn once, outside the
-fragment), same (the same figures re-sent at every tick), new (new points every 5 s). Printed: the
-browser's CPU (cores) over the window and its ratio to the baseline's.
+fragment), same (the same figures re-sent at every tick), three (new points every 5 s), same-plain
+(same, without Streamlit's theme), table and table-html (a three-row runs table re-sent at every tick,
+as st.dataframe and st.table). Printed: the browser's CPU (cores) over the window and its ratio to
+the baseline's.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from bench.watch_cost import cpu_seconds, descendants  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "chart_redraw_app.py"
 VARIANTS = {"none": "progress bar only", "outside": "figures outside the fragment",
-            "same": "same figures re-sent every 2 s", "three": "new points every 5 s"}
+            "same": "same figures re-sent every 2 s", "three": "new points every 5 s",
+            "same-plain": "same, theme=None", "table": "dataframe re-sent", "table-html": "st.table re-sent"}
 
 
 def browser_cores(variant: str, seconds: float) -> float:

@@ -6,10 +6,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import plots  # noqa: E402
+
+TABLE = pd.DataFrame({"run": [f"run-{i}" for i in range(3)], "state": ["running", "completed", "failed"],
+                      "progress": [0.41, 1.0, 0.2], "best val acc": [0.9, 0.91, 0.5], "duration": [10.0, 200, 30]})
+COLUMNS = {"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")}
 
 V = os.environ.get("CHART_VARIANT", "none")
 N = 2000
@@ -42,6 +47,14 @@ def ticker():
         if "fig" not in st.session_state:
             st.session_state.fig = three()
         draw(st.session_state.fig)
+    elif V == "same-plain":                # the same, without Streamlit's theme
+        if "fig" not in st.session_state:
+            st.session_state.fig = three()
+        draw(st.session_state.fig, theme=None)
+    elif V == "table":                     # a runs table re-sent at every tick
+        st.dataframe(TABLE, hide_index=True, column_config=COLUMNS, key="t")
+    elif V == "table-html":
+        st.table(TABLE)
 
 
 if V == "outside":                         # static figures outside the ticking fragment

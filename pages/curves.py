@@ -64,40 +64,36 @@ def curve(live: LiveMetrics, x: XAxis, split: str, kind: str, field: str) -> tup
     return x.of(steps, times), values
 
 
-# The run's charts (loss and accuracy, learning rate, throughput), and how long at least each waits
-# between taking in new points while the run trains (TensorBoard reloads every 30 s).
-CHARTS_REFRESH_S = {"curves": 0.0, "lr": 30.0, "speed": 30.0}
-FIGURES = tuple(CHARTS_REFRESH_S)
+# The run's charts, in two groups the Train page refreshes at their own pace while the run trains:
+# the loss and accuracy, and the learning rate and throughput (pages/train.py).
+CURVES = ("curves",)
+RATES = ("lr", "speed")
 
 
-def due_charts(drawn: dict, now: float, lines: int) -> set[str]:
-    """The charts due for new points, marked drawn in `drawn` (chart -> (time, lines) when it last
-    took them): those whose CHARTS_REFRESH_S has passed, if the run has new lines. A chart with new
-    points costs a watching browser a full Plotly redraw, CPU that a run on the same machine does
-    not get (bench/watch_cost.py)."""
-    due = set()
-    for name, every in CHARTS_REFRESH_S.items():
-        at, lines_then = drawn.get(name, (None, None))
-        if at is None or lines != lines_then and now - at >= every:
-            due.add(name)
-            drawn[name] = (now, lines)
-    return due
-
-
-def draw_run_curves(run_id: str, live: LiveMetrics, fresh=FIGURES) -> None:
-    """The run's charts. Those named in `fresh` (of FIGURES) take in the run's new points; the others
-    show the figures built last time for the same controls, which saves rebuilding them (the browser
-    redraws every chart it is sent: bench/chart_redraw.py)."""
-    options = chart_controls("chart")
-    cached = st.session_state.get(f"run_charts:{run_id}")
-    figures = dict(cached[2]) if cached and cached[0] == options else {}
-    fresh = set(fresh) | (set(FIGURES) - set(figures))
-    if fresh:
+def run_figures(run_id: str, live: LiveMetrics, options: ChartOptions, names: tuple) -> tuple:
+    """(x-axis fallback, {name: figure}) for the charts named, rebuilt only when the run has new lines
+    or the controls changed: a refresh with nothing new re-sends the figures built last time."""
+    key = f"run_charts:{run_id}:{','.join(names)}"
+    cached = st.session_state.get(key)
+    if cached is None or cached[0] != (options, live.lines):
         x = run_x_axis(run_id, live, options.x_axis)
-        figures.update({name: _figure(name, live, x, options) for name in fresh})
-        cached = (options, x.fallback, figures)
-        st.session_state[f"run_charts:{run_id}"] = cached
-    _draw_figures(run_id, cached[1], cached[2])
+        cached = ((options, live.lines), x.fallback, {name: _figure(name, live, x, options) for name in names})
+        st.session_state[key] = cached
+    return cached[1:]
+
+
+def draw_curves(run_id: str, live: LiveMetrics, options: ChartOptions) -> None:
+    fallback, figures = run_figures(run_id, live, options, CURVES)
+    if fallback:
+        st.caption(f"x axis in {fallback}.")
+    st.plotly_chart(figures["curves"], key=f"curves_{run_id}")
+
+
+def draw_rates(run_id: str, live: LiveMetrics, options: ChartOptions) -> None:
+    figures = run_figures(run_id, live, options, RATES)[1]
+    cols = st.columns(2)
+    cols[0].plotly_chart(figures["lr"], key=f"lr_{run_id}")
+    cols[1].plotly_chart(figures["speed"], key=f"speed_{run_id}")
 
 
 def _figure(name: str, live: LiveMetrics, x: XAxis, options: ChartOptions):
@@ -115,12 +111,3 @@ def _figure(name: str, live: LiveMetrics, x: XAxis, options: ChartOptions):
                 series[metric][label] = points
     return plots.training_curves(series, x.title, options.smoothing, smoothed=("train (steps)",),
                                  log_loss=options.log_y)
-
-
-def _draw_figures(run_id: str, fallback: str | None, figures: dict) -> None:
-    if fallback:
-        st.caption(f"x axis in {fallback}.")
-    st.plotly_chart(figures["curves"], key=f"curves_{run_id}")
-    cols = st.columns(2)
-    cols[0].plotly_chart(figures["lr"], key=f"lr_{run_id}")
-    cols[1].plotly_chart(figures["speed"], key=f"speed_{run_id}")

@@ -10,8 +10,6 @@ from pages import shared
 
 shared.ensure_app_navigation()
 
-REFRESH_S = 2.0          # the table while a run is active
-
 SORTS = ("created", "test acc", "best val acc", "duration", "name", "state")
 # What tells runs apart first; the long run id near the end (the run's name leads, its id is in the sidebar).
 COLUMN_ORDER = ("name", "tags", "state", "test acc", "best val acc", "epoch", "model", "dataset", "batch size", "lr",
@@ -38,9 +36,8 @@ descending = cols[3].toggle("Descending", True, key="runs_desc")
 
 
 def runs_table() -> bool:
-    """The table, with what the filters keep; redrawn every REFRESH_S while a run is active (progress,
-    state and best change). A click on a row opens that run on the Train page. Returns whether any
-    row is shown."""
+    """The table, with what the filters keep; redrawn every shared.TABLE_TICK_S while a run is active.
+    A click on a row opens that run on the Train page. Returns whether any row is shown."""
     summaries = store.list_runs()
     in_view = shared.runs_in_view(summaries)
     if wanted_tags:
@@ -63,11 +60,10 @@ def runs_table() -> bool:
                + (f" tagged {', '.join(wanted_tags)}" if wanted_tags else "")
                + ". Click a row to open the run on the Train page. Test accuracy shows once the run has been "
                  "evaluated on test (Evaluate page, or `python -m core eval RUN_ID --split test`).")
-    shared.check_store()      # this page polls the runs folder itself while it ticks (app.py)
     return not frame.empty
 
 
-any_shown = st.fragment(run_every=REFRESH_S if shared.any_run_active() else None)(runs_table)()
+any_shown = st.fragment(run_every=shared.TABLE_TICK_S if shared.any_run_active() else None)(runs_table)()
 
 run_id = shared.selected_run()
 if not any_shown or run_id is None:

@@ -129,6 +129,10 @@ def run_picker() -> str | None:
 
 
 WATCH_S = 2.0                # how soon a page sees runs created, deleted or changing state elsewhere
+# How often a runs table refreshes while a run is active (progress, durations in 10 s steps, best):
+# a table re-sent costs a watching browser a redraw (bench/watch_cost.py), and a run created, deleted
+# or changing state reruns the page within WATCH_S anyway.
+TABLE_TICK_S = 10.0
 SIGNATURE = "_store_signature"
 
 
@@ -144,11 +148,11 @@ def check_store() -> None:
         st.rerun(scope="app")
 
 
-def watch_store(page_polls: bool) -> None:
-    """Every open page checks the runs folder every WATCH_S, in a fragment that draws nothing; a page
-    whose own live fragment is ticking (`page_polls`) checks from there instead: each fragment run
-    costs the browser a re-render of the page (bench/watch_cost.py)."""
-    st.fragment(run_every=None if page_polls else WATCH_S)(check_store)()
+def watch_store() -> None:
+    """Every open page checks the runs folder every WATCH_S, in a fragment that draws nothing. The
+    Train page checks from its progress fragment instead: each fragment run still costs a watching
+    browser a little (bench/watch_cost.py)."""
+    st.fragment(run_every=WATCH_S)(check_store)()
 
 
 def any_run_active() -> bool:

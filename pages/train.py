@@ -16,8 +16,12 @@ from pages import compare, curves, forms, shared
 
 shared.ensure_app_navigation()
 
-REFRESH_S = 2.0          # the progress and the runs table, while any run is active
-CHARTS_TICK_S = 10.0     # the charts and the diagnosis, while the chosen run is active
+# How often each part of the live view refreshes while a run is active. Each refresh costs a watching
+# browser a redraw of what it re-sends, unchanged or not, and CPU the browser takes on a small machine
+# is CPU a run on it does not get (bench/watch_cost.py, bench/chart_redraw.py).
+REFRESH_S = shared.WATCH_S   # the chosen run's progress and latest figures, and the runs folder's check
+CURVES_TICK_S = 10.0     # the loss and accuracy chart and the diagnosis
+RATES_TICK_S = 30.0      # the learning-rate and throughput charts (TensorBoard reloads every 30 s)
 FORM_OPEN = "new_run_open"        # whether the "New run" expander is open
 
 st.title("Train")
@@ -124,7 +128,7 @@ def fmt_duration(seconds) -> str:
 
 
 def draw_runs_table() -> None:
-    """All runs, redrawn at the progress line's pace (REFRESH_S), so the two agree."""
+    """All runs, redrawn every shared.TABLE_TICK_S while one is active."""
     st.markdown("**All runs**")
     summaries = store.list_runs()
     if not summaries:
@@ -155,7 +159,10 @@ def progress_text(status: dict, config: RunConfig, live: LiveMetrics) -> str:
 
 
 def draw_progress(run_id: str) -> None:
-    """The run's state, progress and latest figures: small, redrawn every REFRESH_S while it is active."""
+    """The run's state, progress and latest figures: small, redrawn every REFRESH_S while a run is
+    active. Meanwhile also this page's check of the runs folder (shared.check_store): one fragment run
+    instead of two."""
+    shared.check_store()
     status = store.read_status(run_id)
     config = store.read_config(run_id)
     live = live_metrics(run_id)
@@ -189,28 +196,19 @@ def draw_progress(run_id: str) -> None:
         st.session_state[f"was_active:{run_id}"] = True
 
 
-def fresh_charts(run_id: str, live: LiveMetrics, state: str) -> set[str]:
-    """The charts that take in the run's new points at this tick (curves.due_charts); all of them
-    once the run has ended."""
-    if state not in ACTIVE_STATES:
-        return set(curves.FIGURES)
-    return curves.due_charts(st.session_state.setdefault(f"charts_drawn:{run_id}", {}), time.monotonic(),
-                             live.lines)
-
-
-def draw_charts(run_id: str) -> None:
-    """The curves and the diagnosis."""
+def draw_curves(run_id: str, options: curves.ChartOptions) -> None:
+    """The loss and accuracy chart and the diagnosis."""
     live = live_metrics(run_id)
     if not live.lines:
         return
-    status = store.read_status(run_id)
-    curves.draw_run_curves(run_id, live, fresh=fresh_charts(run_id, live, status["state"]))
-    draw_diagnosis(run_id, live, status, store.read_config(run_id))
+    curves.draw_curves(run_id, live, options)
+    draw_diagnosis(run_id, live, store.read_status(run_id), store.read_config(run_id))
 
 
-def draw_all_runs() -> None:
-    draw_runs_table()
-    shared.check_store()      # this page polls the runs folder itself while it ticks (app.py)
+def draw_rates(run_id: str, options: curves.ChartOptions) -> None:
+    live = live_metrics(run_id)
+    if live.lines:
+        curves.draw_rates(run_id, live, options)
 
 
 SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -284,12 +282,11 @@ def run_actions(run_id: str, state: str) -> None:
 
 
 def live_view() -> None:
-    """While runs are active the view ticks in three fragments, each re-sending only its own elements:
-    the progress and the runs table every REFRESH_S, the charts every CHARTS_TICK_S. A chart re-sent
-    costs the browser a redraw even unchanged (bench/chart_redraw.py), and CPU the browser takes on a
-    small machine is CPU a run on it does not get (bench/watch_cost.py)."""
+    """While runs are active the view ticks in fragments, each re-sending only its own elements at its
+    own pace (the *_S constants above, shared.TABLE_TICK_S)."""
     run_id = shared.selected_run()
-    ticking = REFRESH_S if shared.any_run_active() else None
+    active = shared.any_run_active()
+    polled = False
     if run_id is not None:
         summary = store.summary(run_id)
         st.subheader(f"Run {shared.run_label(run_id)}")
@@ -300,10 +297,16 @@ def live_view() -> None:
         if summary.state == UNREADABLE:
             st.error(f"This run folder cannot be read: {summary.error}")
         else:
-            st.fragment(run_every=ticking)(draw_progress)(run_id)
-            charts_ticking = CHARTS_TICK_S if summary.state in ACTIVE_STATES else None
-            st.fragment(run_every=charts_ticking)(draw_charts)(run_id)
-    st.fragment(run_every=ticking)(draw_all_runs)()
+            chosen_active = summary.state in ACTIVE_STATES
+            st.fragment(run_every=REFRESH_S if active else None)(draw_progress)(run_id)
+            polled = active
+            # Outside the fragments: changing them reruns the page, so every chart follows at once.
+            options = curves.chart_controls("chart")
+            st.fragment(run_every=CURVES_TICK_S if chosen_active else None)(draw_curves)(run_id, options)
+            st.fragment(run_every=RATES_TICK_S if chosen_active else None)(draw_rates)(run_id, options)
+    st.fragment(run_every=shared.TABLE_TICK_S if active else None)(draw_runs_table)()
+    if not polled:                 # nothing ticks here: the page's own check of the runs folder
+        shared.watch_store()
 
 
 launch_form()

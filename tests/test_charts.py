@@ -205,11 +205,30 @@ def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
     assert spec["layout"]["xaxis"]["title"]["text"] == "epoch"
 
 
-def test_live_charts_take_new_points_at_their_own_pace():
-    from pages.curves import CHARTS_REFRESH_S, FIGURES, due_charts
-    drawn = {}
-    assert due_charts(drawn, 0.0, lines=10) == set(FIGURES)               # first drawing: all
-    assert due_charts(drawn, 10.0, lines=30) == {"curves"}                # the loss and accuracy at each tick
-    assert due_charts(drawn, 20.0, lines=30) == set()                     # nothing new in the run
-    assert due_charts(drawn, CHARTS_REFRESH_S["lr"], lines=40) == {"curves", "lr", "speed"}
-    assert due_charts(drawn, 40.0, lines=50) == {"curves"}
+def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_controls_change(tmp_path):
+    import streamlit as st
+    from core.live import LiveMetrics
+    from core.store import MetricsWriter, RunStore
+    from pages.curves import CURVES, RATES, ChartOptions, run_figures
+    store = RunStore(tmp_path / "runs")
+    run_id = written_run(store, "live", 2)
+    live = LiveMetrics(store.metrics_path(run_id))
+    live.refresh()
+    options = ChartOptions()
+    _, first = run_figures(run_id, live, options, CURVES)
+    assert run_figures(run_id, live, options, CURVES)[1]["curves"] is first["curves"]     # nothing new: reused
+    rates = run_figures(run_id, live, options, RATES)[1]
+    assert set(rates) == {"lr", "speed"} and "curves" not in rates                         # each group its own
+
+    writer = MetricsWriter(store.metrics_path(run_id))
+    writer.write({"time": time.time(), "step": 45, "epoch": 3, "split": "train", "kind": "step", "loss": 0.1,
+                  "acc": 0.97, "lr": 1e-3, "samples_per_s": 1000.0})
+    writer.close()
+    live.refresh()
+    rebuilt = run_figures(run_id, live, options, CURVES)[1]["curves"]
+    assert rebuilt is not first["curves"]
+    assert max(max(trace.x) for trace in rebuilt.data if trace.name == "train (steps)") == 45   # the new point
+    log = run_figures(run_id, live, ChartOptions(log_y=True), CURVES)[1]["curves"]
+    assert log is not rebuilt and log.layout.yaxis.type == "log"
+    st.session_state.clear()
+
