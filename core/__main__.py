@@ -82,12 +82,13 @@ def launch_config(args) -> RunConfig:
     """The RunConfig that --dataset, the shortcuts and --set describe, checked as a launch is
     (settings and data); Rejected with every problem."""
     from core.data import validate_run_config
-    overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs),
-                                   ("batch_size", args.batch_size), ("lr", args.lr),
+    overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs), ("lr", args.lr),
                                    ("data_path", args.data), ("name", getattr(args, "name", None)))
                  if v is not None}
+    # --batch-size takes what --set batch_size= takes: a number or "auto".
+    updates = ([f"batch_size={args.batch_size}"] if args.batch_size is not None else []) + (args.set or [])
     try:
-        config = RunConfig.for_dataset(args.dataset, **overrides).with_updates(args.set or [])
+        config = RunConfig.for_dataset(args.dataset, **overrides).with_updates(updates)
     except (ConfigError, TypeError) as error:
         raise Rejected(getattr(error, "problems", [str(error)]))
     problems = validate_run_config(config)
@@ -374,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
     launch.add_argument("--model", help=SETTINGS["model"].rule())
     launch.add_argument("--epochs", type=int)
-    launch.add_argument("--batch-size", type=int)
+    launch.add_argument("--batch-size", help=SETTINGS["batch_size"].rule())
     launch.add_argument("--lr", type=float)
     launch.add_argument("--data", help="folder of images (image-folder, csv-folder)")
     launch.add_argument("--set", action="append", metavar="KEY=VALUE",

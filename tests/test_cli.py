@@ -55,6 +55,20 @@ def test_set_values_are_parsed_by_their_setting(tmp_path, cli):
     assert isinstance(config["lr"], float) and config["schema_version"] == 2
 
 
+def test_batch_size_takes_a_number_or_auto_and_auto_needs_cuda(tmp_path, cli):
+    runs = tmp_path / "runs"
+    done = cli("train", "--epochs", "1", "--set", "image_size=8", "--batch-size", "32", runs=runs)
+    assert done.returncode == 0, done.stderr
+    config = json.loads((runs / done.stdout.split()[1] / "config.json").read_text())
+    assert config["batch_size"] == 32 and isinstance(config["batch_size"], int)
+    before = sorted(runs.iterdir())
+    auto = cli("train", "--batch-size", "auto", "--set", "device=cpu", runs=runs)
+    assert auto.returncode == 2 and "batch_size auto needs a CUDA GPU" in auto.stderr
+    assert "Traceback" not in auto.stderr and sorted(runs.iterdir()) == before
+    bad = cli("train", "--batch-size", "lots", runs=runs)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: batch_size") and sorted(runs.iterdir()) == before
+
+
 def test_train_help_lists_every_setting(capsys):
     from core.__main__ import main
     assert main(["train", "--help"]) == 0
