@@ -197,8 +197,8 @@ class RunConfig:
     aug_color_jitter: float = setting(0.0, "Colour jitter", "augmentation", low=0, high=1, step=0.05,
                                       format="%g", help="brightness and contrast strength")
     tta_flip: bool = setting(False, "Test-time flip", "augmentation",
-                             help="validation and evaluation average the logits of each image and its mirror "
-                                  "image (for data where a mirrored image is the same class)")
+                             help="validation, evaluation and prediction average the logits of each image and "
+                                  "its mirror image (for data where a mirrored image is the same class)")
     # more
     class_weighted_loss: bool = setting(False, "Class-weighted loss", "more",
                                         help="weigh each class by the inverse of its share of the training split")

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import torch
 
-from core.augment import BatchPreprocessor
+from core.augment import BatchPreprocessor, predict_logits
 from core.checkpoint import load_model
 from core.images import ImageRefused, decode
-from core.store import SERVING_BACKENDS, RunStore
+from core.store import SERVING_BACKENDS, RunStore, UnreadableRun
 from core.trainer import resolve_device
 
 BACKENDS = tuple(SERVING_BACKENDS)
@@ -20,13 +20,11 @@ BACKENDS = tuple(SERVING_BACKENDS)
 
 def ensure_export(store: RunStore, run_id: str, backend: str):
     """The export file an ONNX backend reads, exported now if missing or older than best.pt."""
-    from core.export import export_run
+    from core.export import export_is_current, export_run
     kind = SERVING_BACKENDS[backend]
-    path = store.export_path(run_id, kind)
-    best = store.checkpoint_path(run_id, "best")
-    if not path.exists() or path.stat().st_mtime < best.stat().st_mtime:
+    if not export_is_current(store, run_id, kind):
         export_run(store, run_id, quantize=kind.removeprefix("onnx-int8-") if kind != "onnx" else None)
-    return path
+    return store.export_path(run_id, kind)
 
 
 class Predictor:
@@ -47,6 +45,11 @@ class Predictor:
             from core.export import onnx_session
             self.session = onnx_session(ensure_export(store, run_id, backend))
         self.prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=self.device)
+        # The run's test-time flip, as its evaluation used it: Predict agrees with the Evaluate page.
+        try:
+            self.flip = bool(store.read_config(run_id).tta_flip)
+        except UnreadableRun:
+            self.flip = False
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Image bytes -> uint8 [C, H, W] as the model sees it (before normalisation); ImageRefused
@@ -57,11 +60,13 @@ class Predictor:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [N, C, H, W] -> class probabilities [N, classes]."""
         inputs = self.prep(torch.from_numpy(pixels).to(self.device), train=False)
-        if self.backend == "torch":
-            logits = self.model(inputs).float()
-        else:
-            logits = torch.from_numpy(self.session.run(None, {"input": inputs.numpy()})[0])
+        logits = predict_logits(self._logits, inputs, self.flip)
         return torch.softmax(logits, 1).cpu().numpy()
+
+    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.backend == "torch":
+            return self.model(inputs).float()
+        return torch.from_numpy(self.session.run(None, {"input": inputs.contiguous().numpy()})[0])
 
     def predict(self, data: bytes, top_k: int = 5) -> dict:
         """{"top_k": [{"class", "prob"}], "latency_ms"}, or {"error"} for every refused file (the

@@ -79,6 +79,31 @@ def test_onnx_predictor_matches_torch(trained):
     assert np.abs(onnx.probabilities(pixels) - torch_.probabilities(pixels)).max() < 1e-5
 
 
+def test_predict_uses_the_runs_test_time_flip_on_every_backend(trained, tmp_path):
+    """A run trained with tta_flip is evaluated on the mean of each image's and its mirror's logits;
+    Predict must answer the same way, or it disagrees with the Evaluate page."""
+    import shutil
+    import torch
+    from core.inference import Predictor
+    from core.store import RunStore
+    store, run_id = trained
+    flipped = RunStore(tmp_path / "runs")
+    shutil.copytree(store.run_dir(run_id), flipped.run_dir(run_id))
+    config = json.loads((flipped.run_dir(run_id) / "config.json").read_text())
+    (flipped.run_dir(run_id) / "config.json").write_text(json.dumps({**config, "tta_flip": True}))
+    plain, torch_ = Predictor(store, run_id), Predictor(flipped, run_id)
+    onnx = Predictor(flipped, run_id, backend="onnx")
+    assert (plain.flip, torch_.flip, onnx.flip) == (False, True, True)
+    pixels = np.stack([plain.preprocess(data) for data in accepted_kinds().values()])
+    inputs = plain.prep(torch.from_numpy(pixels), train=False)
+    with torch.no_grad():
+        mean_logits = (plain.model(inputs) + plain.model(inputs.flip(-1))) / 2
+    expected = torch.softmax(mean_logits, 1).numpy()
+    assert np.abs(torch_.probabilities(pixels) - expected).max() < 1e-5
+    assert np.abs(onnx.probabilities(pixels) - expected).max() < 1e-5
+    assert np.abs(plain.probabilities(pixels) - expected).max() > 1e-4          # the flip changes answers
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
