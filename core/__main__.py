@@ -164,13 +164,13 @@ def cmd_runs(args, store: RunStore) -> int:
     if not runs:
         print(f"no runs in {store.root}")
         return EXIT_OK
-    header = f"{'RUN ID':<44} {'STATE':<11} {'PROGRESS':>8} {'EPOCH':>7} {'BEST':>14} {'DURATION':>9}  CREATED"
+    header = f"{'RUN ID':<44} {'STATE':<11} {'PROGRESS':>8} {'EPOCH':>7} {'BEST':>14} {'DURATION':>9}  {'CREATED':<16}  TAGS"
     print(header)
     for r in runs:
         best = f"{r.best_metric.removeprefix('val_')} {r.best_value:.4f}" if r.best_value is not None else "-"
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
         print(f"{r.run_id:<44} {r.state:<11} {r.progress:>8.0%} {f'{r.epoch}/{r.epochs}':>7} {best:>14} "
-              f"{_fmt_duration(r.duration_s):>9}  {created}")
+              f"{_fmt_duration(r.duration_s):>9}  {created:<16}  {','.join(r.tags)}".rstrip())
         for line in ((r.error,) if r.state == "unreadable" else ()) + r.notes:
             print(f"    {line}")
     return EXIT_OK

@@ -218,12 +218,13 @@ def clone_name(name: str, taken: set[str]) -> str:
 
 
 def matching_runs(summaries: list[RunSummary], query: str) -> list[RunSummary]:
-    """The runs whose name, id, state, dataset or model contain every word of `query` (any case)."""
+    """The runs whose name, id, state, dataset, model or tags contain every word of `query` (any case)."""
     words = query.lower().split()
     if not words:
         return list(summaries)
     return [s for s in summaries
-            if all(w in f"{s.name} {s.run_id} {s.state} {s.dataset} {s.model}".lower() for w in words)]
+            if all(w in f"{s.name} {s.run_id} {s.state} {s.dataset} {s.model} {' '.join(s.tags)}".lower()
+                   for w in words)]
 
 
 # status.json: the keys every reader may rely on, their defaults when an older file lacks them, and

@@ -116,7 +116,7 @@ def run_picker() -> str | None:
         st.sidebar.caption("No runs yet: launch one on the Train page.")
         return None
     if len(summaries) > PICKER_LIMIT:
-        st.sidebar.text_input("Find a run", key="run_search", placeholder="name, id, state, dataset, model")
+        st.sidebar.text_input("Find a run", key="run_search", placeholder="name, id, state, dataset, model, tag")
     found = runs_in_view(summaries)
     ids = [s.run_id for s in found[:PICKER_LIMIT]]
     if st.session_state[RUN_KEY] not in ids:

@@ -100,6 +100,16 @@ def test_test_accuracy_comes_from_the_evaluation_cache_and_goes_stale(store, tra
     assert listed(store, trained).test_acc is None                    # stale: not shown as this checkpoint's
 
 
+def test_the_run_search_matches_tags(store, run_id):
+    from core.store import matching_runs
+    other = store.create_run(tiny_digits(name="other"))
+    store.set_tags(run_id, add=["Baseline", "sweep-7"])
+    runs = store.list_runs()
+    assert [s.run_id for s in matching_runs(runs, "baseline")] == [run_id]
+    assert [s.run_id for s in matching_runs(runs, "SWEEP-7 digits")] == [run_id]       # every word, any field
+    assert {s.run_id for s in matching_runs(runs, "")} == {run_id, other}
+
+
 def test_cli_tag_and_note(cli, store, run_id):
     result = cli("tag", run_id, "--add", "baseline", "--add", "cnn", runs=store.root)
     assert result.returncode == 0 and result.stdout.strip() == f"run {run_id} tags: baseline, cnn"
@@ -109,6 +119,8 @@ def test_cli_tag_and_note(cli, store, run_id):
     assert cli("note", run_id, runs=store.root).stdout == "first try\n"
     shown = json.loads(cli("show", run_id, runs=store.root).stdout)
     assert shown["tags"] == ["baseline"] and shown["note"] == "first try"
+    header, row = cli("runs", runs=store.root).stdout.splitlines()[:2]
+    assert header.endswith("TAGS") and row.startswith(run_id) and row.endswith("  baseline")
     bad = cli("tag", run_id, "--add", "a,b", runs=store.root)
     assert bad.returncode == 2 and "must not hold a comma" in bad.stderr
     assert store.read_annotations(run_id)["tags"] == ["baseline"]
