@@ -11,8 +11,9 @@ import torch
 
 from core.augment import BatchPreprocessor, predict_logits
 from core.checkpoint import load_model
+from core.config import read_config_values
 from core.images import ImageRefused, decode
-from core.store import SERVING_BACKENDS, RunStore, UnreadableRun
+from core.store import SERVING_BACKENDS, RunStore
 from core.trainer import resolve_device
 
 BACKENDS = tuple(SERVING_BACKENDS)
@@ -45,11 +46,9 @@ class Predictor:
             from core.export import onnx_session
             self.session = onnx_session(ensure_export(store, run_id, backend))
         self.prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=self.device)
-        # The run's test-time flip, as its evaluation used it: Predict agrees with the Evaluate page.
-        try:
-            self.flip = bool(store.read_config(run_id).tta_flip)
-        except UnreadableRun:
-            self.flip = False
+        # The test-time flip of the checkpoint's own config, as evaluate.predict_split reads it:
+        # Predict agrees with the Evaluate page.
+        self.flip = bool(read_config_values(checkpoint["config"])[0].tta_flip)
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Image bytes -> uint8 [C, H, W] as the model sees it (before normalisation); ImageRefused

@@ -129,7 +129,7 @@ def run_picker() -> str | None:
 
 
 WATCH_S = 2.0                # how soon a page sees runs created, deleted or changing state elsewhere
-# How often a runs table refreshes while a run is active (progress, durations in 10 s steps, best):
+# How often a runs table refreshes while a run is active (progress, durations in these steps, best):
 # a table re-sent costs a watching browser a redraw (bench/watch_cost.py), and a run created, deleted
 # or changing state reruns the page within WATCH_S anyway.
 TABLE_TICK_S = 10.0
@@ -213,12 +213,13 @@ RUNS_COLUMNS = {
 
 
 def live_duration(summary) -> float | None:
-    """A run's duration for the table; an active run's in whole 10 s. A table whose values changed
-    costs a watching browser a redraw, CPU a run on the same machine does not get (bench/watch_cost.py):
-    the progress column is kept to the whole percent it shows, the duration to a change every 10 s."""
+    """A run's duration for the table; an active run's in whole TABLE_TICK_S. A table whose values
+    changed costs a watching browser a redraw, CPU a run on the same machine does not get
+    (bench/watch_cost.py): the progress column is kept to the whole percent it shows, the duration to
+    a change at each of the table's refreshes."""
     if summary.duration_s is None or summary.state not in ACTIVE_STATES:
         return summary.duration_s
-    return float(summary.duration_s // 10 * 10)
+    return float(summary.duration_s // TABLE_TICK_S * TABLE_TICK_S)
 
 
 def runs_frame(summaries) -> pd.DataFrame:

@@ -89,8 +89,9 @@ def test_predict_uses_the_runs_test_time_flip_on_every_backend(trained, tmp_path
     store, run_id = trained
     flipped = RunStore(tmp_path / "runs")
     shutil.copytree(store.run_dir(run_id), flipped.run_dir(run_id))
-    config = json.loads((flipped.run_dir(run_id) / "config.json").read_text())
-    (flipped.run_dir(run_id) / "config.json").write_text(json.dumps({**config, "tta_flip": True}))
+    best = flipped.checkpoint_path(run_id, "best")          # the config the checkpoint carries
+    checkpoint = torch.load(best, weights_only=True)
+    torch.save({**checkpoint, "config": {**checkpoint["config"], "tta_flip": True}}, best)
     plain, torch_ = Predictor(store, run_id), Predictor(flipped, run_id)
     onnx = Predictor(flipped, run_id, backend="onnx")
     assert (plain.flip, torch_.flip, onnx.flip) == (False, True, True)
