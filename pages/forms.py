@@ -103,6 +103,8 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
     dataset_setting = SETTINGS["dataset"]
     dataset = box.selectbox(dataset_setting.label, dataset_setting.choices, key="ds_name",
                             format_func=dataset_setting.choice_labels.get, help=dataset_setting.help)
+    size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
+    _resend_on_remount(dataset, ("ds_path", "ds_csv", size_key, channels_key))
     data_path = labels_csv = ""
     if dataset in FOLDER_DATASETS:
         if dataset == "image-folder":
@@ -133,7 +135,6 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
         box.caption(f"{native.describe()}: proposed {SETTINGS['image_size'].label.lower()} "
                     f"{defaults.image_size}, {SETTINGS['channels'].choice_labels[defaults.channels]}.")
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
-    size_key, channels_key = f"ds_size_{dataset}", f"ds_channels_{dataset}"
     for key in (size_key, channels_key):
         _restore(key, arrived)
     _propose(size_key, defaults.image_size)
@@ -197,6 +198,21 @@ def _restore(key: str, arrived: bool = False) -> None:
     kept = st.session_state.setdefault(KEPT, {})
     if (arrived or key not in st.session_state) and key in kept:
         st.session_state[key] = kept[key]
+
+
+DRAWN_FOR = "ds_drawn_for"     # the dataset whose widgets the picker drew last
+
+
+def _resend_on_remount(dataset: str, keys: tuple[str, ...]) -> None:
+    """Another dataset than last time: its widgets (the folder, the size...) mount afresh in the
+    browser. When the run that hid them was cut short by the next click, Streamlit still holds their
+    values as the browser's own and does not send them, so the browser would show the widget's
+    default (an empty Folder) and send that back. Assigned here, they are sent."""
+    if st.session_state.get(DRAWN_FOR) != dataset:
+        for key in keys:
+            if key in st.session_state:
+                st.session_state[key] = st.session_state[key]
+    st.session_state[DRAWN_FOR] = dataset
 
 
 def _arrived() -> bool:
