@@ -72,12 +72,26 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser, server, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        print_what_the_page_showed(page, server)
     context.close()
+
+
+def print_what_the_page_showed(page, server) -> None:
+    """A failure on a machine we cannot watch (CI): what the page showed and what the server logged."""
+    print(f"--- the page at {page.url}:")
+    try:
+        print(page.locator("[data-testid='stMain']").aria_snapshot(timeout=5_000)[:4000])
+    except Exception as error:          # a page that is gone still gets its server log printed
+        print(f"(no snapshot: {error})")
+    log = (server["runs"].parent / "streamlit.log").read_text(errors="replace").splitlines()
+    print("--- the end of the server's log:", *log[-40:], sep="\n")
 
 
 def open_page(page, server, path: str):
