@@ -65,8 +65,11 @@ class LiveMetrics:
         return columns["step"], columns[field]
 
     def last(self, split: str, kind: str, field: str) -> float | None:
+        """The latest line's value, None when it has none (as in rows(), only a NaN loss is a value)."""
         _, values = self.series(split, kind, field)
-        return float(values[-1]) if len(values) else None
+        if not len(values) or (field != "loss" and np.isnan(values[-1])):
+            return None
+        return float(values[-1])
 
     def steps_per_second(self, window: int = 20) -> float | None:
         """Recent training speed from the step lines' timestamps (for the ETA)."""

@@ -28,6 +28,16 @@ def test_only_new_lines_are_read_and_series_grow(tmp_path):
     assert live.steps_per_second() is None or live.steps_per_second() > 0
 
 
+def test_last_is_none_for_a_field_the_line_lacks_but_a_nan_loss_is_kept(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append(path, {"step": 5, "split": "train", "kind": "epoch", "loss": float("nan"), "acc": 0.5})
+    live = LiveMetrics(path)
+    live.refresh()
+    assert live.last("train", "epoch", "samples_per_s") is None       # the page shows "–", not "nan"
+    assert np.isnan(live.last("train", "epoch", "loss"))
+    assert live.last("val", "epoch", "acc") is None
+
+
 def test_a_rewritten_file_starts_the_series_over(tmp_path):
     path = tmp_path / "metrics.jsonl"
     append(path, *({"step": s, "split": "train", "kind": "step", "loss": 1.0} for s in range(1, 21)))
