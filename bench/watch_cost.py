@@ -7,8 +7,8 @@ that leaves out the tab's first page load; a condition's figure is the median ov
 its ratio the median over rounds of its window's rate against the same round's no-tab window (a
 core's speed on a shared VM drifts from one minute to the next). Also printed: the CPU the Streamlit
 server and the browser used in each condition, and on an idle page (the training process paused with
-SIGSTOP, so its files stop changing; its heartbeat too, so the run soon shows as interrupted). Targets (issue 8): >= 0.90 with one tab,
->= 0.80 with two, an idle page close to nothing.
+SIGSTOP, so its files stop changing; its heartbeat too, so the run soon shows as interrupted).
+Targets (issue 8): >= 0.90 with one tab, >= 0.80 with two, an idle page close to nothing.
 
     .venv/bin/python bench/watch_cost.py [--dataset fashion-mnist] [--rounds 4] [--window 24]
 
