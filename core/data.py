@@ -39,9 +39,14 @@ class MemorySplit:
         return len(self.labels)
 
     def batches(self, order: torch.Tensor, batch_size: int, **_):
+        for images, labels, _ in self.positioned_batches(order, batch_size):
+            yield images, labels
+
+    def positioned_batches(self, order: torch.Tensor, batch_size: int, **_):
+        """(images, labels, positions in the split) per batch."""
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            yield self.images[index], self.labels[index]
+            yield self.images[index], self.labels[index], index
 
     def to(self, device) -> "MemorySplit":
         return MemorySplit(self.images.to(device), self.labels.to(device), self.files)
@@ -59,19 +64,20 @@ class _FileImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            return torch.from_numpy(decode_file(self.files[i], self.size, self.channels)), self.labels[i]
+            return torch.from_numpy(decode_file(self.files[i], self.size, self.channels)), self.labels[i], i
         except ImageRefused as refused:
             return Refusal(self.files[i], str(refused))
 
 
 def _collate_skipping_unreadable(items):
-    """(images, labels, refusals); images and labels are None when every file was refused."""
+    """(images, labels, positions, refusals); all but refusals are None when every file was refused.
+    Positions say which samples of the split survived, so predictions stay tied to their files."""
     refusals = [item for item in items if isinstance(item, Refusal)]
     items = [item for item in items if not isinstance(item, Refusal)]
     if not items:
-        return None, None, refusals
-    return (torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64),
-            refusals)
+        return None, None, None, refusals
+    return (torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items], dtype=torch.int64),
+            torch.tensor([i for _, _, i in items], dtype=torch.int64), refusals)
 
 
 class StreamingSplit:
@@ -87,15 +93,20 @@ class StreamingSplit:
         return len(self.files)
 
     def batches(self, order: torch.Tensor, batch_size: int, pin_memory: bool = False):
+        for images, labels, _ in self.positioned_batches(order, batch_size, pin_memory):
+            yield images, labels
+
+    def positioned_batches(self, order: torch.Tensor, batch_size: int, pin_memory: bool = False):
+        """(images, labels, positions in the split) per batch; unreadable files are left out."""
         loader = torch.utils.data.DataLoader(
             _FileImages(self.files, self.label_list, self.size, self.channels),
             batch_size=batch_size, sampler=order.tolist(), num_workers=self.workers,
             collate_fn=_collate_skipping_unreadable, pin_memory=pin_memory,
             persistent_workers=False)
-        for images, labels, refusals in loader:
+        for images, labels, positions, refusals in loader:
             self.refused.update(refusals)
             if images is not None:
-                yield images, labels
+                yield images, labels, positions
 
     def to(self, device) -> "StreamingSplit":
         return self
@@ -302,8 +313,8 @@ def decode_sample(files: list[str], size: int, channels: int,
 
 def stats_of_sample(images: list[np.ndarray], channels: int) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of a sample of images (for folders not held in memory)."""
-    if not images:
-        return [0.0] * channels, [0.0] * channels
+    if not images:      # as channel_stats says for no images: a std of 0 would divide by zero
+        return channel_stats(torch.zeros(0, channels, 1, 1, dtype=torch.uint8))
     return channel_stats(torch.from_numpy(np.stack(images)))
 
 

@@ -33,21 +33,24 @@ def _fingerprint(path: Path) -> dict:
 
 @torch.inference_mode()
 def predict_split(checkpoint: dict, split: str, batch_size: int = 512, device: str = "auto"):
-    """(probs float32 [N, C], labels int64 [N], index int64 [N]) of a checkpoint on a split."""
+    """(probs float32 [N, C], labels int64 [N], index int64 [N]) of a checkpoint on a split; index is
+    each prediction's position in the split (a streamed folder leaves unreadable files out)."""
     config, _ = read_config_values(checkpoint["config"])
     dataset = load_dataset(config)
     part = dataset.splits[split]
     target = resolve_device(device)
     model = model_from_checkpoint(checkpoint, target)
     prep = BatchPreprocessor(checkpoint["mean"], checkpoint["std"], device=target)
-    probs, labels = [], []
-    for images, y in part.batches(torch.arange(len(part)), batch_size):
+    probs, labels, index = [], [], []
+    for images, y, positions in part.positioned_batches(torch.arange(len(part)), batch_size):
         logits = predict_logits(model, prep(images.to(target), train=False), config.tta_flip)
         probs.append(torch.softmax(logits.float(), 1).cpu())
         labels.append(y.cpu())
-    probs = torch.cat(probs).numpy() if probs else np.zeros((0, len(dataset.classes)), np.float32)
-    labels = torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)
-    return probs.astype(np.float32), labels.astype(np.int64), np.arange(len(labels), dtype=np.int64)
+        index.append(positions.cpu())
+    if not probs:
+        return np.zeros((0, len(dataset.classes)), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return (torch.cat(probs).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64),
+            torch.cat(index).numpy().astype(np.int64))
 
 
 def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: str = "val",

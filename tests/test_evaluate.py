@@ -50,3 +50,26 @@ def test_cli_eval(store, trained, cli):
     assert f"accuracy {report['accuracy']:.4f}" in result.stdout and f"report: {report_path}" in result.stdout
     bad = cli("eval", "../x", runs=store.root)
     assert bad.returncode == 2 and bad.stderr.startswith("error: invalid run id")
+
+
+def test_predictions_on_a_streamed_folder_keep_to_their_files(image_folder, store, monkeypatch):
+    """Unreadable files left out while streaming do not shift the rest: each prediction's index is
+    its own sample's position, so tiles show and name the right image."""
+    import core.data
+    from core.data import load_dataset
+    from core.config import RunConfig
+    from test_data import _add_odd_files
+    refused = _add_odd_files(image_folder)
+    monkeypatch.setattr(core.data, "IN_MEMORY_LIMIT_BYTES", 10)
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
+                                   epochs=1, batch_size=8, num_workers=0, val_fraction=0.3, test_fraction=0.3)
+    run_id = store.create_run(config)
+    assert run_training(store, run_id, handle_signals=False) == "completed", store.read_status(run_id).get("error")
+    split = load_dataset(config).splits["val"]
+    assert split.__class__.__name__ == "StreamingSplit"
+    assert any(path in refused for path in split.files)       # the case where numbering went wrong
+    _, arrays = evaluate_run(store, run_id, "best", "val")
+    index = arrays["index"]
+    assert len(index) == len(split) - sum(path in refused for path in split.files)
+    assert not any(split.files[i] in refused for i in index)
+    assert np.array_equal(arrays["labels"], split.labels[index].numpy())
