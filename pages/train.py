@@ -135,7 +135,8 @@ def draw_runs_table() -> None:
         st.caption("No runs yet.")
         return
     frame = shared.runs_frame(summaries).drop(columns=["error"])
-    st.dataframe(frame, hide_index=True, key="train_runs_table", column_config=shared.RUNS_COLUMNS)
+    st.dataframe(frame, hide_index=True, key="train_runs_table", column_config=shared.RUNS_COLUMNS,
+                 placeholder=shared.RUNS_MISSING)
 
 
 # --- the live view -------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ def test_runs_table_shows_settings_tags_note_and_filters_by_tag(app, runs):
     assert (row["batch size"], row["lr"], row["optimizer"], row["augmentation"]) == (32, 3e-4, "sgd", "Horizontal flip")
     assert list(row["tags"]) == ["cnn", "sweep"] and row["note"] == "lr too low?"
     assert list(frame.loc[plain, "tags"]) == [] and frame.loc[plain, "augmentation"] == "none"
+    # A run never evaluated has no test acc: the cell says "–", not Streamlit's grey "None".
+    assert frame["test acc"].isna().all()
+    [proto] = [f.proto for f in app.dataframe if "run" in f.value.columns]
+    assert proto.placeholder == "–"
     app.multiselect(key="runs_tags").set_value(["sweep"]).run()
     no_errors(app)
     assert table(app)["run"].tolist() == [tagged]
