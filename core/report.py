@@ -66,15 +66,10 @@ def _chart_html(figure: go.Figure, with_plotly_js: bool) -> str:
 def training_series(metrics_path) -> dict:
     """The loss and accuracy series of a run's metrics.jsonl, as plots.training_curves takes them."""
     from core.live import LiveMetrics
+    from core.series import training_series as series_of
     live = LiveMetrics(metrics_path)
     live.refresh()
-    series = {"loss": {}, "acc": {}}
-    for metric in ("loss", "acc"):
-        for split, kind, label in (("train", "step", "train (steps)"), ("val", "epoch", "val (epochs)")):
-            x, y = live.series(split, kind, metric)
-            if len(x):
-                series[metric][label] = (x, y)
-    return series
+    return series_of(live)
 
 
 def settings_rows(config) -> list[tuple]:

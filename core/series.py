@@ -11,6 +11,24 @@ X_AXES = {"step": "step", "epoch": "epoch", "time": "wall time"}     # choice ->
 MAX_SMOOTHING = 0.99
 # Wall time is shown in the largest unit that still gives readable numbers: (up to this span, unit, seconds).
 TIME_UNITS = ((120, "s", 1.0), (2 * 3600, "min", 60.0), (float("inf"), "h", 3600.0))
+# A run's loss and accuracy chart: (legend label, split, kind of row) of each curve; the per-step curve
+# is the one smoothing applies to.
+TRAINING_CURVES = (("train (steps)", "train", "step"), ("val (epochs)", "val", "epoch"))
+SMOOTHED_CURVES = ("train (steps)",)
+
+
+def training_series(live, points=None) -> dict:
+    """{"loss": {label: (x, values)}, "acc": {...}} of a run's metrics (a core.live.LiveMetrics), as
+    core.plots.training_curves takes them; curves without points are left out. `points(split, kind,
+    metric)` gives a curve in another x axis (default: steps)."""
+    points = points or live.series
+    series = {"loss": {}, "acc": {}}
+    for metric in series:
+        for label, split, kind in TRAINING_CURVES:
+            x, values = points(split, kind, metric)
+            if len(x):
+                series[metric][label] = (x, values)
+    return series
 
 
 def ema_smooth(values, weight: float) -> np.ndarray:

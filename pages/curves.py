@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import plots
 from core.live import LiveMetrics
-from core.series import MAX_SMOOTHING, X_AXES, XAxis
+from core.series import MAX_SMOOTHING, SMOOTHED_CURVES, X_AXES, XAxis, training_series
 from pages import shared
 
 DEFAULT_SMOOTHING = 0.6          # TensorBoard's default
@@ -103,11 +103,6 @@ def _figure(name: str, live: LiveMetrics, x: XAxis, options: ChartOptions):
     if name == "speed":
         return plots.line_chart({"samples/s": curve(live, x, "train", "step", "samples_per_s")},
                                 "throughput", x_title=x.title, smoothing=options.smoothing)
-    series = {"loss": {}, "acc": {}}
-    for metric in ("loss", "acc"):
-        for label, split, kind in (("train (steps)", "train", "step"), ("val (epochs)", "val", "epoch")):
-            points = curve(live, x, split, kind, metric)
-            if len(points[0]):
-                series[metric][label] = points
-    return plots.training_curves(series, x.title, options.smoothing, smoothed=("train (steps)",),
+    series = training_series(live, lambda split, kind, metric: curve(live, x, split, kind, metric))
+    return plots.training_curves(series, x.title, options.smoothing, smoothed=SMOOTHED_CURVES,
                                  log_loss=options.log_y)
