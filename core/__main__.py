@@ -1,8 +1,10 @@
 """Command line: `python -m core train|lr-find|runs|show|resume|stop|delete|diagnose|tensorboard|eval|export|
-predict|serve|import-data|tag|note` on the same run store as the app.
+predict|serve|import-data|delete-data|tag|note` on the same run store as the app.
 
-Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr), 3 predict
-refused some files, 141 the reader of the output went away (`runs | head`), quietly.
+Exit codes: 0 success, 1 the run failed, 2 rejected input (the reasons on stderr; for import-data the
+whole upload refused, nothing written), 3 some files were refused and the rest done (predict;
+import-data, which names each refused file and its reason on stderr), 141 the reader of the output
+went away (`runs | head`), quietly.
 """
 from __future__ import annotations
 
@@ -343,6 +345,27 @@ def cmd_import_data(args, store: RunStore) -> int:
     for refusal in result.refused:
         print(f"not imported: {refusal.path}: {refusal.reason}", file=sys.stderr)
     print(f"train on it with: python -m core train --dataset image-folder --data {result.path}")
+    return EXIT_REFUSED_FILES if result.refused else EXIT_OK
+
+
+def cmd_delete_data(args, store: RunStore) -> int:
+    from core.uploads import DatasetRefused, datasets_dir, delete_dataset, existing_dataset
+    root = datasets_dir(store.root)
+    try:
+        dataset = existing_dataset(root, args.name)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise Rejected(f"delete-data {args.name}: add --yes to delete without being asked")
+            answer = input(f"delete dataset {dataset.name} ({len(dataset.counts)} classes, {dataset.images:,} "
+                           f"images) in {dataset.path}? Runs trained on it stay, but evaluating or resuming them "
+                           "needs the data. [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return EXIT_OK
+        dataset = delete_dataset(root, args.name, store)
+    except DatasetRefused as error:
+        raise Rejected(str(error))
+    print(f"dataset {dataset.name} deleted ({dataset.images:,} images)")
     return EXIT_OK
 
 
@@ -455,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     import_data.add_argument("--name", required=True, help="the dataset's name: letters, digits, - _ .")
     import_data.add_argument("--add", action="store_true", help="add to the dataset if it exists")
     import_data.set_defaults(func=cmd_import_data)
+    delete_data = sub.add_parser("delete-data", parents=[common],
+                                 help="delete a dataset imported with import-data or on the Datasets page "
+                                      "(not while a queued or running run trains on it)")
+    delete_data.add_argument("name", metavar="NAME")
+    delete_data.add_argument("--yes", action="store_true", help="do not ask first")
+    delete_data.set_defaults(func=cmd_delete_data)
     tag = sub.add_parser("tag", parents=[common], help="add or remove a run's tags (the Runs page filters by them)")
     tag.add_argument("run_id")
     tag.add_argument("--add", action="append", default=[], metavar="TAG")

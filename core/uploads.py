@@ -6,7 +6,9 @@ lives with the only other thing Trainboard writes, and its dot keeps it out of t
 file goes through core.images (the one decoding boundary) before it is kept; refused files are named
 with the decoder's reason. An import writes into a hidden folder beside the dataset and renames it in
 at the end, so a failed import leaves nothing behind, and a zip is judged from its directory (paths,
-links, sizes, compression ratios) before a byte of it is decompressed.
+links, sizes, compression ratios) before a byte of it is decompressed. A deletion renames the dataset to
+a hidden trash name first, then removes it: a deletion killed midway leaves only a hidden folder,
+which the next import or deletion removes.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import contextlib
 import io
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
@@ -33,6 +36,7 @@ DATASETS_ENV = "TRAINBOARD_DATASETS"
 DATASETS_FOLDER = ".datasets"        # inside the runs folder: a dot name is never read as a run
 STAGE_PREFIX = ".import-"            # an import in progress (or left by a killed one) beside the datasets
 STALE_STAGE_S = 3600                 # a stage this old belongs to no live import: removed
+TRASH_PREFIX = ".deleting-"          # a dataset being deleted (or left by a killed deletion): removed
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_RULE = "letters, digits, '-', '_' and '.', starting with a letter or digit, at most 64 characters"
 CLASS_NAME_MAX = 64
@@ -50,6 +54,10 @@ CONVERTED_SUFFIX = ".png"            # readable images in other formats (GIF, TI
 
 class UploadRefused(ValueError):
     """The upload cannot be imported; the message says why. Nothing was written."""
+
+
+class DatasetRefused(ValueError):
+    """The dataset cannot be deleted; the message says why. Nothing changed."""
 
 
 @dataclass
@@ -164,6 +172,74 @@ def list_datasets(root: Path) -> list[ManagedDataset]:
     return [ManagedDataset(name, root / name, class_counts(root / name)) for name in dataset_names(root)]
 
 
+def existing_dataset(root: Path, name: str) -> ManagedDataset:
+    """The uploaded dataset called `name` in `root`. DatasetRefused for anything else: a path
+    (`../x`, `/abs`), `.`, a hidden stage, a file, a link, or a name that is not there."""
+    root = Path(root)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise DatasetRefused(f"{name!r} is not the name of an uploaded dataset (names use {NAME_RULE}); "
+                             "nothing was deleted")
+    path = root / name
+    if path.is_symlink() or not path.is_dir():
+        names = dataset_names(root)
+        raise DatasetRefused(f"there is no uploaded dataset named {name} in {root} ("
+                             + (f"the uploaded ones: {', '.join(names)}" if names else "there are none")
+                             + "); nothing was deleted")
+    return ManagedDataset(name, path, class_counts(path))
+
+
+def holds(dataset_path: Path, folder: str | os.PathLike) -> bool:
+    """Whether `folder` (a run's or the picker's data path) is the dataset's folder or inside it."""
+    if not str(folder).strip():
+        return False
+    folder = Path(folder).expanduser().resolve()
+    dataset_path = Path(dataset_path).resolve()
+    return folder == dataset_path or dataset_path in folder.parents
+
+
+def runs_training_on(store, dataset_path: Path) -> list[str]:
+    """The queued or running runs of `store` (a core.store.RunStore) whose data is in `dataset_path`,
+    by label. Only active runs' configs are read: cheap at 10,000 runs."""
+    from core.config import FOLDER_DATASETS
+    from core.states import ACTIVE_STATES
+    from core.store import RunNotFound, UnreadableRun
+    found = []
+    for summary in store.list_runs():
+        if summary.state not in ACTIVE_STATES or summary.dataset not in FOLDER_DATASETS:
+            continue
+        try:
+            data_path = store.read_config(summary.run_id).data_path
+        except (RunNotFound, UnreadableRun):
+            continue
+        if holds(dataset_path, data_path):
+            found.append(f"{summary.label} ({summary.state})")
+    return found
+
+
+def delete_dataset(root: Path, name: str, store=None) -> ManagedDataset:
+    """Delete uploaded dataset `name` and its images; returns what it held. One rename to a hidden
+    trash name takes it out of every listing at once, then the trash is removed, so a deletion
+    killed midway leaves nothing half-visible. DatasetRefused, with nothing changed, for a name that
+    is no uploaded dataset, or one a queued or running run of `store` trains on."""
+    root = Path(root)
+    dataset = existing_dataset(root, name)
+    busy = runs_training_on(store, dataset.path) if store is not None else []
+    if busy:
+        raise DatasetRefused(f"{name} is the data of {', '.join(busy)}: stop {'it' if len(busy) == 1 else 'them'} "
+                             "before deleting it; nothing was deleted")
+    _remove_leftovers(root)
+    trash = root / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
+    try:
+        os.rename(dataset.path, trash)
+    except FileNotFoundError:            # deleted a moment ago by another tab or process
+        raise DatasetRefused(f"there is no uploaded dataset named {name} in {root} any more") from None
+    except OSError as error:
+        raise DatasetRefused(f"could not delete {name} in {root}: {error.strerror or error}; "
+                             "nothing was deleted") from None
+    shutil.rmtree(trash, ignore_errors=True)
+    return dataset
+
+
 # --- deciding what is kept ---------------------------------------------------------------------------
 def _safe_file_name(name: str) -> str:
     stem, ext = os.path.splitext(unicodedata.normalize("NFC", name))
@@ -190,7 +266,7 @@ class _Stage:
 
     def __init__(self, root: Path, name: str):
         root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_stages(root)
+        _remove_leftovers(root)
         self.path = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{name}-", dir=root))
         self.used: dict[str, set[str]] = {}          # class -> names taken (lower case)
         self.added: dict[str, int] = {}
@@ -234,12 +310,17 @@ def _unique_name(name: str, taken) -> str:
     return candidate
 
 
-def _remove_stale_stages(root: Path) -> None:
-    """Stages left by a killed import: hidden, so never listed, but they hold disk space."""
+def _remove_leftovers(root: Path) -> None:
+    """Stages left by a killed import and trash left by a killed deletion: hidden, so never listed,
+    but they hold disk space. A stage may be a live import's, so only an old one goes; trash is
+    never anyone's to keep (a deletion running now removes it too: both ignore what is gone)."""
     cutoff = time.time() - STALE_STAGE_S
     with os.scandir(root) as entries:
         for entry in entries:
-            if entry.name.startswith(STAGE_PREFIX) and entry.is_dir() and entry.stat().st_mtime < cutoff:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.name.startswith(TRASH_PREFIX) or (entry.name.startswith(STAGE_PREFIX)
+                                                       and entry.stat().st_mtime < cutoff):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 

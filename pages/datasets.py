@@ -1,5 +1,6 @@
 """Datasets: class balance, split sizes, a sample grid per class, an augmentation preview, and images
-people add (a zip of class folders, or images per class) kept as image-folder datasets."""
+people add (a zip of class folders, or images per class) kept as image-folder datasets, and deleted
+here too."""
 import pandas as pd
 import streamlit as st
 
@@ -28,6 +29,8 @@ def thumbnails(config_json: str, class_index: int, page: int):
 
 UPLOAD_RESULT = "up_result"      # the last import's outcome, shown until the next one
 UPLOAD_ROUND = "up_round"        # bumped after an import: fresh (empty) uploaders
+DELETE_RESULT = "up_deleted"     # the last deletion's outcome, (deleted, message), shown until the next one
+DELETE_CHOICE = "up_delete_name"
 
 
 def _uploader_key(kind: str) -> str:
@@ -37,6 +40,7 @@ def _uploader_key(kind: str) -> str:
 def _imported(result: uploads.ImportResult) -> None:
     """After an import: show its outcome, empty the uploaders, and pick the dataset above."""
     st.session_state[UPLOAD_RESULT] = result
+    st.session_state.pop(DELETE_RESULT, None)
     st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1
     st.session_state["ds_name"], st.session_state["ds_path"] = "image-folder", str(result.path)
     dataset_view.clear()           # the dataset may be one already on view, now with more images
@@ -66,6 +70,45 @@ def _add_images(root) -> None:
         _imported(uploads.add_images(root, name, class_name, [(f.name, f.getvalue()) for f in files]))
     except uploads.UploadRefused as refused:
         st.session_state[UPLOAD_RESULT] = f"Nothing was added: {refused}"
+
+
+def _delete_dataset(root) -> None:
+    """Button callback (before the picker draws, so it may change the picker's choice): delete the
+    dataset chosen; when it was the picked one the picker falls back to the default dataset."""
+    name = st.session_state.get(DELETE_CHOICE)
+    try:
+        dataset = uploads.delete_dataset(root, name, shared.store())
+    except uploads.DatasetRefused as refused:
+        st.session_state[DELETE_RESULT] = (False, f"Nothing was deleted: {refused}")
+        return
+    st.session_state[DELETE_RESULT] = (True, f"Deleted {dataset.name} and its {dataset.images:,} images. Runs trained "
+                                             "on it keep their curves; evaluating or resuming them needs the data.")
+    st.session_state[DELETE_CHOICE] = None
+    st.session_state.pop(UPLOAD_RESULT, None)         # it may describe the dataset just deleted
+    kept = st.session_state.setdefault(forms.KEPT, {})
+    if any(uploads.holds(dataset.path, where.get("ds_path", "")) for where in (st.session_state, kept)):
+        forms.choose_dataset(SETTINGS["dataset"].default)
+        st.session_state["ds_path"] = kept["ds_path"] = ""
+    dataset_view.clear()
+    thumbnails.clear()
+
+
+def delete_section(root, datasets: list[uploads.ManagedDataset]) -> None:
+    """Delete one of the uploaded datasets, asked for in a popover as the Train page's Delete is."""
+    outcome = st.session_state.get(DELETE_RESULT)
+    if outcome is not None:
+        (st.success if outcome[0] else st.error)(outcome[1])
+    if not datasets:
+        return
+    with st.popover("Delete a dataset", icon=":material/delete:"):
+        images = {d.name: d.images for d in datasets}
+        name = st.selectbox("Dataset to delete", list(images), index=None, key=DELETE_CHOICE,
+                            placeholder="Pick one")
+        if name is not None:
+            st.write(f"Delete **{name}** and its {images[name]:,} images from `{root}`? Runs trained on it stay "
+                     "listed with their curves, but evaluating or resuming them needs the data.")
+        st.button("Yes, delete it", type="primary", key="up_delete", disabled=name is None,
+                  on_click=_delete_dataset, args=(root,))
 
 
 def upload_section() -> None:
@@ -113,6 +156,7 @@ def upload_section() -> None:
                                        "classes": [len(d.counts) for d in datasets],
                                        "images": [d.images for d in datasets]}), hide_index=True,
                          key="up_datasets")
+        delete_section(root, datasets)
 
 
 with st.container(border=True):

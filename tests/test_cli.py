@@ -146,3 +146,44 @@ def test_runs_into_a_closed_pipe_ends_quietly(tmp_path, trained):
     reader_gone.stdout.close()          # as `| head -1` does once it has its line
     stderr = reader_gone.stderr.read().decode()
     assert reader_gone.wait() == 141 and stderr == ""      # 128 + SIGPIPE, as a shell reports `yes | head`
+
+
+def test_import_data_exits_0_when_all_imported_3_when_some_files_refused_2_when_refused(tmp_path, cli,
+                                                                                      monkeypatch):
+    import zipfile
+    from test_uploads import class_zip
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    runs, good = tmp_path / "runs", class_zip(tmp_path / "good.zip")
+    done = cli("import-data", good, "--name", "good", runs=runs)
+    assert done.returncode == 0 and "Imported 12 images into good" in done.stdout and done.stderr == ""
+    mixed = class_zip(tmp_path / "mixed.zip")
+    with zipfile.ZipFile(mixed, "a") as archive:
+        archive.writestr("cat/notes.txt", "words")
+        archive.writestr("dog/cut.png", b"\x89PNG\r\n\x1a\nbroken")
+    some = cli("import-data", mixed, "--name", "mixed", runs=runs)
+    assert some.returncode == 3 and "Imported 12 images into mixed" in some.stdout
+    notes, cut = sorted(some.stderr.splitlines())          # each refused file with its reason, nothing else
+    assert notes.startswith("not imported: cat/notes.txt: not an image")
+    assert cut.startswith("not imported: dog/cut.png: ") and len(cut) > len("not imported: dog/cut.png: ")
+    none = cli("import-data", tmp_path / "missing.zip", "--name", "none", runs=runs)
+    assert none.returncode == 2 and none.stderr.startswith("error: ") and "does not exist" in none.stderr
+    assert sorted(os.listdir(runs / ".datasets")) == ["good", "mixed"]
+
+
+def test_delete_data_asks_for_yes_refuses_what_is_not_a_dataset_and_deletes(tmp_path, cli, monkeypatch):
+    from test_uploads import class_zip
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    runs = tmp_path / "runs"
+    assert cli("import-data", class_zip(tmp_path / "a.zip"), "--name", "pets", runs=runs).returncode == 0
+    (runs / "outside").mkdir()
+    asked = cli("delete-data", "pets", runs=runs)         # stdin is not a terminal here: nothing to ask
+    assert asked.returncode == 2 and "add --yes" in asked.stderr and (runs / ".datasets" / "pets").is_dir()
+    for name, message in (("../outside", "not the name of an uploaded dataset"), (".", "not the name"),
+                          (str(runs / "outside"), "not the name"), ("cats", "no uploaded dataset named cats")):
+        refused = cli("delete-data", name, "--yes", runs=runs)
+        assert refused.returncode == 2 and message in refused.stderr and "nothing was deleted" in refused.stderr
+    assert (runs / "outside").is_dir() and os.listdir(runs / ".datasets") == ["pets"]
+    done = cli("delete-data", "pets", "--yes", runs=runs)
+    assert done.returncode == 0 and done.stdout == "dataset pets deleted (12 images)\n"
+    assert os.listdir(runs / ".datasets") == []
+    assert cli("delete-data", "pets", "--yes", runs=runs).returncode == 2          # gone

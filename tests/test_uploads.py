@@ -1,6 +1,7 @@
 """Uploaded images as managed datasets: zips of class folders imported safely (hostile zips refused
-before anything is unpacked, nothing written on failure), images added per class, the CLI command
-and the Datasets page's "Add your own images" section. Every zip is made here by the test."""
+before anything is unpacked, nothing written on failure), images added per class, datasets deleted
+(bad names refused, never half-deleted), the CLI command and the Datasets page's "Add your own
+images" section. Every zip is made here by the test."""
 import io
 import os
 import stat
@@ -12,7 +13,8 @@ import pytest
 from PIL import Image
 
 from core import uploads
-from core.uploads import UploadRefused, add_images, datasets_dir, import_zip, list_datasets
+from core.uploads import (DatasetRefused, UploadRefused, add_images, datasets_dir, delete_dataset, import_zip,
+                          list_datasets)
 
 
 def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
@@ -256,6 +258,103 @@ def test_the_managed_folder_lives_in_the_runs_folder_and_is_not_a_run(tmp_path, 
     assert datasets_dir(runs) == (tmp_path / "elsewhere").resolve()
 
 
+# --- deleting ----------------------------------------------------------------------------------------
+def test_a_deleted_dataset_is_gone_and_no_longer_listed(tmp_path, root):
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    import_zip(class_zip(tmp_path / "b.zip", classes=("ant", "bee")), root, "bugs")
+    deleted = delete_dataset(root, "pets")
+    assert deleted.name == "pets" and deleted.images == 12 and deleted.counts == {"cat": 4, "dog": 4, "fox": 4}
+    assert [d.name for d in list_datasets(root)] == ["bugs"] and uploads.dataset_names(root) == ["bugs"]
+    assert os.listdir(root) == ["bugs"]                        # no trash left beside it
+    assert len(list((root / "bugs").rglob("*.png"))) == 8
+    again = import_zip(class_zip(tmp_path / "a.zip"), root, "pets")      # the name is free again
+    assert again.created and again.counts == {"cat": 4, "dog": 4, "fox": 4}
+
+
+@pytest.mark.parametrize("name", ["../outside", "..", ".", "", "a/b", "pets/cat", "/ABS", ".import-pets-x",
+                                  "link", "notes.txt", "nope", " pets"])
+def test_a_name_that_is_no_uploaded_dataset_is_refused_and_nothing_changes(tmp_path, root, name):
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    (tmp_path / "runs" / "outside" / "cat").mkdir(parents=True)        # what "../outside" would reach
+    (tmp_path / "runs" / "outside" / "cat" / "0.png").write_bytes(png(0))
+    (root / ".import-pets-x" / "cat").mkdir(parents=True)               # a live import's stage
+    (root / "notes.txt").write_text("a file, not a dataset")
+    (root / "link").symlink_to(tmp_path / "runs" / "outside")          # a link someone made by hand
+    name = str(tmp_path / "runs" / "outside") if name == "/ABS" else name
+    before = files_under(tmp_path)
+    with pytest.raises(DatasetRefused, match="(not the name of an|no) uploaded dataset.*nothing was deleted"):
+        delete_dataset(root, name)
+    assert files_under(tmp_path) == before
+
+
+def test_a_deletion_killed_midway_leaves_nothing_half_visible(tmp_path, root, monkeypatch):
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    import_zip(class_zip(tmp_path / "b.zip", classes=("ant", "bee")), root, "bugs")
+    real_rmtree = uploads.shutil.rmtree
+
+    def remove_one_file_then_die(path, ignore_errors=False):
+        next(Path(path).rglob("*.png")).unlink()            # a part is gone when the process is killed
+        raise KeyboardInterrupt
+    monkeypatch.setattr(uploads.shutil, "rmtree", remove_one_file_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        delete_dataset(root, "pets")
+    monkeypatch.setattr(uploads.shutil, "rmtree", real_rmtree)
+    # every reader sees "bugs" alone: the half-removed folder is hidden under its trash name
+    assert [d.name for d in list_datasets(root)] == ["bugs"] and not (root / "pets").exists()
+    [left] = [n for n in os.listdir(root) if n != "bugs"]
+    assert left.startswith(uploads.TRASH_PREFIX)
+    with pytest.raises(DatasetRefused, match="no uploaded dataset named pets"):
+        delete_dataset(root, "pets")
+    import_zip(class_zip(tmp_path / "c.zip"), root, "owls")        # the next import removes the leftover
+    assert sorted(os.listdir(root)) == ["bugs", "owls"]
+
+
+def test_a_deletion_that_cannot_rename_changes_nothing(tmp_path, root, monkeypatch):
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    before = files_under(root)
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(uploads.os, "rename", refuse)
+    with pytest.raises(DatasetRefused, match="could not delete pets.*Permission denied; nothing was deleted"):
+        delete_dataset(root, "pets")
+    assert files_under(root) == before and [d.name for d in list_datasets(root)] == ["pets"]
+
+
+def test_a_dataset_a_queued_or_running_run_trains_on_is_not_deleted(tmp_path, root, store):
+    import time
+    from core.config import RunConfig
+    from core.states import HOST
+    pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
+    import_zip(class_zip(tmp_path / "b.zip"), root, "other")
+    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets / "cat" / ".."), name="on-pets"))
+    store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
+    with pytest.raises(DatasetRefused, match=f"pets is the data of on-pets · {run_id} \\(running\\): stop it"):
+        delete_dataset(root, "pets", store)
+    assert len(list(pets.rglob("*.png"))) == 12
+    assert delete_dataset(root, "other", store).name == "other"          # another run's data is free to go
+    store.update_status(run_id, state="completed", pid=None)
+    delete_dataset(root, "pets", store)            # a finished run keeps its record, not the data
+    assert list_datasets(root) == [] and store.read_status(run_id)["state"] == "completed"
+
+
+def test_a_run_trained_on_a_deleted_dataset_keeps_its_record_and_says_why_it_cannot_be_evaluated(tmp_path, root,
+                                                                                                 store):
+    from core.config import RunConfig
+    from core.evaluate import evaluate_run
+    from core.worker import run_training
+    pets = import_zip(class_zip(tmp_path / "a.zip", classes=("dark", "light"), per_class=8), root, "pets").path
+    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), model="mlp", epochs=1,
+                                                    image_size=8))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    delete_dataset(root, "pets", store)
+    [summary] = store.list_runs()
+    assert summary.run_id == run_id and summary.state == "completed" and summary.best_value is not None
+    assert any(row.get("split") == "val" for row in store.read_metrics(run_id))      # the curves' lines
+    with pytest.raises(ValueError, match=f"Folder {pets} does not exist"):
+        evaluate_run(store, run_id, "best", "val")
+
+
 def test_cli_import_data(tmp_path, capsys, monkeypatch):
     from core.__main__ import main
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
@@ -263,7 +362,7 @@ def test_cli_import_data(tmp_path, capsys, monkeypatch):
     source = class_zip(tmp_path / "pets.zip")
     with zipfile.ZipFile(source, "a") as archive:
         archive.writestr("cat/readme.txt", "not a picture")
-    assert main(["import-data", str(source), "--name", "pets", "--runs", str(runs)]) == 0
+    assert main(["import-data", str(source), "--name", "pets", "--runs", str(runs)]) == 3     # one refused
     out, err = capsys.readouterr()
     assert "Imported 12 images into pets" in out and "cat: 4 images" in out
     assert f"--data {runs.resolve() / '.datasets' / 'pets'}" in out
@@ -275,7 +374,7 @@ def test_cli_import_data(tmp_path, capsys, monkeypatch):
         assert main(argv + ["--runs", str(runs)]) == 2
         assert message in capsys.readouterr().err
     assert os.listdir(runs / ".datasets") == ["pets"]
-    assert main(["import-data", str(source), "--name", "pets", "--add", "--runs", str(runs)]) == 0
+    assert main(["import-data", str(source), "--name", "pets", "--add", "--runs", str(runs)]) == 3
     assert "Added 12 images to pets" in capsys.readouterr().out
 
 
@@ -376,3 +475,65 @@ def test_the_picker_offers_uploaded_datasets_as_the_folder(app, tmp_path, monkey
     app.text_input(key="ds_path").input(str(root / "pets")).run()      # typing the folder picks it too
     assert app.selectbox(key="ds_uploaded").value == "pets"
     assert {m.label: m.value for m in app.metric}["Classes"] == "3"
+
+
+def test_datasets_page_deletes_a_dataset_after_asking(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    root = datasets_dir(tmp_path / "runs")
+    import_zip(class_zip(tmp_path / "a.zip", classes=("ant", "bee")), root, "bugs")
+    import_zip(class_zip(tmp_path / "b.zip"), root, "pets")
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").select("image-folder").run()
+    app.selectbox(key="ds_uploaded").select("pets").run()
+    assert app.button(key="up_delete").disabled                 # nothing chosen: nothing to confirm
+    app.selectbox(key="up_delete_name").select("bugs").run()
+    assert any("Delete **bugs** and its 8 images" in m.value for m in app.markdown)
+    assert (root / "bugs").is_dir()                             # asked, not yet deleted
+    app.button(key="up_delete").click().run()
+    no_errors(app)
+    assert app.success[0].value.startswith("Deleted bugs and its 8 images.")
+    assert not (root / "bugs").exists() and _table(app, "dataset")["dataset"].tolist() == ["pets"]
+    # another dataset than the picked one: the pick stays
+    assert app.selectbox(key="ds_uploaded").options == ["pets"] and app.selectbox(key="ds_uploaded").value == "pets"
+    assert app.selectbox(key="up_delete_name").value is None
+    # the picked one: the picker falls back to the default dataset, on this page and the next
+    app.selectbox(key="up_delete_name").select("pets").run()
+    app.button(key="up_delete").click().run()
+    no_errors(app)
+    assert app.success[0].value.startswith("Deleted pets and its 12 images.")
+    assert os.listdir(root) == [] and "up_delete" not in [b.key for b in app.button]
+    assert app.selectbox(key="ds_name").value == "digits"
+    assert {m.label: m.value for m in app.metric}["Classes"] == "10"
+    app.switch_page("pages/model.py").run()
+    no_errors(app)
+    assert app.selectbox(key="ds_name").value == "digits"
+
+
+def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_deletion_elsewhere(
+        app, tmp_path, monkeypatch):
+    import time
+    from core.config import RunConfig
+    from core.states import HOST
+    from core.store import RunStore
+    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
+    root = datasets_dir(tmp_path / "runs")
+    pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
+    import_zip(class_zip(tmp_path / "b.zip", classes=("ant", "bee")), root, "bugs")
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), name="on-pets"))
+    store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="up_delete_name").select("pets").run()
+    app.button(key="up_delete").click().run()
+    no_errors(app)
+    assert app.error[0].value.startswith("Nothing was deleted: pets is the data of on-pets")
+    assert len(list(pets.rglob("*.png"))) == 12
+    store.update_status(run_id, state="completed", pid=None)
+    # picked here while another tab or the CLI deletes it: the picker no longer offers it
+    app.selectbox(key="ds_name").select("image-folder").run()
+    app.selectbox(key="ds_uploaded").select("pets").run()
+    delete_dataset(root, "pets", store)
+    app.run()
+    no_errors(app)
+    assert app.selectbox(key="ds_uploaded").options == ["bugs"] and app.selectbox(key="ds_uploaded").value is None
+    assert app.selectbox(key="up_delete_name").options == ["bugs"]
