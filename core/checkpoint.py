@@ -68,7 +68,7 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
         raise
     except pickle.UnpicklingError as error:
         raise ValueError(f"{path} is not a readable Trainboard checkpoint: the safe loader refused it "
-                         f"({_unpickler_reason(error)}), so nothing in it ran") from None
+                         f"({unpickler_reason(error)}), so nothing in it ran") from None
     except Exception as error:
         first = str(error).strip().splitlines()[0].split(". ")[0][:200] if str(error).strip() else ""
         raise ValueError(f"{path} is not a readable Trainboard checkpoint "
@@ -85,12 +85,16 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     return checkpoint
 
 
-def _unpickler_reason(error: Exception) -> str:
+def unpickler_reason(error: Exception) -> str:
     """What torch's weights-only unpickler refused, without the rest of its message: that goes on to
     advise loading with weights_only=False, the one thing never to do with a file someone handed us."""
-    for line in str(error).splitlines():
-        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
-        if line and not line.startswith(("Weights only load failed", "Check the documentation", "Please file")):
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Weights only load failed", "Check the documentation", "Please file",
+                                         "(1)", "(2)")) and "weights_only" not in line:
             return line.split(". ")[0].rstrip(".")[:160]
     return "a pickle the safe loader does not accept"
 

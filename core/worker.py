@@ -18,6 +18,7 @@ from core.checkpoint import load_checkpoint, restore_best_from_latest
 from core.data import DatasetError, load_dataset
 from core.lease import ALREADY_RUNNING_EXIT, LeaseHeld, RunLease
 from core.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, InvalidTransition
+from core.pretrained import PretrainedWeightsError
 from core.probes import ProbeRecorder
 from core.store import (JsonLinesWriter, MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status,
                         truncate_metrics, truncate_probes)
@@ -119,7 +120,8 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
         return _fail(reporter, str(error), out_of_memory={"batch_size": 1, "fits": None})
     except TrainingDiverged as error:
         return _fail(reporter, str(error), diverged_at_step=error.step)
-    except DatasetError as error:      # the data, not a bug (changed since the launch check): no traceback
+    except (DatasetError, PretrainedWeightsError) as error:   # the files, not a bug (changed since the
+        # launch check, or damaged past what it reads): the message names them, no traceback
         print(f"error: {error}", file=sys.stderr)
         return _fail(reporter, str(error))
     except Exception as error:

@@ -78,3 +78,12 @@ def test_a_pickle_with_code_is_refused_without_advice_to_trust_it(tmp_path):
                                          r"\(.+\), so nothing in it ran") as error:
         load_checkpoint(path)
     assert "weights_only" not in str(error.value) and "False" not in str(error.value)   # never that advice
+
+
+def test_a_torch_file_with_a_function_inside_is_refused_naming_it_without_advice(tmp_path):
+    """torch.save's zip format words the refusal differently ('(1) ... weights_only ...' lines first)."""
+    path = tmp_path / "hook.pt"
+    torch.save({"model": {}, "config": {}, "hook": print}, path)
+    with pytest.raises(ValueError, match=r"the safe loader refused it \(Unsupported global: GLOBAL print") as error:
+        load_checkpoint(path)
+    assert "weights_only" not in str(error.value)

@@ -4,6 +4,7 @@ weights file is made here with torchvision's architecture under torchvision's fi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -114,7 +115,7 @@ def test_a_missing_weights_file_is_rejected_naming_it_and_where_to_put_it(tmp_pa
     assert fresh.returncode == 0, fresh.stderr
 
 
-def test_a_truncated_file_is_rejected_at_launch_and_a_corrupt_one_before_training(
+def test_a_truncated_or_foreign_file_is_rejected_at_launch_and_a_torn_one_before_training(
         tmp_path, cli, cached, image_folder):
     runs = tmp_path / "runs"
     whole = cached.read_bytes()
@@ -122,13 +123,39 @@ def test_a_truncated_file_is_rejected_at_launch_and_a_corrupt_one_before_trainin
     cut = cli(*_train_args(image_folder), runs=runs)
     assert cut.returncode == 2 and f"the ImageNet weights file {cached} is truncated" in cut.stderr
     assert not runs.exists() or list(runs.iterdir()) == []
-    cached.write_bytes(whole[:1000] + bytes(len(whole) - 1000))     # the right size, torn inside
-    torn = cli(*_train_args(image_folder), runs=runs)
-    assert torn.returncode == 1
-    (run_id,) = [p.name for p in runs.iterdir() if not p.name.startswith(".")]
-    error = json.loads((runs / run_id / "status.json").read_text())["error"]
-    assert f"the ImageNet weights file {cached} is corrupt or truncated" in error
-    assert not (runs / run_id / "checkpoints" / "latest.pt").exists()         # nothing trained
+    for foreign in (os.urandom(len(whole)), whole[:1000] + bytes(len(whole) - 1000)):   # the right size
+        cached.write_bytes(foreign)
+        refused = cli(*_train_args(image_folder), runs=runs)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert f"the ImageNet weights file {cached} is not a PyTorch weights file" in refused.stderr
+        assert f"https://download.pytorch.org/models/{FILE}" in refused.stderr
+        assert not runs.exists() or list(runs.iterdir()) == []
+    # The archive's directory intact, a tensor's bytes torn: torch.load would read it (and train to
+    # NaN); the archive's checksums find it at launch.
+    torn = bytearray(whole)
+    middle = len(torn) // 2
+    torn[middle:middle + 4096] = os.urandom(4096)
+    cached.write_bytes(bytes(torn))
+    refused = cli(*_train_args(image_folder), runs=runs)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"the ImageNet weights file {cached} is corrupt (its entry" in refused.stderr
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_a_weights_file_torch_cannot_read_fails_the_run_with_its_name_not_torchs_advice(torch_home, monkeypatch):
+    """Past the launch check (the file changed after it): the run fails naming the file, no traceback,
+    and never with torch's advice to load it with weights_only=False."""
+    from core.models import build_model
+    import core.pretrained
+    from core.pretrained import PretrainedWeightsError, load_imagenet_weights, weights_path
+    monkeypatch.setattr(core.pretrained, "TRUNCATED_BELOW", 0)     # a small file will do
+    path = weights_path("imagenet-resnet18")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"fc.weight": torch.zeros(2, 2), "hook": print}, path)   # code inside: the safe loader refuses
+    with pytest.raises(PretrainedWeightsError) as caught:
+        load_imagenet_weights("imagenet-resnet18", build_model("imagenet-resnet18", 3, 32, 32, 10))
+    message = str(caught.value)
+    assert message.startswith(f"the ImageNet weights file {path} is corrupt or truncated") and "weights_only" not in message
 
 
 def test_bad_fine_tune_settings_are_rejected_with_their_reason():
