@@ -9,7 +9,14 @@ from core.models import build_model, parameter_counts
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, int, int], depth: int = 3) -> list[dict]:
-    """torchinfo's summary as rows: layer, depth, output shape, params, mult-adds."""
+    """torchinfo's summary as rows: layer, depth, output shape, params, mult-adds.
+
+    Each row counts everything inside it: params are the module's own and its submodules' (torchinfo's
+    num_params), and mult-adds are the sum over the layers without submodules that ran inside it,
+    the only ones whose mult-adds torchinfo counts; so a container's row is the sum of its children's
+    rows and the root's is torchinfo's total_mult_adds. torchinfo's own `macs` of a container is no
+    such sum (it multiplies every nested parameter by the container's output size), so it is not used.
+    """
     from torchinfo import summary
     stats = summary(model, input_size=(1, *input_shape), depth=depth, verbose=0,
                     col_names=("output_size", "num_params", "mult_adds"), device="cpu")
@@ -17,10 +24,14 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], depth: int 
     for layer in stats.summary_list:
         if layer.depth > depth:
             continue
+        # layer.children: every row below it down to the next one at its depth or above, leaves
+        # deeper than the table shows included.
+        mult_adds = layer.macs if layer.is_leaf_layer else sum(
+            child.macs for child in layer.children if child.is_leaf_layer)
         rows.append({"layer": f"{'  ' * layer.depth}{layer.class_name}" + (f" ({layer.var_name})" if layer.var_name and layer.var_name != layer.class_name else ""),
                      "depth": layer.depth, "output shape": str(list(layer.output_size)),
                      "params": int(layer.num_params),
-                     "mult-adds": int(layer.macs)})
+                     "mult-adds": int(mult_adds)})
     return rows
 
 

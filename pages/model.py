@@ -17,6 +17,14 @@ cols = st.columns([2, 2, 1])
 source = cols[0].radio("Weights", ("Fresh model", "Checkpoint of the chosen run"), horizontal=True, key="m_src")
 
 
+def network_input(name: str, data_shape: tuple) -> str:
+    """What the network reads, e.g. "Input 3 x 224 x 224 (grayscale repeated to 3 channels)": an ImageNet
+    network reads 3 channels whatever the data has."""
+    taken = model_input_shape(name, *data_shape)
+    repeated = f" (grayscale repeated to {taken[0]} channels)" if data_shape[0] == 1 and taken[0] > 1 else ""
+    return f"Input {' x '.join(map(str, taken))}{repeated}"
+
+
 @st.cache_resource(show_spinner="Building the model…", max_entries=8)
 def fresh(name: str, shape: tuple, classes: int, frozen: bool):
     from core.inspect_model import fresh_model
@@ -64,7 +72,7 @@ if source == "Fresh model":
         st.stop()
     weights = ("randomly initialised (a run with pretrained=true starts from ImageNet's weights, "
                "all but the head)") if MODEL_SPECS[name].pretrainable else "freshly initialised (Kaiming)"
-    st.caption(f"Input {' x '.join(map(str, shape))} from {data_config.dataset}, {classes} classes, {weights}.")
+    st.caption(f"{network_input(name, shape)} from {data_config.dataset}, {classes} classes, {weights}.")
 else:
     run_id = shared.selected_run()
     if run_id is None:
@@ -80,7 +88,8 @@ else:
     except (ValueError, KeyError, RuntimeError) as error:
         st.error(f"Cannot read {which}.pt: {error}")
         st.stop()
-    st.caption(f"{name} from {which}.pt of {run_id}: epoch {loop['epoch']}, step {loop['step']}.")
+    st.caption(f"{name} from {which}.pt of {run_id}: epoch {loop['epoch']}, step {loop['step']}; "
+               f"{network_input(name, shape).lower()}.")
 
 from core.inspect_model import layer_table, model_size, weight_histogram, weight_stats  # noqa: E402
 
@@ -93,7 +102,6 @@ cols[3].metric("Size", f"{size['size_mb']:.2f} MB")
 
 st.subheader("Layers (torchinfo)")
 depth = st.slider("Depth", 1, 5, 2, key="m_depth")
-# An ImageNet network reads 3 channels (grayscale data is repeated to 3 before it).
 st.dataframe(pd.DataFrame(layer_table(model, model_input_shape(name, *shape), depth)), hide_index=True,
              column_config={"params": st.column_config.NumberColumn(format="localized"),
                             "mult-adds": st.column_config.NumberColumn(format="localized")})
