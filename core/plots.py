@@ -55,22 +55,99 @@ def _log_axis(title: str) -> dict:
     return _axis(title, type="log", dtick=1, exponentformat="power")
 
 
+MAX_LOG_TICKS = 8
+MIN_TICK_GAP = 0.08         # of the axis: a 12 px label needs ~14 px, and line_chart's plot area is ~175 px high
+CONSTANT_SPAN = np.log10(4)  # a constant series is drawn across a factor of 4 around its value
+MAX_BARE_END = 0.4           # of the axis, at either end, beyond the last label
+EDGE_PAD = 0.04             # of the span, each side: a marker on the data's edge is not cut in half
+
+
 def log_ticks(values) -> dict:
-    """Tick settings for a log axis over `values`: at 1-2-5 steps (0.2, 0.5, 1, 2) while the data spans
-    under three decades, at 1 to 9 when even those are too sparse, else at powers of ten. A loss
-    between 0.3 and 0.9 holds no power of ten, and would have no label at all on _log_axis."""
+    """Range and ticks for a log axis over `values` (NaN, 0 and negatives left out): 2 to 8 labels inside
+    the range, none closer than MIN_TICK_GAP of the axis, 3 or more where they fit. At 1-2-5 steps (0.2,
+    0.5, 1, 2) where those fit, else at powers of ten (wide ranges), else at 1-2-3-5 or 1 to 9 (0.3 to
+    0.9 holds no power of ten and one 1-2-5 step), else at even steps (0.0012, 0.0014: within a decade).
+    The range is set here, not left to plotly's autorange, so that the ticks are known to lie in it; a
+    constant series (a constant lr) gets a factor of 4 around its value."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values) & (values > 0)]
-    if not len(values) or values.max() / values.min() >= 1000:
+    if not len(values):
         return {"dtick": 1, "exponentformat": "power"}
     low, high = np.log10(values.min()), np.log10(values.max())
+    if high - low < 1e-6:
+        low, high = low - CONSTANT_SPAN / 2, high + CONSTANT_SPAN / 2
+    pad = (high - low) * EDGE_PAD
+    low, high = float(low - pad), float(high + pad)
+    fitting = [ticks for ticks in _log_tick_candidates(low, high) if _ticks_fit(ticks, low, high)]
+    chosen = min(fitting, key=lambda ticks: _tick_shortfall(ticks, low, high), default=[])   # the first best
+    if not chosen or all(n == 1 for n, _ in chosen):      # powers of ten: plotly's own 10⁻³, as _log_axis
+        step = chosen[1][1] - chosen[0][1] if len(chosen) >= 2 else 1
+        return {"range": [low, high], "dtick": step, "exponentformat": "power"}
+    exponent = any(not -4 <= _leading_exponent(n, k) < 6 for n, k in chosen)
+    return {"range": [low, high], "tickvals": [float(f"{n}e{k}") for n, k in chosen],   # 0.3, not 0.30000000000000004
+            "ticktext": [_tick_label(n, k, exponent) for n, k in chosen]}
+
+
+def _log_tick_candidates(low: float, high: float):
+    """Tick sets over [low, high] (log10 units), each a list of (n, k) meaning n * 10**k, in the order
+    preferred: 1-2-5, powers of ten (every 1, 2, 3, 5, 10, ... decades, the first with at most
+    MAX_LOG_TICKS), 1-2-3-5, 1 to 9, 1-2-4-6-8 (where 1 to 9 crowd), then even steps m * 10**k (m 5, 2,
+    1) from coarse to fine."""
     decades = range(int(np.floor(low)), int(np.ceil(high)) + 1)
-    for mantissas in ((1, 2, 5), tuple(range(1, 10))):
-        ticks = [float(f"{m}e{d}") for d in decades for m in mantissas]     # 0.3, not 0.30000000000000004
-        shown = [t for t in ticks if values.min() <= t <= values.max()]
-        if len(shown) >= 2:
+
+    def inside(ticks):
+        return [(n, k) for n, k in ticks if low <= np.log10(n) + k <= high]
+
+    yield inside((m, d) for d in decades for m in (1, 2, 5))
+    powers = inside((1, d) for d in decades)
+    for every in (1, 2, 3, 5) + tuple(10 ** p * s for p in range(1, 4) for s in (1, 2, 5)):
+        spaced = [(n, k) for n, k in powers if k % every == 0]
+        if len(spaced) <= MAX_LOG_TICKS:
+            yield spaced
             break
-    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+    for mantissas in ((1, 2, 3, 5), tuple(range(1, 10)), (1, 2, 4, 6, 8)):
+        yield inside((m, d) for d in decades for m in mantissas)
+    if high - low >= 1:
+        return
+    bottom, top = 10 ** low, 10 ** high
+    for k in range(int(np.floor(high)), int(np.floor(np.log10(top - bottom))) - 2, -1):
+        for m in (5, 2, 1):
+            step = m * 10.0 ** k
+            if (top - bottom) / step > 4 * MAX_LOG_TICKS:       # finer steps only add more
+                return
+            first, last = int(np.floor(bottom / step)), int(np.ceil(top / step))
+            yield inside((i * m, k) for i in range(max(first, 1), last + 1))
+
+
+def _ticks_fit(ticks: list, low: float, high: float) -> bool:
+    positions = [np.log10(n) + k for n, k in ticks]
+    return 2 <= len(ticks) <= MAX_LOG_TICKS and min(np.diff(positions)) >= MIN_TICK_GAP * (high - low)
+
+
+def _tick_shortfall(ticks: list, low: float, high: float) -> int:
+    """0 for fitting ticks that leave neither end of the axis bare (0.0008 to 0.0015 labelled at 0.0008,
+    0.0009, 0.001 leaves its top third bare) and are at least 3; 1 for 2 such, 2 for a bare end, 3 for both."""
+    positions = [np.log10(n) + k for n, k in ticks]
+    bare = max(positions[0] - low, high - positions[-1]) > MAX_BARE_END * (high - low)
+    return 2 * bare + (len(ticks) < 3)
+
+
+def _leading_exponent(n: int, k: int) -> int:
+    return k + len(str(n)) - 1
+
+
+def _tick_label(n: int, k: int, exponent: bool) -> str:
+    """n * 10**k written exactly: 0.0012, 250, or with `exponent` 1.2e-5 (one style on an axis)."""
+    while n % 10 == 0:
+        n, k = n // 10, k + 1
+    digits = str(n)
+    if exponent:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{mantissa}e{_leading_exponent(n, k)}"
+    if k >= 0:
+        return digits + "0" * k
+    digits = digits.rjust(1 - k, "0")
+    return f"{digits[:k]}.{digits[k:]}"
 
 
 def curve_traces(x, y, name: str, colour: str | None = None, smoothing: float = 0.0, markers: bool | None = None,

@@ -87,11 +87,65 @@ def test_training_curves_smooth_only_the_named_curves_and_take_a_log_loss_axis()
     assert shown == ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
 
 
-def test_log_ticks_step_1_2_5_and_powers_of_ten_for_wide_ranges():
-    ticks = plots.log_ticks([0.05, 2.3])
-    assert [t for v, t in zip(ticks["tickvals"], ticks["ticktext"]) if 0.05 <= v <= 2.3] == ["0.05", "0.1", "0.2",
-                                                                                             "0.5", "1", "2"]
-    assert plots.log_ticks([1e-6, 10]) == {"dtick": 1, "exponentformat": "power"}
+def labels(ticks: dict) -> list[str]:
+    """The labels a log axis shows, each checked to lie inside its range and none crowding the next;
+    plotly's own powers of ten (dtick) as 10^-3."""
+    low, high = ticks["range"]
+    if "dtick" in ticks:
+        powers = [e for e in range(math.ceil(low), math.floor(high) + 1) if e % ticks["dtick"] == 0]
+        positions, texts = powers, [f"10^{e}" for e in powers]
+    else:
+        positions, texts = np.log10(ticks["tickvals"]), ticks["ticktext"]
+    assert all(low <= p <= high for p in positions)
+    assert min(np.diff(positions)) >= plots.MIN_TICK_GAP * (high - low)
+    return texts
+
+
+def test_log_ticks_step_1_2_5_where_those_fit():
+    assert labels(plots.log_ticks([0.05, 2.3])) == ["0.05", "0.1", "0.2", "0.5", "1", "2"]
+    assert labels(plots.log_ticks([2e-4, 3e-3])) == ["0.0002", "0.0005", "0.001", "0.002"]
+    assert labels(plots.log_ticks([5e-5, 2e-4])) == ["5e-5", "1e-4", "2e-4"]      # one style on an axis
+
+
+def test_log_ticks_at_powers_of_ten_over_decades():
+    ticks = plots.log_ticks([1e-5, 3e-3, 1.0])
+    assert labels(ticks) == ["10^-5", "10^-4", "10^-3", "10^-2", "10^-1", "10^0"]
+    assert ticks["exponentformat"] == "power"                                # plotly's 10⁻⁵, as _log_axis
+    assert labels(plots.log_ticks([1e-20, 1.0])) == [f"10^{e}" for e in range(-18, 1, 3)]   # 8 at most
+
+
+def test_log_ticks_for_a_constant_series_pad_its_range_and_label_its_value():
+    ticks = plots.log_ticks(np.full(400, 0.001))                             # a 1-epoch run's constant lr
+    assert labels(ticks) == ["0.0005", "0.001", "0.002"]
+    low, high = ticks["range"]
+    assert math.isclose(low + high, 2 * -3) and high - low > 0.5             # centred on it, a factor 4 or so
+
+
+def test_log_ticks_within_a_decade_step_evenly():
+    assert labels(plots.log_ticks([0.0011, 0.0019])) == ["0.0012", "0.0014", "0.0016", "0.0018"]
+    assert labels(plots.log_ticks([0.0021, 0.0045])) == ["0.0025", "0.003", "0.0035", "0.004", "0.0045"]
+    assert labels(plots.log_ticks([0.0008, 0.0015])) == ["0.0008", "0.001", "0.0012", "0.0014"]  # no bare top
+
+
+def test_log_ticks_leave_out_nan_and_values_a_log_axis_cannot_draw():
+    assert labels(plots.log_ticks([np.nan, 0.001, np.inf, 0.0, -1.0, 0.002, np.nan])) == ["0.001", "0.0015", "0.002"]
+    assert plots.log_ticks([np.nan, 0.0]) == {"dtick": 1, "exponentformat": "power"}   # nothing to draw
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_ticks_give_2_to_8_labels_inside_any_range(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        low = 10 ** rng.uniform(-8, 3)
+        ticks = plots.log_ticks([low, low * 10 ** rng.uniform(0, rng.choice([0.05, 1, 4]))])
+        shown = labels(ticks)
+        assert 2 <= len(shown) <= plots.MAX_LOG_TICKS and len(set(shown)) == len(shown)
+
+
+def test_line_chart_log_axis_takes_the_ticks_and_range():
+    fig = plots.line_chart({"lr": (np.arange(1, 400), np.full(399, 0.001))}, "learning rate", log_y=True)
+    assert fig.layout.yaxis.type == "log" and list(fig.layout.yaxis.ticktext) == ["0.0005", "0.001", "0.002"]
+    assert list(fig.layout.yaxis.range) == plots.log_ticks([0.001])["range"]
 
 
 def test_compare_overlays_train_and_val_and_draws_a_one_epoch_run():
