@@ -1,6 +1,8 @@
 """Datasets: class balance, split sizes, a sample grid per class, an augmentation preview, and images
 people add (a zip of class folders, or images per class) kept as image-folder datasets, and deleted
 here too."""
+import hashlib
+
 import pandas as pd
 import streamlit as st
 
@@ -196,10 +198,12 @@ st.plotly_chart(plots.class_balance(view.classes, view.counts), key="class_balan
 
 st.subheader("Samples")
 cols = st.columns([2, 1, 3])
+# Keyed by the dataset's classes: another dataset's picker starts at its own first class.
+classes_key = hashlib.sha1("\n".join(view.classes).encode()).hexdigest()[:12]
 class_index = cols[0].selectbox("Class", range(len(view.classes)), format_func=lambda i: view.classes[i],
-                                key="ds_class")
+                                key=f"ds_class_{classes_key}")
 pages = view.pages(class_index, PER_PAGE)
-page = cols[1].number_input(f"Page (of {pages})", 1, pages, 1, key=f"ds_page_{class_index}") - 1
+page = cols[1].number_input(f"Page (of {pages})", 1, pages, 1, key=f"ds_page_{classes_key}_{class_index}") - 1
 grid = thumbnails(key, class_index, page)
 st.image(grid.images, width=72, caption=[f"#{page * PER_PAGE + i}" for i in range(len(grid.images))])
 if grid.refused:

@@ -74,16 +74,18 @@ left.plotly_chart(plots.confusion_heatmap(report["confusion_matrix"], classes, n
 with right:
     st.markdown("**Samples of one cell**")
     worst_true, worst_predicted = most_confused_cell(report["confusion_matrix"])
+    # Keyed by what is evaluated: another run (other classes) or checkpoint opens on its own worst cell.
+    evaluated = f"{run_id}_{checkpoint}_{split}"
     true_class = st.selectbox("True class", range(len(classes)), format_func=classes.__getitem__,
-                              index=worst_true, key="ev_true")
+                              index=worst_true, key=f"ev_true_{evaluated}")
     predicted_class = st.selectbox("Predicted as", range(len(classes)), format_func=classes.__getitem__,
-                                   index=worst_predicted, key="ev_pred")
+                                   index=worst_predicted, key=f"ev_pred_{evaluated}")
     cell = cell_rows(arrays, true_class, predicted_class)
     st.caption(f"{len(cell):,} sample(s) of class {classes[true_class]} predicted as {classes[predicted_class]}, "
                "most confident first; captions: confidence in the predicted class")
     if len(cell):
         gallery.paged_tiles(cell, tiles(with_true_class=False),
-                            key=f"ev_cell_page_{checkpoint}_{split}_{true_class}_{predicted_class}")
+                            key=f"ev_cell_page_{evaluated}_{true_class}_{predicted_class}")
 
 st.subheader("Per class")
 table = pd.DataFrame([{"class": r["class"], "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
@@ -108,7 +110,7 @@ if not len(wrong):
     st.success("No misclassified samples.")
 else:
     st.caption(f"{len(wrong):,} misclassified of {report['samples']:,}; captions: true → predicted, confidence")
-    gallery.paged_tiles(wrong, tiles(with_true_class=True), key=f"ev_wrong_page_{checkpoint}_{split}", per_page=48)
+    gallery.paged_tiles(wrong, tiles(with_true_class=True), key=f"ev_wrong_page_{evaluated}", per_page=48)
 
 
 

@@ -140,3 +140,39 @@ def test_captions_wrap_between_words_never_inside_one(page):
     # The check catches a mid-word break: with break-all the same captions are cut inside words.
     page.add_style_tag(content=".tb-tile figcaption span{word-break:break-all !important}")
     assert page.evaluate(BROKEN_WORDS_JS)
+
+
+def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, server, tmp_path):
+    """The cell pickers are keyed by what is evaluated. With fixed keys, after a switch in the sidebar
+    to a run with as many classes but other names, the picker kept the last run's choice and the
+    browser its label (Fashion-MNIST's cell shown as digits' '9')."""
+    from conftest import write_png
+    from core.config import RunConfig
+    from core.evaluate import evaluate_run, most_confused_cell
+    from core.store import RunStore
+    from core.worker import run_training
+    store = RunStore(server["runs"])
+    runs = {}
+    for name, classes in (("browser-shades", ("dark", "mid", "light")), ("browser-tones", ("low", "middle", "high"))):
+        root = tmp_path / name
+        for label, value in zip(classes, (10, 100, 200)):
+            (root / label).mkdir(parents=True)
+            for i in range(12):
+                write_png(root / label / f"{i}.png", value + i % 5, size=(12, 12))
+        runs[name] = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(root), image_size=8,
+                                                            model="mlp", epochs=1, batch_size=8, name=name))
+        assert run_training(store, runs[name], handle_signals=False) == "completed"
+    report, _ = evaluate_run(store, runs["browser-tones"])
+    true, predicted = (report["classes"][i] for i in most_confused_cell(report["confusion_matrix"]))
+    open_page(page, server, f"evaluate?run={runs['browser-shades']}")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("combobox", name="True class")).to_be_visible(timeout=FIRST_RENDER_MS)
+    main.get_by_role("combobox", name="True class").click()
+    page.get_by_role("option", name="light").click()           # a choice of the first run's
+    expect(page.get_by_text(re.compile(r"^\d+ sample\(s\) of class light predicted as"))).to_be_visible()
+    page.get_by_test_id("stSidebar").get_by_role("combobox", name=re.compile(r"^Run \(")).click()
+    page.get_by_role("option", name=re.compile("browser-tones")).click()
+    expect(page.get_by_text(re.compile(rf"^\d+ sample\(s\) of class {true} predicted as {predicted},"))).to_be_visible()
+    expect(main.get_by_role("combobox", name="True class")).to_have_value(true)
+    expect(main.get_by_role("combobox", name="Predicted as")).to_have_value(predicted)
+    no_exception(page)

@@ -188,11 +188,11 @@ def test_evaluate_page_pages_through_a_cell_and_the_mistakes(app, weak_app_run):
     cell_tiles, wrong_tiles = (len(THUMBNAIL.findall(h.value)) for h in app.html)
     assert (cell_tiles, wrong_tiles) == (24, 48)
 
-    app.number_input(key=f"ev_cell_page_best_val_{true}_{predicted}").set_value(2).run()
+    app.number_input(key=f"ev_cell_page_{run_id}_best_val_{true}_{predicted}").set_value(2).run()
     shown = min(24, cell - 24)
     assert summaries(app)[0] == f"Showing {shown} of {cell} (25–{24 + shown}), page 2 of {cell_pages}"
     assert len(THUMBNAIL.findall(app.html[0].value)) == shown
-    app.number_input(key="ev_wrong_page_best_val").set_value(wrong_pages).run()
+    app.number_input(key=f"ev_wrong_page_{run_id}_best_val").set_value(wrong_pages).run()
     rest = wrong - 48 * (wrong_pages - 1)
     assert summaries(app)[1] == f"Showing {rest} of {wrong} ({wrong - rest + 1}–{wrong}), page {wrong_pages} of " \
                                 f"{wrong_pages}"
@@ -233,3 +233,4 @@ def test_a_failed_export_says_why_and_offers_nothing(app, finished_run, tmp_path
     assert not any(b.proto.label.startswith("model.onnx") for b in app.get("download_button"))
     app.run()                                   # the reason stays until the next try
     assert any("ONNX export failed" in e.value for e in app.error)
+
