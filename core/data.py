@@ -360,9 +360,11 @@ def check_data(config: RunConfig) -> list[str]:
 def validate_run_config(config: RunConfig) -> list[str]:
     """Every problem with a config, its data included; [] means it can be launched."""
     problems = config.validate()
-    if not problems and config.device != "cpu" and not torch.cuda.is_available():
-        problems = (["device cuda was asked for, but no CUDA GPU is available"] if config.device == "cuda"
-                    else config.cuda_only_problems("no CUDA GPU is available"))
+    # Listed beside the setting problems (a person fixes them all in one go); the data is looked at
+    # only once the settings are right, since reading it needs them.
+    if config.device != "cpu" and not torch.cuda.is_available():
+        problems += (["device cuda was asked for, but no CUDA GPU is available"] if config.device == "cuda"
+                     else config.cuda_only_problems("no CUDA GPU is available"))
     if not problems:
         problems = check_data(config)
         if config.pretrained and MODEL_SPECS[config.model].pretrainable:

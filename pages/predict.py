@@ -65,7 +65,7 @@ for upload in uploads:
 
 st.subheader("All files")
 table = pd.DataFrame(rows)
-st.dataframe(table, hide_index=True, key="pr_table",
+st.dataframe(table, hide_index=True, key="pr_table", placeholder=shared.MISSING,
              column_config={"probability": st.column_config.NumberColumn(format="%.4f"),
                             "latency ms": st.column_config.NumberColumn(format="%.1f")})
 st.download_button("Results as CSV", table.to_csv(index=False), f"{run_id}-predictions.csv", mime="text/csv",

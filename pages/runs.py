@@ -49,7 +49,7 @@ def runs_table() -> bool:
     version = st.session_state.setdefault("runs_table_version", 0)
     # A click on a cell selects that cell, on the row's box the row: either opens the run.
     table = st.dataframe(frame, hide_index=True, key=f"runs_table_{version}", column_config=shared.RUNS_COLUMNS,
-                         placeholder=shared.RUNS_MISSING, column_order=COLUMN_ORDER, on_select="rerun", selection_mode=["single-row", "single-cell"])
+                         placeholder=shared.MISSING, column_order=COLUMN_ORDER, on_select="rerun", selection_mode=["single-row", "single-cell"])
     clicked = table.selection.rows or [row for row, _ in table.selection.cells]
     if clicked:
         st.session_state["runs_table_version"] = version + 1

@@ -199,7 +199,7 @@ def run_name(run_id: str) -> str:
         return run_id
 
 
-RUNS_MISSING = "–"      # a value a run does not have (no test acc before an evaluation), not "None"
+MISSING = "–"      # a table's value a row does not have (no test acc before an evaluation), not "None"
 RUNS_COLUMNS = {
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
     "test acc": st.column_config.NumberColumn(format="%.4f", help="accuracy on the test split, from the "

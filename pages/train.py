@@ -136,7 +136,7 @@ def draw_runs_table() -> None:
         return
     frame = shared.runs_frame(summaries).drop(columns=["error"])
     st.dataframe(frame, hide_index=True, key="train_runs_table", column_config=shared.RUNS_COLUMNS,
-                 placeholder=shared.RUNS_MISSING)
+                 placeholder=shared.MISSING)
 
 
 # --- the live view -------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ def test_cuda_only_settings_are_rejected_on_cpu_with_their_reason():
     if not torch.cuda.is_available():      # device auto on a machine without CUDA: found at launch
         assert validate_run_config(RunConfig(batch_size="auto"))[0].startswith(
             "batch_size auto needs a CUDA GPU (it probes the GPU's memory and speed), and no CUDA GPU is available")
+        # Every problem at once, the CUDA ones beside the settings' own.
+        both = validate_run_config(RunConfig(batch_size="auto", accumulate_steps=0))
+        assert both[0] == "accumulate_steps must be >= 1, got 0" and both[1].startswith("batch_size auto needs")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="batch_size auto is allowed where CUDA is")

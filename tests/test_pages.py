@@ -227,6 +227,7 @@ def test_predict_page_predicts_and_refuses(app, finished_run):
     assert any("notes.txt" in w.value and "not an image" in w.value for w in app.warning)
     [table] = [frame.value for frame in app.dataframe]
     assert table["file"].tolist() == ["zero.png", "notes.txt"] and table["predicted"].tolist()[0] == "0"
+    assert app.dataframe[0].proto.placeholder == "–"      # the refused file's empty cells, not "None"
 
 
 def test_switching_the_dataset_applies_its_defaults(app, tmp_path):

@@ -233,4 +233,3 @@ def test_a_failed_export_says_why_and_offers_nothing(app, finished_run, tmp_path
     assert not any(b.proto.label.startswith("model.onnx") for b in app.get("download_button"))
     app.run()                                   # the reason stays until the next try
     assert any("ONNX export failed" in e.value for e in app.error)
-
