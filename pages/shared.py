@@ -228,7 +228,8 @@ def runs_frame(summaries) -> pd.DataFrame:
     pd.to_datetime per row took 2.8 s for 10,000 runs)."""
     import pandas as pd
     frame = pd.DataFrame({
-        "run": [s.run_id for s in summaries], "name": [s.name for s in summaries],
+        # An unnamed run shows its id as its name: rows of unnamed runs are told apart in the first column.
+        "run": [s.run_id for s in summaries], "name": [s.name or s.run_id for s in summaries],
         "state": [s.state for s in summaries], "progress": [round(s.progress, 2) for s in summaries],
         "test acc": [s.test_acc for s in summaries],
         "best val acc": [s.best_value if s.best_metric == "val_acc" else None for s in summaries],

@@ -38,6 +38,9 @@ def test_runs_table_shows_settings_tags_note_and_filters_by_tag(app, runs):
     assert frame["test acc"].isna().all()
     [proto] = [f.proto for f in app.dataframe if "run" in f.value.columns]
     assert proto.placeholder == "–"
+    unnamed = store.create_run(tiny_digits())
+    app.run()
+    assert table(app).set_index("run").loc[unnamed, "name"] == unnamed     # told apart by its id
     app.multiselect(key="runs_tags").set_value(["sweep"]).run()
     no_errors(app)
     assert table(app)["run"].tolist() == [tagged]
