@@ -39,7 +39,8 @@ class MetricsLogger(Callback):
 
 class StatusReporter(Callback):
     """Keeps status.json current: progress after each log interval and epoch, and a heartbeat from a
-    background thread every few seconds, so a long batch never makes a live run look dead.
+    background thread every few seconds, so a long batch never makes a live run look dead. The
+    heartbeat carries the step too: a slow model's log interval can be a minute of batches.
 
     While the training process runs, this is the only writer of status.json: it holds the whole
     status in memory and rewrites it, so no field written elsewhere can be lost."""
@@ -50,6 +51,7 @@ class StatusReporter(Callback):
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+        self.trainer: Trainer | None = None        # set at fit start: the heartbeat reads its progress
 
     def start(self) -> None:
         check_transition(self.status["state"], RUNNING, self.run_id)
@@ -65,7 +67,8 @@ class StatusReporter(Callback):
     def _beat(self) -> None:
         while not self.stopped.wait(HEARTBEAT_EVERY_S):
             try:
-                self.write(fsync=False)
+                # Plain ints read from the training thread's state: at worst a step behind.
+                self.write(fsync=False, **(self._progress(self.trainer) if self.trainer else {}))
             except OSError:
                 pass     # a full disk: the training thread meets it too and fails the run, saying why
 
@@ -82,6 +85,7 @@ class StatusReporter(Callback):
     def on_fit_start(self, trainer):
         # A resume restates the best from the checkpoint: a crash may have come before status.json said it.
         facts = {"batch_probe": trainer.batch_probe} if trainer.batch_probe else {}
+        self.trainer = trainer
         self.write(fsync=False, **self._progress(trainer), device=str(trainer.device), best=self._best(trainer),
                    setup=trainer.setup(), **facts)
 

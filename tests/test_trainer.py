@@ -219,3 +219,24 @@ def test_a_flip_is_torch_flip_under_a_seeded_generator():
     assert torch.allclose(out[~flipped], images[~flipped], atol=1e-6)
     pixels = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     assert torch.equal(prep(pixels, train=False), prep.normalise(pixels.float() / 255))   # none at eval
+
+
+def test_the_heartbeat_carries_the_step_between_log_lines(store, monkeypatch):
+    """A slow model logs a line every minute or so: status.json's step (the Train page's progress)
+    follows each heartbeat, not only the log lines."""
+    import time
+    import core.callbacks
+    monkeypatch.setattr(core.callbacks, "HEARTBEAT_EVERY_S", 0.05)
+    seen = []
+
+    class SlowBatch(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.state.step == 3:          # no log line yet (log_interval 1000): wait for a beat
+                deadline = time.monotonic() + 10
+                while store.read_status(run_id).get("step") != 3 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                seen.append(store.read_status(run_id).get("step"))
+
+    run_id = store.create_run(tiny_digits(epochs=1, log_interval=1000))
+    assert run_training(store, run_id, [SlowBatch()], handle_signals=False) == "completed"
+    assert seen == [3]
