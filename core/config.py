@@ -366,6 +366,7 @@ class Recipe:
     description: str
     dataset: str
     values: dict
+    gpu_sized: bool = False      # its epochs and batch size are a GPU's: on a CPU it runs for hours
 
     def config(self, **overrides) -> RunConfig:
         return RunConfig.for_dataset(self.dataset, **{**self.values, **overrides})
@@ -380,7 +381,7 @@ RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (
            dict(name="fast recipe", model="resnet18", epochs=30, batch_size=512, optimizer="sgd", lr=0.4,
                 momentum=0.9, weight_decay=5e-4, scheduler="onecycle", warmup_fraction=0.25,
                 label_smoothing=0.1, aug_random_crop=True, crop_padding=2, aug_flip=True, tta_flip=True,
-                mixed_precision="auto", val_fraction=0.05)),
+                mixed_precision="auto", val_fraction=0.05), gpu_sized=True),
 )}
 
 

@@ -152,16 +152,21 @@ def recipe_buttons(container=None) -> None:
     """One button per recipe (core.config.RECIPES): a click fills the picker and the form with it."""
     box = container or st
     cols = box.columns(len(RECIPES) + 3)
+    import torch
     for column, recipe in zip(cols, RECIPES.values()):
+        caution = (f"The {recipe.label} recipe is sized for a GPU, and this machine has none: its "
+                   f"{recipe.values.get('epochs')} epochs would take hours here. Fewer epochs and a smaller "
+                   "model train in minutes.") if recipe.gpu_sized and not torch.cuda.is_available() else None
         column.button(f"Recipe: {recipe.label}", key=f"recipe_{recipe.name}", help=recipe.description,
-                      on_click=fill_form, args=(recipe.config(), f"the {recipe.label} recipe"))
+                      on_click=fill_form, args=(recipe.config(), f"the {recipe.label} recipe", caution))
 
 
-def fill_form(config: RunConfig, source: str) -> None:
+def fill_form(config: RunConfig, source: str, caution: str | None = None) -> None:
     """Button callback (runs before the widgets exist, so it may set their state): the picker and the
-    form show `config`; the Train page says where it came from."""
+    form show `config`; the Train page says where it came from, and `caution` beside it."""
     st.session_state["clone_config"] = config.to_dict()
     st.session_state["clone_of"] = source
+    st.session_state["clone_caution"] = caution
     st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
     if st.session_state.get("ds_name") != config.dataset:
         st.session_state["ds_path"] = config.data_path

@@ -44,6 +44,8 @@ def launch_form() -> None:
     with form:
         if clone:
             st.info(f"Prefilled from {st.session_state.get('clone_of')}. Change what you like and launch.")
+            if st.session_state.get("clone_caution"):
+                st.warning(st.session_state["clone_caution"])
         forms.recipe_buttons()
         data = forms.dataset_picker(st.container(border=True), pick_model=True)
         # A clone's settings apply to its own dataset; another dataset starts from its own defaults.
@@ -241,6 +243,7 @@ def clone_into_form(config: RunConfig, run_id: str) -> None:
     taken = {summary.name for summary in store.list_runs()}
     st.session_state["clone_config"] = {**config.to_dict(), "name": clone_name(config.name, taken)}
     st.session_state["clone_of"] = run_id
+    st.session_state["clone_caution"] = None
     st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
     fits = {name: SETTINGS[name].problem(getattr(config, name)) is None for name in forms.DATA_FIELDS}
     if not fits["dataset"]:

@@ -302,3 +302,7 @@ def test_one_click_fills_the_form_with_the_fast_recipe(app):
     assert app.selectbox(key=f"{prefix}_scheduler").value == "onecycle"
     assert app.checkbox(key=f"{prefix}_tta_flip").value is True
     assert any("Fast Fashion-MNIST recipe" in i.value for i in app.info)
+    sized_for_a_gpu = [w.value for w in app.warning if "sized for a GPU" in w.value]
+    assert len(sized_for_a_gpu) == (0 if torch.cuda.is_available() else 1)    # said where it runs for hours
+    if sized_for_a_gpu:
+        assert "30 epochs would take hours here" in sized_for_a_gpu[0]
