@@ -458,11 +458,18 @@ def test_datasets_page_says_what_is_missing(app, monkeypatch):
     assert app.selectbox(key="ds_name").value == "digits"
 
 
-def test_the_picker_offers_uploaded_datasets_as_the_folder(app, tmp_path, monkeypatch):
+@pytest.fixture
+def bugs_and_pets(tmp_path, monkeypatch):
+    """Two uploaded datasets in the runs folder the app fixture uses: bugs (2 classes), pets (3)."""
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
     root = datasets_dir(tmp_path / "runs")
     import_zip(class_zip(tmp_path / "a.zip", classes=("ant", "bee")), root, "bugs")
     import_zip(class_zip(tmp_path / "b.zip"), root, "pets")
+    return root
+
+
+def test_the_picker_offers_uploaded_datasets_as_the_folder(app, bugs_and_pets):
+    root = bugs_and_pets
     app.run().switch_page("pages/datasets.py").run()
     assert "ds_uploaded" not in [s.key for s in app.selectbox]      # digits needs no folder
     app.selectbox(key="ds_name").select("image-folder").run()
@@ -477,11 +484,8 @@ def test_the_picker_offers_uploaded_datasets_as_the_folder(app, tmp_path, monkey
     assert {m.label: m.value for m in app.metric}["Classes"] == "3"
 
 
-def test_datasets_page_deletes_a_dataset_after_asking(app, tmp_path, monkeypatch):
-    monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
-    root = datasets_dir(tmp_path / "runs")
-    import_zip(class_zip(tmp_path / "a.zip", classes=("ant", "bee")), root, "bugs")
-    import_zip(class_zip(tmp_path / "b.zip"), root, "pets")
+def test_datasets_page_deletes_a_dataset_after_asking(app, bugs_and_pets):
+    root = bugs_and_pets
     app.run().switch_page("pages/datasets.py").run()
     app.selectbox(key="ds_name").select("image-folder").run()
     app.selectbox(key="ds_uploaded").select("pets").run()
