@@ -8,14 +8,13 @@ launch check never waits on the network. The file is read with weights_only=True
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
+from core.checkpoint import torch_file_damage, unpickler_reason
 from core.models import model_spec
 
 DOWNLOAD_ENV = "TRAINBOARD_DOWNLOAD_WEIGHTS"
 TRUNCATED_BELOW = 0.9      # of torchvision's stated file size: a cheap check that catches a cut-off download
-LEGACY_PICKLE_START = b"\x80\x02\x8a\x0a"   # torch.save before 1.6: a pickle protocol 2 magic number
 
 
 class PretrainedWeightsError(ValueError):
@@ -62,28 +61,10 @@ def weights_problem(model: str) -> str | None:
     if expected and size < TRUNCATED_BELOW * expected * 1024**2:
         return (f"the ImageNet weights file {path} is truncated ({size / 1024**2:.1f} MiB, expected about "
                 f"{expected:.1f} MiB): delete it and download it again from {url}")
-    damage = _torch_file_damage(path)
+    damage = torch_file_damage(path)
     if damage:
         return f"the ImageNet weights file {path} {damage}: delete it and download it again from {url}"
     return None
-
-
-def _torch_file_damage(path: Path) -> str | None:
-    """What is wrong with a weights file, found at launch before a run folder exists: not torch.save's
-    zip archive (nor a pre-1.6 pickle), or an entry whose bytes fail the archive's CRC-32 (torch.load
-    does not check them: torn tensors would load, and train to NaN). Reading 45 MB costs ~16 ms."""
-    try:
-        if not zipfile.is_zipfile(path):
-            with open(path, "rb") as handle:
-                legacy = handle.read(len(LEGACY_PICKLE_START)) == LEGACY_PICKLE_START
-            return None if legacy else "is not a PyTorch weights file (corrupt, or another file under its name)"
-        with zipfile.ZipFile(path) as archive:
-            if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
-                return "is not a PyTorch weights file (a zip archive without torch's data.pkl)"
-            torn = archive.testzip()
-        return f"is corrupt (its entry {torn} fails its checksum)" if torn else None
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
-        return f"is corrupt ({type(error).__name__}: {str(error)[:120]})"
 
 
 def load_imagenet_weights(model_name: str, model) -> None:
@@ -101,7 +82,6 @@ def load_imagenet_weights(model_name: str, model) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        from core.checkpoint import unpickler_reason
         # Never torch's own text: it advises loading with weights_only=False.
         reason = (unpickler_reason(error) if "weights_only" in str(error) or "Unpickl" in type(error).__name__
                   else (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0][:160])

@@ -1,12 +1,15 @@
 """core.checkpoint: the one owner of saving, loading and rebuilding models from checkpoints."""
 import pickle
+import shutil
+import struct
+import zipfile
 
 import pytest
 import torch
 
 from conftest import tiny_digits
 from core.checkpoint import (CHECKPOINT_SCHEMA_VERSION, load_checkpoint, load_model, plain_module,
-                             save_checkpoint)
+                             save_checkpoint, torch_file_damage)
 from core.data import load_dataset
 from core.trainer import Trainer
 
@@ -87,3 +90,33 @@ def test_a_torch_file_with_a_function_inside_is_refused_naming_it_without_advice
     with pytest.raises(ValueError, match=r"the safe loader refused it \(Unsupported global: GLOBAL print") as error:
         load_checkpoint(path)
     assert "weights_only" not in str(error.value)
+
+
+def flip_a_byte_in_the_largest_tensor(path) -> str:
+    """Flip one byte in the middle of the stored bytes of the file's largest tensor; its entry name."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        entry = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda i: i.file_size)
+    assert entry.compress_type == zipfile.ZIP_STORED
+    # The local header's own name and extra lengths: torch pads the extra field to align the data.
+    name_length, extra_length = struct.unpack("<HH", data[entry.header_offset + 26:entry.header_offset + 30])
+    data[entry.header_offset + 30 + name_length + extra_length + entry.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return entry.filename
+
+
+def test_a_flipped_byte_in_a_tensor_is_refused_by_its_checksum(store, trained, tmp_path):
+    best = store.checkpoint_path(trained, "best")
+    torn = tmp_path / "best.pt"
+    shutil.copy(best, torn)
+    entry = flip_a_byte_in_the_largest_tensor(torn)
+    weights = torch.load(torn, weights_only=True)["model"]        # torch.load alone reads it...
+    assert any(not torch.equal(weights[k], v) for k, v in load_checkpoint(best)["model"].items())  # ...torn
+    assert torch_file_damage(best) is None and "fails its checksum" in torch_file_damage(torn)
+    with pytest.raises(ValueError, match="checksum") as error:
+        load_checkpoint(torn)
+    assert str(error.value) == (f"{torn} is not a readable Trainboard checkpoint: it is corrupt "
+                                f"(its entry {entry} fails its checksum)")
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(torn)
+    load_model(best)                                                # the untouched file still loads
