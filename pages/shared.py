@@ -123,6 +123,10 @@ def run_picker() -> str | None:
         ids.insert(0, st.session_state[RUN_KEY])
     if len(found) > PICKER_LIMIT:
         st.sidebar.caption(f"The newest {PICKER_LIMIT} of {len(found):,} matching runs; type to narrow.")
+    # Sent to the browser on every run, not only when set here: a run cut short (a rerun by the runs
+    # folder's watcher) can leave the browser showing the picker's default, the newest run, beside
+    # the pages of the run chosen, and the next click would then switch to it.
+    st.session_state[RUN_KEY] = st.session_state[RUN_KEY]
     # Labels must not change while a run trains (a state in them would reset the choice).
     return st.sidebar.selectbox(f"Run ({len(summaries):,})", ids, key=RUN_KEY, format_func=labels.get,
                                 help="type to search by name or run id")
