@@ -29,7 +29,8 @@ OVERFIT_TRAIN_SLACK = 1.2       # stays below this times its value then (+0.01: 
 PLATEAU_EPOCHS = 3              # no val loss gain of 1% over this many epochs
 PLATEAU_GAIN = 0.01
 CONVERGED_TRAIN_ACC = 0.95      # a plateau above this accuracy is convergence, not a problem
-UNDERFIT_TRAIN_ACC = 0.80
+UNDERFIT_TRAIN_ACC = 0.80      # train and val accuracy both below this...
+UNDERFIT_MIN_EPOCHS = 3         # ...after this many epochs (epoch 1's train accuracy averages a model still at chance)
 DEAD_UNITS_SHARE = 0.50         # a layer with more than half its ReLU units never active
 VANISHING_LAYER_RATIO = 1e-4    # a layer's gradient norm under this share of the largest layer's
 IMBALANCE_RATIO = 5.0           # largest class over smallest in the training split
@@ -254,11 +255,14 @@ def plateau(rows, status, config, probes=()) -> Finding | None:
 
 
 def underfitting(rows, status, config, probes=()) -> Finding | None:
-    train = _epoch_rows(rows, "train")
-    if not train or not _finite(train[-1].get("acc")) or train[-1]["acc"] >= UNDERFIT_TRAIN_ACC:
+    train, val = _epoch_rows(rows, "train"), _epoch_rows(rows, "val")
+    if len(train) < UNDERFIT_MIN_EPOCHS or not _finite(train[-1].get("acc")) or \
+            train[-1]["acc"] >= UNDERFIT_TRAIN_ACC:
         return None
+    if val and _finite(val[-1].get("acc")) and val[-1]["acc"] >= UNDERFIT_TRAIN_ACC:
+        return None     # it fits unseen data: augmentation or dropout make the training batches harder
     return Finding("underfitting", WARNING,
-                   f"Train accuracy is {train[-1]['acc']:.3f} after {len(train)} epoch(s): the model does not fit "
+                   f"Train accuracy is {train[-1]['acc']:.3f} after {len(train)} epochs: the model does not fit "
                    "even the data it trains on.",
                    "Train longer, use a larger model, raise the learning rate, or reduce augmentation and "
                    "weight decay.", {"train_acc": train[-1]["acc"], "epochs": len(train)})

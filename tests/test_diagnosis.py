@@ -122,8 +122,16 @@ def test_plateau_below_convergence():
 
 
 def test_underfitting():
-    rows = run_rows([1.5, 1.2, 1.1], [1.5, 1.3, 1.2], train_accs=[0.4, 0.5, 0.55])
+    rows = run_rows([1.5, 1.2, 1.1], [1.5, 1.3, 1.2], train_accs=[0.4, 0.5, 0.55], val_accs=[0.4, 0.5, 0.6])
     assert "underfitting" in codes(rows)
+
+
+def test_no_underfitting_after_one_epoch_or_when_the_val_accuracy_is_high():
+    # Epoch 1's train accuracy averages batches from a model at chance: every short run would warn.
+    assert "underfitting" not in codes(run_rows([1.5], [1.0], train_accs=[0.55], val_accs=[0.6]))
+    # Augmentation and dropout make training batches harder than the val split: that is not underfitting.
+    assert "underfitting" not in codes(run_rows([1.5, 1.2, 1.1], [0.6, 0.5, 0.4], train_accs=[0.5, 0.6, 0.7],
+                                                val_accs=[0.8, 0.85, 0.9]))
 
 
 def test_class_imbalance_unless_the_loss_is_weighted():
