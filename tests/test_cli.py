@@ -82,8 +82,23 @@ def test_a_failed_run_exits_1(tmp_path, image_folder, cli):
         png.write_bytes(b"garbage")
     result = cli("train", "--dataset", "image-folder", "--data", image_folder, "--batch-size", "2",
                  runs=tmp_path / "runs")
-    assert result.returncode == 1 and "failed" in result.stdout and "could be read" in result.stdout
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).count("could be read") == 1     # the worker says it; not again
     assert "Traceback" not in result.stderr and "error: none of the 36 images" in result.stderr
+    assert result.stdout.splitlines()[-1].endswith(": failed")
+
+
+def test_a_failure_the_worker_does_not_print_is_said_once_on_stderr(tmp_path, cli, monkeypatch):
+    from core.trainer import Trainer, TrainingDiverged
+
+    def diverge(self):
+        raise TrainingDiverged("loss became nan at step 3; try a lower lr or gradient clipping", step=3)
+    monkeypatch.setattr(Trainer, "fit", diverge)      # a real lr that diverges does so only on some seeds
+    result = cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", "1", "--set", "image_size=8",
+                 runs=tmp_path / "runs")
+    assert result.returncode == 1 and result.stdout.splitlines()[-1].endswith(": failed")
+    assert (result.stdout + result.stderr).count("loss became nan") == 1
+    assert result.stderr.splitlines()[-1] == "error: loss became nan at step 3; try a lower lr or gradient clipping"
 
 
 def test_core_never_imports_streamlit():
