@@ -9,7 +9,6 @@ went away (`runs | head`), quietly.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -64,29 +63,11 @@ def _progress_callback(total_steps_hint: int):
     return TqdmProgress()
 
 
-class _ErrorLines:
-    """sys.stderr while a run trains here, noting the `error: ...` lines written through it: the worker
-    prints some failures itself (a detached run's log needs them), and each error is said once."""
-
-    def __init__(self, stream):
-        self.stream, self.said = stream, set()
-
-    def write(self, text):
-        if text.startswith("error: "):
-            self.said.add(text.rstrip())
-        return self.stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
 def _train_and_report(store: RunStore, run_id: str) -> int:
     """Train in this process; the outcome on stdout, a failure's error once on stderr."""
     from core.worker import run_training
-    stderr = _ErrorLines(sys.stderr)
     try:
-        with contextlib.redirect_stderr(stderr):
-            state = run_training(store, run_id, [_progress_callback(0)])
+        state = run_training(store, run_id, [_progress_callback(0)])
     except (UnreadableRun, InvalidTransition) as error:
         raise Rejected(str(error))
     status = store.read_status(run_id)
@@ -95,9 +76,8 @@ def _train_and_report(store: RunStore, run_id: str) -> int:
     if best:
         line += f", best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
     print(line, flush=True)           # before the error: a terminal shows them in this order
-    error = f"error: {status['error']}".rstrip() if status.get("error") else None
-    if error and error not in stderr.said:
-        print(error, file=sys.stderr)
+    if status.get("error"):
+        print(f"error: {status['error']}", file=sys.stderr)     # run_training leaves saying it to us
     return EXIT_OK if state in ("completed", "stopped") else EXIT_FAILED
 
 

@@ -57,8 +57,12 @@ def save_checkpoint(state: dict, path: Path) -> None:
         raise
 
 
+class UnreadableCheckpoint(ValueError):
+    """A file load_checkpoint will not use, and why (a ValueError: callers that predate it catch that)."""
+
+
 def load_checkpoint(path: Path, device="cpu") -> dict:
-    """A Trainboard checkpoint of any schema version, upgraded to the current one; ValueError with
+    """A Trainboard checkpoint of any schema version, upgraded to the current one; UnreadableCheckpoint with
     the reason for anything else (a pickle with code in it, another program's file, a torn file, bytes
     that fail the archive's checksums)."""
     path = Path(path)
@@ -66,7 +70,7 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     # code in it: nothing in it ran).
     damage = torch_file_damage(path) if zipfile.is_zipfile(path) else None
     if damage:
-        raise ValueError(f"{path} is not a readable Trainboard checkpoint: it {damage}")
+        raise UnreadableCheckpoint(f"{path} is not a readable Trainboard checkpoint: it {damage}")
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of a file it then refuses: noise beside the reason.
@@ -75,19 +79,19 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path} is not a readable Trainboard checkpoint: the safe loader refused it "
-                         f"({unpickler_reason(error)}), so nothing in it ran") from None
+        raise UnreadableCheckpoint(f"{path} is not a readable Trainboard checkpoint: the safe loader refused "
+                                   f"it ({unpickler_reason(error)}), so nothing in it ran") from None
     except Exception as error:
         first = str(error).strip().splitlines()[0].split(". ")[0][:200] if str(error).strip() else ""
-        raise ValueError(f"{path} is not a readable Trainboard checkpoint "
-                         f"({type(error).__name__}{': ' + first if first else ''})") from None
+        raise UnreadableCheckpoint(f"{path} is not a readable Trainboard checkpoint "
+                                   f"({type(error).__name__}{': ' + first if first else ''})") from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
-        raise ValueError(f"{path} is not a Trainboard checkpoint (it lacks the model, config or "
-                         "data description)")
+        raise UnreadableCheckpoint(f"{path} is not a Trainboard checkpoint (it lacks the model, config or "
+                                   "data description)")
     version = checkpoint.get("schema_version", 1)
     if not isinstance(version, int) or version > CHECKPOINT_SCHEMA_VERSION:
-        raise ValueError(f"{path} was written by a newer Trainboard (checkpoint schema {version}; "
-                         f"this version reads up to {CHECKPOINT_SCHEMA_VERSION})")
+        raise UnreadableCheckpoint(f"{path} was written by a newer Trainboard (checkpoint schema {version}; "
+                                   f"this version reads up to {CHECKPOINT_SCHEMA_VERSION})")
     if version == 1:
         checkpoint = _upgrade_from_1(checkpoint)
     return checkpoint

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from core.callbacks import Checkpointer, EarlyStopping, MetricsLogger, StatusReporter, StopFileWatcher
-from core.checkpoint import load_checkpoint, restore_best_from_latest
+from core.checkpoint import UnreadableCheckpoint, load_checkpoint, restore_best_from_latest
 from core.data import DatasetError, load_dataset
 from core.lease import ALREADY_RUNNING_EXIT, LeaseHeld, RunLease
 from core.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, InvalidTransition
@@ -27,7 +27,8 @@ from core.trainer import BatchTooLarge, Callback, Trainer, TrainingDiverged, fre
 
 def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] = (),
                  handle_signals: bool = True) -> str:
-    """Train (or resume) a run; returns its final state: completed, stopped or failed.
+    """Train (or resume) a run; returns its final state: completed, stopped or failed. A failure's
+    reason is in status.json's error, for the caller to say (once); only a bug's traceback is printed.
     Raises UnreadableRun (config or status cannot be used), LeaseHeld (another process trains it) or
     InvalidTransition (the run is not in a state that may start) before writing anything."""
     config = store.runnable_config(run_id)
@@ -108,29 +109,28 @@ def _train(store: RunStore, run_id: str, config, extra_callbacks, handle_signals
                 truncate_probes(store.probes_path(run_id), keep_until_step=0)
                 continue
             fits = trainer.batch_after_oom(failed)
-            message = out_of_memory_message(trainer, failed, fits)
-            print(f"error: {message}", file=sys.stderr)
-            return _fail(reporter, message, out_of_memory={"batch_size": failed, "fits": fits})
+            return _fail(reporter, out_of_memory_message(trainer, failed, fits),
+                         out_of_memory={"batch_size": failed, "fits": fits})
         early = trainer.state.stop_reason == "early"
         reporter.finish(outcome, early_stopped_at=trainer.state.epoch if early else None,
                         **skipped_images(dataset))    # a streamed folder meets more while training
         return outcome
     except BatchTooLarge as error:      # batch_size auto: not even a batch of 1 fits
-        print(f"error: {error}", file=sys.stderr)
         return _fail(reporter, str(error), out_of_memory={"batch_size": 1, "fits": None})
     except TrainingDiverged as error:
         return _fail(reporter, str(error), diverged_at_step=error.step)
     except (DatasetError, PretrainedWeightsError) as error:   # the files, not a bug (changed since the
         # launch check, or damaged past what it reads): the message names them, no traceback
-        print(f"error: {error}", file=sys.stderr)
         return _fail(reporter, str(error))
+    except UnreadableCheckpoint as error:     # latest.pt damaged (a disk's fault, a hand edit): resuming
+        # would start over and overwrite it; the run stays failed with its files as they are
+        return _fail(reporter, f"cannot resume: {error}. Its earlier checkpoints and metrics are kept; "
+                               "clone the run to train again from the start")
     except Exception as error:
         message = disk_error_message(error, store.run_dir(run_id))
-        if message is None:
+        if message is None:      # a bug: its traceback (a full disk is not one: no traceback)
             traceback.print_exc()
             message = f"{type(error).__name__}: {error}"
-        else:
-            print(f"error: {message}", file=sys.stderr)    # the disk, not a bug: no traceback
         return _fail(reporter, message)
     finally:
         for stream in (writer, probe_writer):
@@ -178,14 +178,18 @@ def main(argv: list[str]) -> int:
         print("usage: python -m core.worker RUNS/RUN_ID", file=sys.stderr)
         return 2
     run_dir = Path(argv[0])
+    store = RunStore(run_dir.parent)
     try:
-        state = run_training(RunStore(run_dir.parent), run_dir.name)
+        state = run_training(store, run_dir.name)
     except LeaseHeld as error:
         print(f"error: {error}", file=sys.stderr)
         return ALREADY_RUNNING_EXIT
     except (UnreadableRun, InvalidTransition) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    error = store.read_status(run_dir.name).get("error") if state == FAILED else None
+    if error:
+        print(f"error: {error}", file=sys.stderr)     # the run's log: JobManager quotes its last lines
     return 0 if state in (COMPLETED, STOPPED) else 1
 
 

@@ -117,6 +117,23 @@ def fail_status_write(monkeypatch, code):
     monkeypatch.setattr(core.store.os, "replace", replace)
 
 
+def test_a_resume_from_a_damaged_latest_checkpoint_fails_saying_so_and_keeps_the_files(store, capfd):
+    from test_checkpoint import flip_a_byte_in_the_largest_tensor
+    run_id = store.create_run(tiny_digits(epochs=2))
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    store.write_status(run_id, {**store.read_status(run_id), "state": "interrupted"})   # as after a crash
+    latest = store.checkpoint_path(run_id, "latest")
+    flip_a_byte_in_the_largest_tensor(latest)
+    kept = {path: path.read_bytes() for path in store.run_dir(run_id).rglob("*.pt")}
+    lines = store.metrics_path(run_id).read_bytes()
+    capfd.readouterr()
+    assert run_training(store, run_id, handle_signals=False) == "failed"
+    error = store.read_status(run_id)["error"]
+    assert error.startswith(f"cannot resume: {latest} is not a readable Trainboard checkpoint: it is corrupt")
+    assert "Traceback" not in capfd.readouterr().err        # a damaged file, not a bug
+    assert {path: path.read_bytes() for path in kept} == kept and store.metrics_path(run_id).read_bytes() == lines
+
+
 @pytest.mark.parametrize("inject, code, says", [
     (fail_checkpoint_write, errno.ENOSPC, "the disk is full"),
     (fail_metrics_write, errno.EDQUOT, "the disk quota is exceeded"),
