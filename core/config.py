@@ -55,6 +55,7 @@ class Setting:
     also: tuple = ()                    # words allowed besides a number ("auto" for batch_size)
     step: float | None = None           # form hint: the +/- step of a number
     format: str | None = None           # form hint: how a number is shown
+    pretrained_only: bool = False       # means something only for a model with ImageNet weights
     # Filled in from the dataclass field:
     name: str = ""
     kind: type = object
@@ -154,11 +155,11 @@ class RunConfig:
                                     help="samples per forward pass; auto (CUDA only): a short probe finds the "
                                          "largest that fits in GPU memory and runs near peak throughput, and the "
                                          "lr is scaled with it (see lr_reference_batch)")
-    pretrained: bool = setting(True, "Pretrained (ImageNet)", "basics",
+    pretrained: bool = setting(True, "Pretrained (ImageNet)", "basics", pretrained_only=True,
                                help="imagenet-* models: start from torchvision's ImageNet weights, read from "
                                     "$TORCH_HOME/hub/checkpoints, and normalise with ImageNet's mean and std; "
                                     "other models always start fresh")
-    freeze_backbone: bool = setting(False, "Freeze backbone", "basics",
+    freeze_backbone: bool = setting(False, "Freeze backbone", "basics", pretrained_only=True,
                                     help="pretrained models: train only the new head")
     # optimisation
     optimizer: str = setting("adamw", "Optimizer", "optimisation", choices=("sgd", "adam", "adamw"))
@@ -178,10 +179,12 @@ class RunConfig:
     gamma: float = setting(0.1, "Decay factor", "optimisation", low=0, low_open=True, high=1, step=0.05,
                            format="%g", help="step / plateau schedules: the factor the lr is multiplied by")
     finetune_head_epochs: int = setting(0, "Head-only epochs first (0 = off)", "optimisation", low=0,
+                                        pretrained_only=True,
                                         high=100_000, step=1,
                                         help="pretrained models: train only the head for this many epochs, "
                                              "then every layer, the backbone at lr x backbone_lr_factor")
     backbone_lr_factor: float = setting(0.1, "Backbone lr factor", "optimisation", low=0, low_open=True, high=1,
+                                        pretrained_only=True,
                                         step=0.05, format="%g",
                                         help="pretrained models: the backbone's lr as a fraction of lr")
     label_smoothing: float = setting(0.0, "Label smoothing", "optimisation", low=0, high=0.99, step=0.05,
@@ -208,8 +211,9 @@ class RunConfig:
     compile: str = setting("off", "Compile (torch.compile)", "more",
                            choices=("off", "auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                            help="compiles the training forward and backward (the first steps are slow); auto: "
-                                "reduce-overhead (CUDA graphs) for small models at small batches on CUDA, else "
-                                "default; checkpoints keep the plain module's weights")
+                                "on CUDA, reduce-overhead (CUDA graphs, CUDA only) for small models at small "
+                                "batches, else default; off on a CPU, where compiling costs more than it gains; "
+                                "checkpoints keep the plain module's weights")
     accumulate_steps: int = setting(1, "Gradient accumulation steps", "more", low=1, high=1024, step=1,
                                     help="batches of batch_size per optimizer step: the step sees batch_size x "
                                          "accumulate_steps samples with the memory of one batch")
@@ -272,7 +276,7 @@ class RunConfig:
                                 f"got {self.image_size}")
         if not bad & {"model", "pretrained", "freeze_backbone", "finetune_head_epochs", "epochs"}:
             problems += self._fine_tune_problems()
-        if self.device == "cpu" and not bad & {"batch_size", "mixed_precision"}:
+        if self.device == "cpu" and not bad & {"batch_size", "mixed_precision", "compile"}:
             problems += self.cuda_only_problems("device is cpu")
         return problems
 
@@ -285,6 +289,9 @@ class RunConfig:
                             f"choose a number, e.g. {DATASET_DEFAULTS.get(self.dataset, {}).get('batch_size', 64)}")
         if self.mixed_precision in ("bf16", "fp16"):
             problems.append(f"mixed_precision {self.mixed_precision} needs a CUDA GPU, and {why}: choose auto or off")
+        if self.compile == "reduce-overhead":
+            problems.append(f"compile reduce-overhead records CUDA graphs, which need a CUDA GPU, and {why}: "
+                            "choose default, auto or off")
         return problems
 
     def _fine_tune_problems(self) -> list[str]:

@@ -49,8 +49,13 @@ def setting_widget(box, setting: Setting, value, key: str):
 
 
 def _draw_group(box, config: RunConfig, group: str, key_prefix: str) -> dict:
-    names = [name for name, s in SETTINGS.items() if s.group == group and name not in DATA_FIELDS]
-    values = {}
+    """The group's widgets; a setting that means nothing for the model picked (freeze_backbone for a
+    network without ImageNet weights) is not drawn, and keeps its value for when one is picked."""
+    pretrainable = MODEL_SPECS[config.model].pretrainable if config.model in MODEL_SPECS else True
+    names = [name for name, s in SETTINGS.items() if s.group == group and name not in DATA_FIELDS
+             and (pretrainable or not s.pretrained_only)]
+    values = {name: getattr(config, name) for name, s in SETTINGS.items()
+              if s.group == group and name not in DATA_FIELDS and name not in names}
     for start in range(0, len(names), COLUMNS):
         columns = box.columns(COLUMNS)
         for column, name in zip(columns, names[start:start + COLUMNS]):
@@ -62,6 +67,9 @@ def settings_form(config: RunConfig, key_prefix: str) -> dict:
     """Every setting but the data ones, as widgets showing `config`; returns {name: value}.
     Call inside st.form. The last group is folded under 'More settings'."""
     values = {}
+    if config.model in MODEL_SPECS and not MODEL_SPECS[config.model].pretrainable:
+        st.caption(f"{config.model} starts from random weights. The imagenet-* models start from ImageNet "
+                   "weights, with settings to freeze or fine-tune their backbone.")
     for group in GROUPS[1:-1]:
         values.update(_draw_group(st, config, group, key_prefix))
     with st.expander("More settings"):
@@ -127,13 +135,7 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
     chosen = {"model": model} if model else {}
     defaults = RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv, **chosen)
     native = native_shape(dataset, data_path, labels_csv) if dataset in FOLDER_DATASETS else None
-    natural = MODEL_SPECS[model].natural_size if model else None
-    if natural:
-        box.caption(f"{model}'s weights were trained at {natural}x{natural}: proposed "
-                    f"{SETTINGS['image_size'].label.lower()} {natural}.")
-    elif native:
-        box.caption(f"{native.describe()}: proposed {SETTINGS['image_size'].label.lower()} "
-                    f"{defaults.image_size}, {SETTINGS['channels'].choice_labels[defaults.channels]}.")
+    note = box.empty()      # above the size, written once the size shown is known
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
     for key in (size_key, channels_key):
         _restore(key, arrived)
@@ -142,10 +144,30 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
     image_size = cols[0].number_input(size.label, int(size.low), int(size.high), key=size_key, help=size.help)
     picked_channels = cols[1].selectbox(channels.label, channels.choices, key=channels_key,
                                         format_func=channels.choice_labels.get)
+    caption = size_caption(model, native, defaults, int(image_size))
+    if caption:
+        note.caption(caption)
     for key in ("ds_name", "ds_path", "ds_csv", "ds_model", size_key, channels_key):
         if key in st.session_state:
             st.session_state[KEPT][key] = st.session_state[key]
     return dataclasses.replace(defaults, image_size=int(image_size), channels=int(picked_channels))
+
+
+def size_caption(model: str | None, native, proposed: RunConfig, image_size: int) -> str | None:
+    """Where the proposed image size comes from, and what the size shown (a person's own) means."""
+    label = SETTINGS["image_size"].label.lower()
+    natural = MODEL_SPECS[model].natural_size if model else None
+    if natural:
+        trained = f"{model}'s weights were trained at {natural}x{natural}"
+        if image_size == natural:
+            return f"{trained}: proposed {label} {natural}."
+        return (f"{trained}; at {image_size}x{image_size} it trains faster, and may be less accurate "
+                f"(smallest allowed {MODEL_SPECS[model].min_input_size}).")
+    if native:
+        shape = f"{native.describe()}: proposed {label} {proposed.image_size}, " \
+                f"{SETTINGS['channels'].choice_labels[proposed.channels]}."
+        return shape if image_size == proposed.image_size else f"{shape} Now {image_size}."
+    return None
 
 
 def recipe_buttons(container=None) -> None:
