@@ -82,6 +82,7 @@ def _first_file(dataset: str) -> tuple[str, ...]:
 
 def _not_found(dataset: str, root: Path, wanted: str) -> DatasetError:
     spec, folder = STANDARD_SETS[dataset], SETTINGS["data_path"].label
+    root = root.absolute()       # "data" alone does not say where that is for the server
     where = ", ".join(str(p) for p in _folders_looked_in(dataset, root))
     missing_root = "" if root.is_dir() else f" ({root} does not exist)"
     message = f"{DATASET_LABELS[dataset]}'s files were not found. Looked for {wanted} in {where}{missing_root}."

@@ -119,6 +119,13 @@ def test_no_files_at_all_names_every_file_and_folder_looked_in_and_creates_nothi
     assert not root.exists()
 
 
+def test_the_default_folder_is_named_where_it_is_not_as_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRAINBOARD_DATA", raising=False)
+    [problem] = check_data(config("fashion-mnist", ""))      # the default: ./data, for the server
+    assert f"in {tmp_path / 'data'}, " in problem and f"Put them in {tmp_path / 'data'}," in problem
+
+
 def test_labels_out_of_range_or_counts_that_differ_are_named(tmp_path):
     write_idx_set(tmp_path, gz=False)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(60, 12)))
