@@ -15,6 +15,7 @@ from core import uploads
 from core.config import FOLDER_DATASETS, GROUPS, RECIPES, SETTINGS, RunConfig, Setting
 from core.folders import native_shape
 from core.models import MODEL_SPECS
+from pages import shared
 
 COLUMNS = 4
 # What the picker above the form sets: the data, and the model (outside the form, so that choosing
@@ -77,9 +78,10 @@ def settings_form(config: RunConfig, key_prefix: str) -> dict:
     return {name: value.strip() if isinstance(value, str) else value for name, value in values.items()}
 
 
-def chosen_dataset() -> str:
-    """The dataset the picker shows now (the default one before it was ever drawn in this session)."""
-    return st.session_state.get("ds_name", st.session_state.get(KEPT, {}).get("ds_name", SETTINGS["dataset"].default))
+def chosen_dataset() -> str | None:
+    """The dataset picked on a page with the picker, or from a link (None before either: the address
+    bar then names none, rather than the default digits beside a run of another dataset)."""
+    return st.session_state.get("ds_name", st.session_state.get(KEPT, {}).get("ds_name"))
 
 
 def choose_dataset(dataset: str) -> None:
@@ -150,6 +152,7 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
     for key in ("ds_name", "ds_path", "ds_csv", "ds_model", size_key, channels_key):
         if key in st.session_state:
             st.session_state[KEPT][key] = st.session_state[key]
+    shared.write_selection_to_url()       # app.py wrote the address before this page drew the picker
     return dataclasses.replace(defaults, image_size=int(image_size), channels=int(picked_channels))
 
 

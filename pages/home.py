@@ -30,5 +30,7 @@ st.page_link("pages/datasets.py", label="Datasets: what is in my data?", icon=":
 st.page_link("pages/model.py", label="Model: layers, parameters, weights", icon=":material/account_tree:")
 st.page_link("pages/train.py", label="Train: launch and watch a run", icon=":material/model_training:")
 st.page_link("pages/runs.py", label="Runs: every run, filter, download metrics", icon=":material/table_rows:")
+st.page_link("pages/insight.py", label="Insight: gradient flow, weight histograms, dead units, live",
+             icon=":material/stacked_line_chart:")
 st.page_link("pages/evaluate.py", label="Evaluate: confusion matrix, ROC/PR, report", icon=":material/insights:")
 st.page_link("pages/predict.py", label="Predict: drop images, see the top classes", icon=":material/image_search:")

@@ -385,12 +385,15 @@ def test_a_link_opens_its_run_and_dataset(app, two_runs):
 def test_the_address_bar_names_the_chosen_run_and_dataset(app, two_runs):
     older, newer = two_runs
     app.run()
-    assert app.query_params["run"] == newer and app.query_params["dataset"] == "digits"
+    # No dataset picked yet: the address names none (not the default digits beside a run of another).
+    assert app.query_params["run"] == newer and "dataset" not in app.query_params
     app.sidebar.selectbox(key="run_id").set_value(older).run()
     assert app.query_params["run"] == older
     app.switch_page("pages/evaluate.py").run()       # a page switch clears the parameters: put back
     no_errors(app)
-    assert app.query_params["run"] == older
+    assert app.query_params["run"] == older and "dataset" not in app.query_params
+    app.switch_page("pages/datasets.py").run()       # the picker drawn: its dataset is a choice now
+    assert app.query_params["run"] == older and app.query_params["dataset"] == "digits"
 
 
 def test_a_link_to_a_run_that_is_gone_keeps_the_default(app, two_runs):
@@ -398,7 +401,7 @@ def test_a_link_to_a_run_that_is_gone_keeps_the_default(app, two_runs):
     app.run()
     no_errors(app)
     assert app.sidebar.selectbox(key="run_id").value == two_runs[1]
-    assert app.query_params["run"] == two_runs[1] and app.query_params["dataset"] == "digits"
+    assert app.query_params["run"] == two_runs[1] and "dataset" not in app.query_params
 
 
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion-mnist", "cifar10"])
@@ -459,3 +462,11 @@ def test_the_runs_table_changes_only_when_what_it_shows_does(finished_run, tmp_p
     assert frame["progress"][0] == 0.12 and frame["duration"][0] == 120.0
     assert shared.runs_frame([dataclasses.replace(running, progress=0.1249, duration_s=129.5)]).equals(frame)
     assert shared.runs_frame([summary])["duration"][0] == summary.duration_s      # a finished run's as it is
+
+
+def test_home_links_every_other_page(app):
+    app.run()
+    no_errors(app)
+    linked = {element.proto.page for element in app.get("page_link")}
+    assert {page.removeprefix("pages/").removesuffix(".py") for page in PAGES[1:]} <= \
+        {page.rsplit("/", 1)[-1].removesuffix(".py") for page in linked}, linked
