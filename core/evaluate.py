@@ -20,6 +20,7 @@ from core.augment import BatchPreprocessor, predict_logits
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.config import read_config_values
 from core.data import load_dataset
+from core.folders import DatasetError
 from core.gallery import Tile
 from core.metrics import classification_report
 from core.store import RunStore, atomic_write_bytes, atomic_write_json
@@ -70,7 +71,12 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
     except (OSError, ValueError, KeyError):
         pass   # no cache, or a broken one: compute afresh
     loaded = load_checkpoint(path)
-    probs, labels, index = predict_split(loaded, split, device=device)
+    try:
+        probs, labels, index = predict_split(loaded, split, device=device)
+    except DatasetError as error:      # the data moved or was deleted since the run trained on it
+        raise DatasetError(f"the {split} split is read from the data run {run_id} trained on, and that cannot be "
+                           f"loaded now: {error}. Put the data back where it was; the Predict page needs only "
+                           "the checkpoint") from None
     report = classification_report(probs, labels, loaded["classes"])
     report.update(checkpoint=fingerprint, run_id=run_id, checkpoint_name=checkpoint, split=split,
                   epoch=loaded["loop"]["epoch"], step=loaded["loop"]["step"])

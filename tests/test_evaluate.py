@@ -42,6 +42,23 @@ def test_bad_requests(store, trained):
         evaluate_run(store, fresh, "best", "val")
 
 
+def test_a_run_whose_data_is_gone_says_so_and_what_still_works(image_folder, store, cli):
+    import shutil
+    from core.config import RunConfig
+    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
+                                   epochs=1, batch_size=8)
+    run_id = store.create_run(config)
+    assert run_training(store, run_id, handle_signals=False) == "completed"
+    shutil.rmtree(image_folder)
+    with pytest.raises(ValueError) as error:
+        evaluate_run(store, run_id, "best", "val")
+    assert str(error.value) == (f"the val split is read from the data run {run_id} trained on, and that cannot be "
+                                f"loaded now: Folder {image_folder} does not exist. Put the data back where it "
+                                "was; the Predict page needs only the checkpoint")
+    result = cli("eval", run_id, runs=store.root)
+    assert result.returncode == 2 and "Put the data back" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_cli_eval(store, trained, cli):
     result = cli("eval", trained, "--split", "test", runs=store.root)
     assert result.returncode == 0, result.stderr
