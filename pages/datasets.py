@@ -212,8 +212,10 @@ if grid.refused:
 st.subheader("Augmentation preview")
 with st.container(border=True):
     cols = st.columns(5)
-    crop = cols[0].toggle(SETTINGS["aug_random_crop"].label, value=config.aug_random_crop, key="aug_crop")
-    flip = cols[1].toggle(SETTINGS["aug_flip"].label, value=config.aug_flip, key="aug_flip")
+    # Keyed by the dataset: another one starts from its own defaults (a folder's crop and flip on).
+    crop = cols[0].toggle(SETTINGS["aug_random_crop"].label, value=config.aug_random_crop,
+                          key=f"aug_crop_{config.dataset}")
+    flip = cols[1].toggle(SETTINGS["aug_flip"].label, value=config.aug_flip, key=f"aug_flip_{config.dataset}")
     rotation_setting, jitter_setting = SETTINGS["aug_rotation"], SETTINGS["aug_color_jitter"]
     rotation = cols[2].slider(rotation_setting.label, int(rotation_setting.low), int(rotation_setting.high), 15,
                               key="aug_rot", help=rotation_setting.help)

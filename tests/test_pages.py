@@ -83,6 +83,19 @@ def test_datasets_page_explains_a_missing_folder(app, tmp_path):
     assert any("does not exist" in e.value for e in app.error)
 
 
+def test_the_augmentation_preview_starts_from_each_datasets_own_defaults(app, image_folder):
+    def shown():
+        return {t.label: t.value for t in app.toggle if t.label in ("Random crop", "Horizontal flip")}
+    app.run().switch_page("pages/datasets.py").run()
+    assert shown() == {"Random crop": False, "Horizontal flip": False}          # digits: neither
+    app.selectbox(key="ds_name").select("image-folder").run()
+    app.text_input(key="ds_path").input(str(image_folder)).run()
+    no_errors(app)
+    assert shown() == {"Random crop": True, "Horizontal flip": True}            # a folder of photos: both
+    app.selectbox(key="ds_name").select("digits").run()
+    assert shown() == {"Random crop": False, "Horizontal flip": False}
+
+
 def test_model_page_summary_of_a_fresh_model_and_a_checkpoint(app, finished_run):
     app.run().switch_page("pages/model.py").run()
     no_errors(app)
