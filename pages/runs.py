@@ -24,7 +24,7 @@ if not summaries:
 
 states = sorted(SHOWN_STATES)
 all_tags = sorted({tag for s in summaries for tag in s.tags})
-cols = st.columns([3, 3, 2, 1])
+cols = st.columns([3, 3, 2, 1.5], vertical_alignment="bottom")     # room for "Descending"
 # None chosen means every state: a run that reaches a state no run had when the page opened still shows.
 shown_states = cols[0].multiselect("States", states, key="runs_states", placeholder="any state")
 if "runs_tags" in st.session_state:       # a tag removed since is no longer an option
