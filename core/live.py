@@ -9,7 +9,7 @@ import numpy as np
 
 from core.store import MetricsReader
 
-FIELDS = ("step", "epoch", "time", "loss", "acc", "lr", "grad_norm", "samples_per_s", "epoch_time")
+FIELDS = ("step", "epoch", "time", "loss", "acc", "lr", "backbone_lr", "grad_norm", "samples_per_s", "epoch_time")
 
 
 class LiveMetrics:

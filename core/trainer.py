@@ -537,6 +537,16 @@ class Trainer:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    @property
+    def backbone_lr(self) -> float | None:
+        """A pretrained backbone's own lr while it trains (None while frozen, or without a backbone)."""
+        return None if not self.pretrained or self.backbone_frozen else self.optimizer.param_groups[1]["lr"]
+
+    def _lrs(self) -> dict:
+        """The lr fields of a metrics row: the head's (the form's lr) and, while it trains, the backbone's."""
+        backbone = self.backbone_lr
+        return {"lr": self.lr} if backbone is None else {"lr": self.lr, "backbone_lr": backbone}
+
     def _emit(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
@@ -644,7 +654,7 @@ class Trainer:
                 now = time.perf_counter()
                 self._emit("on_log_interval", {
                     "step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "step",
-                    "loss": total / seen, "acc": right / seen, "lr": self.lr,
+                    "loss": total / seen, "acc": right / seen, **self._lrs(),
                     "grad_norm": s.grad_norm, "samples_per_s": seen / max(now - interval_start, 1e-9)})
                 epoch_loss, epoch_correct, epoch_seen = epoch_loss + total, epoch_correct + right, epoch_seen + seen
                 interval_start = now
@@ -657,7 +667,7 @@ class Trainer:
         elapsed = time.perf_counter() - epoch_start
         return {"step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "epoch",
                 "loss": epoch_loss / max(epoch_seen, 1), "acc": epoch_correct / max(epoch_seen, 1),
-                "lr": self.lr, "samples_per_s": epoch_seen / max(elapsed, 1e-9), "epoch_time": elapsed,
+                **self._lrs(), "samples_per_s": epoch_seen / max(elapsed, 1e-9), "epoch_time": elapsed,
                 "data_wait_s": self.data_wait_s}
 
     @torch.inference_mode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import streamlit as st
 
 from core import plots
@@ -98,8 +99,11 @@ def draw_rates(run_id: str, live: LiveMetrics, options: ChartOptions) -> None:
 
 def _figure(name: str, live: LiveMetrics, x: XAxis, options: ChartOptions):
     if name == "lr":
-        return plots.line_chart({"lr": curve(live, x, "train", "step", "lr")}, "learning rate",
-                                x_title=x.title, log_y=True)
+        lrs = {"lr": curve(live, x, "train", "step", "lr")}
+        backbone = curve(live, x, "train", "step", "backbone_lr")
+        if np.isfinite(backbone[1]).any():       # a pretrained backbone that trains: its own, lower lr
+            lrs = {"head lr": lrs["lr"], "backbone lr": backbone}
+        return plots.line_chart(lrs, "learning rate", x_title=x.title, log_y=True)
     if name == "speed":
         return plots.line_chart({"samples/s": curve(live, x, "train", "step", "samples_per_s")},
                                 "throughput", x_title=x.title, smoothing=options.smoothing)

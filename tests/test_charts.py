@@ -286,3 +286,27 @@ def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_control
     assert log is not rebuilt and log.layout.yaxis.type == "log"
     st.session_state.clear()
 
+
+
+def test_the_lr_chart_shows_a_fine_tuned_backbones_own_lr_once_it_trains(tmp_path):
+    import streamlit as st
+    from core.live import LiveMetrics
+    from core.store import MetricsWriter, RunStore
+    from pages.curves import RATES, ChartOptions, run_figures
+    store = RunStore(tmp_path / "runs")
+    run_id = written_run(store, "fine-tune", 1)
+    live = LiveMetrics(store.metrics_path(run_id))
+    live.refresh()
+    assert [t.name for t in run_figures(run_id, live, ChartOptions(), RATES)[1]["lr"].data] == ["lr"]
+    writer = MetricsWriter(store.metrics_path(run_id))
+    for step in (30, 35):          # head-only epochs over: the backbone trains at a tenth of the lr
+        writer.write({"time": time.time(), "step": step, "epoch": 2, "split": "train", "kind": "step",
+                      "loss": 0.1, "acc": 0.97, "lr": 1e-3, "backbone_lr": 1e-4, "samples_per_s": 1000.0})
+    writer.close()
+    live.refresh()
+    lr = run_figures(run_id, live, ChartOptions(), RATES)[1]["lr"]
+    traces = {trace.name: trace for trace in lr.data}
+    assert set(traces) == {"head lr", "backbone lr"}
+    backbone = [(x, y) for x, y in zip(traces["backbone lr"].x, traces["backbone lr"].y) if y == y]
+    assert backbone == [(30, 1e-4), (35, 1e-4)]                    # nothing drawn while it was frozen
+    st.session_state.clear()

@@ -90,16 +90,21 @@ def test_head_first_then_everything_with_a_lower_backbone_lr(cached, image_folde
     original = torch.load(cached, weights_only=True)
 
     class BackboneWatch(Callback):
-        unchanged = []
+        unchanged, rows = [], []
 
         def on_epoch_end(self, trainer, rows):
             state = trainer.model.state_dict()
             self.unchanged.append(all(torch.equal(state[k], original[k]) for k in original if not k.startswith("fc.")))
+            self.rows.append(rows[0])
 
     trainer = Trainer(config, load_dataset(config), [BackboneWatch()])
     assert [group["lr"] for group in trainer.optimizer.param_groups] == [config.lr, config.lr * 0.1]
     trainer.fit()
     assert BackboneWatch.unchanged == [True, False]
+    # The metrics say which lr each part trained at: the backbone's only once it trains.
+    head_only, everything = BackboneWatch.rows
+    assert head_only["lr"] == config.lr and "backbone_lr" not in head_only
+    assert everything["lr"] == config.lr and everything["backbone_lr"] == pytest.approx(config.lr * 0.1)
 
 
 def test_a_missing_weights_file_is_rejected_naming_it_and_where_to_put_it(tmp_path, cli, torch_home, image_folder):
