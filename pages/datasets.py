@@ -115,7 +115,7 @@ def delete_section(root, datasets: list[uploads.ManagedDataset]) -> None:
 
 def upload_section() -> None:
     """Add your own images: a zip of class folders, or images dropped per class (Teachable Machine)."""
-    root = uploads.datasets_dir(shared.runs_dir())
+    root = shared.datasets_dir()
     limit = st.get_option("server.maxUploadSize")
     with st.expander("Add your own images", icon=":material/upload:"):
         st.caption(f"Each becomes an image-folder dataset, kept in `{root}`. Files up to {limit:,} MB each; "

@@ -202,7 +202,7 @@ def fill_form(config: RunConfig, source: str, caution: str | None = None) -> Non
 
 def _uploaded_picker(box) -> None:
     """The datasets uploaded on the Datasets page, offered as the Folder (which stays the truth)."""
-    root = uploads.datasets_dir()
+    root = shared.datasets_dir()
     names = uploads.dataset_names(root)
     if not names:
         return

@@ -38,6 +38,12 @@ def runs_dir() -> Path:
     return default_runs_dir().resolve()
 
 
+def datasets_dir() -> Path:
+    """Where the Datasets page keeps uploaded datasets (core.uploads.datasets_dir of this runs folder)."""
+    from core.uploads import datasets_dir as of_runs
+    return of_runs(runs_dir())
+
+
 @st.cache_resource(show_spinner=False)
 def _job_manager(root: str) -> JobManager:
     # One per server process and runs folder; its constructor marks orphaned runs interrupted.
