@@ -350,19 +350,27 @@ def cmd_import_data(args, store: RunStore) -> int:
 
 
 def cmd_delete_data(args, store: RunStore) -> int:
-    from core.uploads import DatasetRefused, datasets_dir, delete_dataset, existing_dataset
+    from core.uploads import DatasetRefused, datasets_dir, delete_dataset, existing_dataset, remove_class, removable_class
     root = datasets_dir(store.root)
+    one_class = args.class_name is not None
     try:
-        dataset = existing_dataset(root, args.name)
+        dataset = removable_class(root, args.name, args.class_name) if one_class else existing_dataset(root, args.name)
         if not args.yes:
+            what = (f"class {args.class_name} ({dataset.counts[args.class_name]:,} images) of dataset {dataset.name}"
+                    if one_class else f"dataset {dataset.name} ({len(dataset.counts)} classes, {dataset.images:,} "
+                                      "images)")
             if not sys.stdin.isatty():
                 raise Rejected(f"delete-data {args.name}: add --yes to delete without being asked")
-            answer = input(f"delete dataset {dataset.name} ({len(dataset.counts)} classes, {dataset.images:,} "
-                           f"images) in {dataset.path}? Runs trained on it stay, but evaluating or resuming them "
-                           "needs the data. [y/N] ")
+            answer = input(f"delete {what} in {dataset.path}? Runs trained on it stay, but evaluating or resuming "
+                           "them needs the data. [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return EXIT_OK
+        if one_class:
+            dataset, removed = remove_class(root, args.name, args.class_name, store)
+            print(f"class {args.class_name} of dataset {dataset.name} deleted ({removed:,} images); "
+                  f"{len(dataset.counts)} classes and {dataset.images:,} images left")
+            return EXIT_OK
         dataset = delete_dataset(root, args.name, store)
     except DatasetRefused as error:
         raise Rejected(str(error))
@@ -480,9 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     import_data.add_argument("--add", action="store_true", help="add to the dataset if it exists")
     import_data.set_defaults(func=cmd_import_data)
     delete_data = sub.add_parser("delete-data", parents=[common],
-                                 help="delete a dataset imported with import-data or on the Datasets page "
-                                      "(not while a queued or running run trains on it)")
+                                 help="delete a dataset imported with import-data or on the Datasets page, or "
+                                      "one of its classes (not while a queued or running run trains on it)")
     delete_data.add_argument("name", metavar="NAME")
+    delete_data.add_argument("--class", dest="class_name", metavar="CLASS",
+                             help="delete only this class, its folder and images")
     delete_data.add_argument("--yes", action="store_true", help="do not ask first")
     delete_data.set_defaults(func=cmd_delete_data)
     tag = sub.add_parser("tag", parents=[common], help="add or remove a run's tags (the Runs page filters by them)")

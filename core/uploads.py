@@ -57,7 +57,7 @@ class UploadRefused(ValueError):
 
 
 class DatasetRefused(ValueError):
-    """The dataset cannot be deleted; the message says why. Nothing changed."""
+    """The dataset (or its class) cannot be deleted; the message says why. Nothing changed."""
 
 
 @dataclass
@@ -217,27 +217,62 @@ def runs_training_on(store, dataset_path: Path) -> list[str]:
 
 
 def delete_dataset(root: Path, name: str, store=None) -> ManagedDataset:
-    """Delete uploaded dataset `name` and its images; returns what it held. One rename to a hidden
-    trash name takes it out of every listing at once, then the trash is removed, so a deletion
-    killed midway leaves nothing half-visible. DatasetRefused, with nothing changed, for a name that
-    is no uploaded dataset, or one a queued or running run of `store` trains on."""
+    """Delete uploaded dataset `name` and its images; returns what it held. DatasetRefused, with
+    nothing changed, for a name that is no uploaded dataset, or one a queued or running run of
+    `store` trains on."""
     root = Path(root)
     dataset = existing_dataset(root, name)
+    _refuse_while_trained_on(dataset, store, "deleting it")
+    _remove_through_trash(root, dataset.path, f"there is no uploaded dataset named {name} in {root} any more",
+                          f"could not delete {name} in {root}")
+    return dataset
+
+
+def remove_class(root: Path, name: str, class_name: str, store=None) -> tuple[ManagedDataset, int]:
+    """Delete class `class_name` (its folder and images) of uploaded dataset `name`; returns the
+    dataset as it is now and the number of images removed. DatasetRefused, with nothing changed, for
+    a class it does not have, its last class (delete the dataset instead), or a dataset a queued or
+    running run of `store` trains on."""
+    root = Path(root)
+    dataset = removable_class(root, name, class_name)
+    _refuse_while_trained_on(dataset, store, "removing a class")
+    _remove_through_trash(root, dataset.path / class_name, f"{name} has no class {class_name!r} any more",
+                          f"could not delete class {class_name} of {name}")
+    return existing_dataset(root, name), dataset.counts[class_name]
+
+
+def removable_class(root: Path, name: str, class_name: str) -> ManagedDataset:
+    """Uploaded dataset `name`, which has class `class_name` and another; DatasetRefused otherwise."""
+    dataset = existing_dataset(Path(root), name)
+    if class_name not in dataset.counts:
+        raise DatasetRefused(f"{name} has no class {class_name!r} (its classes: {', '.join(dataset.counts)}); "
+                             "nothing was deleted")
+    if len(dataset.counts) == 1:
+        raise DatasetRefused(f"{class_name} is the only class of {name}: delete the dataset instead; "
+                             "nothing was deleted")
+    return dataset
+
+
+def _refuse_while_trained_on(dataset: ManagedDataset, store, doing: str) -> None:
     busy = runs_training_on(store, dataset.path) if store is not None else []
     if busy:
-        raise DatasetRefused(f"{name} is the data of {', '.join(busy)}: stop {'it' if len(busy) == 1 else 'them'} "
-                             "before deleting it; nothing was deleted")
+        raise DatasetRefused(f"{dataset.name} is the data of {', '.join(busy)}: stop "
+                             f"{'it' if len(busy) == 1 else 'them'} before {doing}; nothing was deleted")
+
+
+def _remove_through_trash(root: Path, path: Path, gone: str, failed: str) -> None:
+    """One rename to a hidden trash name in `root` takes `path` out of every listing at once, then the
+    trash is removed: a deletion killed midway leaves nothing half-visible (_remove_leftovers ends it).
+    `gone`, `failed`: the DatasetRefused messages when the rename finds nothing, or fails."""
     _remove_leftovers(root)
-    trash = root / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
+    trash = root / f"{TRASH_PREFIX}{secrets.token_hex(6)}"
     try:
-        os.rename(dataset.path, trash)
+        os.rename(path, trash)
     except FileNotFoundError:            # deleted a moment ago by another tab or process
-        raise DatasetRefused(f"there is no uploaded dataset named {name} in {root} any more") from None
+        raise DatasetRefused(gone) from None
     except OSError as error:
-        raise DatasetRefused(f"could not delete {name} in {root}: {error.strerror or error}; "
-                             "nothing was deleted") from None
+        raise DatasetRefused(f"{failed}: {error.strerror or error}; nothing was deleted") from None
     shutil.rmtree(trash, ignore_errors=True)
-    return dataset
 
 
 # --- deciding what is kept ---------------------------------------------------------------------------

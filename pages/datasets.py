@@ -33,6 +33,8 @@ UPLOAD_RESULT = "up_result"      # the last import's outcome, shown until the ne
 UPLOAD_ROUND = "up_round"        # bumped after an import: fresh (empty) uploaders
 DELETE_RESULT = "up_deleted"     # the last deletion's outcome, (deleted, message), shown until the next one
 DELETE_CHOICE = "up_delete_name"
+DELETE_PART = "up_delete_part"    # + the dataset's name: WHOLE_DATASET, or the class to delete
+WHOLE_DATASET = "the whole dataset"
 
 
 def _uploader_key(kind: str) -> str:
@@ -76,23 +78,33 @@ def _add_images(root) -> None:
 
 def _delete_dataset(root) -> None:
     """Button callback (before the picker draws, so it may change the picker's choice): delete the
-    dataset chosen; when it was the picked one the picker falls back to the default dataset."""
+    dataset chosen, or its class chosen; when the dataset was the picked one the picker falls back
+    to the default dataset."""
     name = st.session_state.get(DELETE_CHOICE)
+    part = st.session_state.get(f"{DELETE_PART}_{name}", WHOLE_DATASET)
     try:
-        dataset = uploads.delete_dataset(root, name, shared.store())
+        if part != WHOLE_DATASET:
+            dataset, removed = uploads.remove_class(root, name, part, shared.store())
+        else:
+            dataset = uploads.delete_dataset(root, name, shared.store())
     except uploads.DatasetRefused as refused:
         st.session_state[DELETE_RESULT] = (False, f"Nothing was deleted: {refused}")
         return
-    st.session_state[DELETE_RESULT] = (True, f"Deleted {dataset.name} and its {dataset.images:,} images. Runs trained "
-                                             "on it keep their curves; evaluating or resuming them needs the data.")
+    runs_note = "Runs trained on it keep their curves; evaluating or resuming them needs the data."
+    st.session_state[DELETE_RESULT] = (True, (
+        f"Deleted class {part} of {dataset.name} and its {removed:,} images; {len(dataset.counts)} classes and "
+        f"{dataset.images:,} images are left." if part != WHOLE_DATASET else
+        f"Deleted {dataset.name} and its {dataset.images:,} images.") + " " + runs_note)
     st.session_state[DELETE_CHOICE] = None
-    st.session_state.pop(UPLOAD_RESULT, None)         # it may describe the dataset just deleted
-    kept = st.session_state.setdefault(forms.KEPT, {})
-    if any(uploads.holds(dataset.path, where.get("ds_path", "")) for where in (st.session_state, kept)):
-        forms.choose_dataset(SETTINGS["dataset"].default)
-        st.session_state["ds_path"] = kept["ds_path"] = ""
+    st.session_state.pop(f"{DELETE_PART}_{name}", None)
+    st.session_state.pop(UPLOAD_RESULT, None)         # it may describe what was just deleted
     dataset_view.clear()
     thumbnails.clear()
+    kept = st.session_state.setdefault(forms.KEPT, {})
+    if part == WHOLE_DATASET and any(uploads.holds(dataset.path, where.get("ds_path", ""))
+                                     for where in (st.session_state, kept)):
+        forms.choose_dataset(SETTINGS["dataset"].default)
+        st.session_state["ds_path"] = kept["ds_path"] = ""
 
 
 def delete_section(root, datasets: list[uploads.ManagedDataset]) -> None:
@@ -102,13 +114,18 @@ def delete_section(root, datasets: list[uploads.ManagedDataset]) -> None:
         (st.success if outcome[0] else st.error)(outcome[1])
     if not datasets:
         return
-    with st.popover("Delete a dataset", icon=":material/delete:"):
-        images = {d.name: d.images for d in datasets}
-        name = st.selectbox("Dataset to delete", list(images), index=None, key=DELETE_CHOICE,
-                            placeholder="Pick one")
+    with st.popover("Delete a dataset or a class", icon=":material/delete:"):
+        by_name = {d.name: d for d in datasets}
+        name = st.selectbox("Dataset", list(by_name), index=None, key=DELETE_CHOICE, placeholder="Pick one")
         if name is not None:
-            st.write(f"Delete **{name}** and its {images[name]:,} images from `{root}`? Runs trained on it stay "
-                     "listed with their curves, but evaluating or resuming them needs the data.")
+            counts = by_name[name].counts
+            part = st.selectbox("What to delete", [WHOLE_DATASET, *counts], key=f"{DELETE_PART}_{name}",
+                                format_func=lambda c: c if c == WHOLE_DATASET else f"class {c} ({counts[c]:,} images)",
+                                help="a class: its folder and images; a dataset keeps at least one class")
+            what = (f"**{name}** and its {by_name[name].images:,} images" if part == WHOLE_DATASET
+                    else f"class **{part}** of {name} and its {counts[part]:,} images")
+            st.write(f"Delete {what} from `{root}`? Runs trained on it stay listed with their curves, but "
+                     "evaluating or resuming them needs the data.")
         st.button("Yes, delete it", type="primary", key="up_delete", disabled=name is None,
                   on_click=_delete_dataset, args=(root,))
 

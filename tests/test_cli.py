@@ -198,7 +198,15 @@ def test_delete_data_asks_for_yes_refuses_what_is_not_a_dataset_and_deletes(tmp_
         refused = cli("delete-data", name, "--yes", runs=runs)
         assert refused.returncode == 2 and message in refused.stderr and "nothing was deleted" in refused.stderr
     assert (runs / "outside").is_dir() and os.listdir(runs / ".datasets") == ["pets"]
+    # One class: refused before asking when the dataset lacks it, asked for, then deleted.
+    owl = cli("delete-data", "pets", "--class", "owl", runs=runs)
+    assert owl.returncode == 2 and "pets has no class 'owl' (its classes: cat, dog, fox)" in owl.stderr
+    assert "add --yes" in cli("delete-data", "pets", "--class", "fox", runs=runs).stderr
+    fox = cli("delete-data", "pets", "--class", "fox", "--yes", runs=runs)
+    assert fox.returncode == 0, fox.stderr
+    assert fox.stdout == "class fox of dataset pets deleted (4 images); 2 classes and 8 images left\n"
+    assert sorted(os.listdir(runs / ".datasets" / "pets")) == ["cat", "dog"]
     done = cli("delete-data", "pets", "--yes", runs=runs)
-    assert done.returncode == 0 and done.stdout == "dataset pets deleted (12 images)\n"
+    assert done.returncode == 0 and done.stdout == "dataset pets deleted (8 images)\n"
     assert os.listdir(runs / ".datasets") == []
     assert cli("delete-data", "pets", "--yes", runs=runs).returncode == 2          # gone

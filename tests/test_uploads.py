@@ -14,7 +14,7 @@ from PIL import Image
 
 from core import uploads
 from core.uploads import (DatasetRefused, UploadRefused, add_images, datasets_dir, delete_dataset, import_zip,
-                          list_datasets)
+                          list_datasets, remove_class)
 
 
 def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
@@ -338,6 +338,41 @@ def test_a_dataset_a_queued_or_running_run_trains_on_is_not_deleted(tmp_path, ro
     assert list_datasets(root) == [] and store.read_status(run_id)["state"] == "completed"
 
 
+def test_a_removed_class_is_gone_with_its_images_and_the_rest_kept(tmp_path, root):
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    kept = [name for name in files_under(root) if not name.startswith("pets/fox")]
+    dataset, removed = remove_class(root, "pets", "fox")
+    assert removed == 4 and dataset.counts == {"cat": 4, "dog": 4}
+    assert files_under(root) == kept                       # no trash left behind either
+
+
+@pytest.mark.parametrize("class_name, says", [
+    ("owl", "pets has no class 'owl' \(its classes: cat, dog, fox\)"), ("../pets", "pets has no class"),
+    ("", "pets has no class ''"), (".", "pets has no class '.'")])
+def test_a_class_the_dataset_does_not_have_is_refused_and_nothing_changes(tmp_path, root, class_name, says):
+    import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
+    before = files_under(tmp_path)
+    with pytest.raises(DatasetRefused, match=f"{says}.*nothing was deleted"):
+        remove_class(root, "pets", class_name)
+    assert files_under(tmp_path) == before
+
+
+def test_the_last_class_or_a_class_a_run_trains_on_is_not_removed(tmp_path, root, store):
+    import time
+    from core.config import RunConfig
+    from core.states import HOST
+    import_zip(class_zip(tmp_path / "a.zip", classes=("cat",)), root, "solo")
+    with pytest.raises(DatasetRefused, match="cat is the only class of solo: delete the dataset instead"):
+        remove_class(root, "solo", "cat")
+    pets = import_zip(class_zip(tmp_path / "b.zip"), root, "pets").path
+    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), name="on-pets"))
+    store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
+    before = files_under(root)
+    with pytest.raises(DatasetRefused, match="pets is the data of on-pets .* stop it before removing a class"):
+        remove_class(root, "pets", "fox", store)
+    assert files_under(root) == before
+
+
 def test_a_run_trained_on_a_deleted_dataset_keeps_its_record_and_says_why_it_cannot_be_evaluated(tmp_path, root,
                                                                                                  store):
     from core.config import RunConfig
@@ -511,6 +546,27 @@ def test_datasets_page_deletes_a_dataset_after_asking(app, bugs_and_pets):
     app.switch_page("pages/model.py").run()
     no_errors(app)
     assert app.selectbox(key="ds_name").value == "digits"
+
+
+def test_datasets_page_deletes_one_class_of_the_picked_dataset(app, bugs_and_pets):
+    root = bugs_and_pets
+    app.run().switch_page("pages/datasets.py").run()
+    app.selectbox(key="ds_name").select("image-folder").run()
+    app.selectbox(key="ds_uploaded").select("pets").run()
+    assert {m.label: m.value for m in app.metric}["Classes"] == "3"
+    app.selectbox(key="up_delete_name").select("pets").run()
+    assert app.selectbox(key="up_delete_part_pets").options == ["the whole dataset", "class cat (4 images)",
+                                                                  "class dog (4 images)", "class fox (4 images)"]
+    app.selectbox(key="up_delete_part_pets").select("fox").run()
+    assert any("Delete class **fox** of pets and its 4 images" in m.value for m in app.markdown)
+    app.button(key="up_delete").click().run()
+    no_errors(app)
+    assert app.success[0].value.startswith("Deleted class fox of pets and its 4 images; 2 classes and 8 images are left.")
+    assert sorted(os.listdir(root / "pets")) == ["cat", "dog"]
+    # the dataset stays picked, and the page shows it without the class
+    assert app.selectbox(key="ds_uploaded").value == "pets"
+    assert {m.label: m.value for m in app.metric}["Classes"] == "2"
+    assert _table(app, "dataset").set_index("dataset").loc["pets", "classes"] == 2
 
 
 def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_deletion_elsewhere(
