@@ -16,6 +16,9 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], depth: int 
     the only ones whose mult-adds torchinfo counts; so a container's row is the sum of its children's
     rows and the root's is torchinfo's total_mult_adds. torchinfo's own `macs` of a container is no
     such sum (it multiplies every nested parameter by the container's output size), so it is not used.
+    A layer run again (a block's ReLU called twice; torchinfo's "(recursive)") has a row per run,
+    marked "reused" from the second on: its mult-adds are that run's, its params 0, as they are
+    counted at its first row; so a depth's rows add up to the model's parameters.
     """
     from torchinfo import summary
     stats = summary(model, input_size=(1, *input_shape), depth=depth, verbose=0,
@@ -28,9 +31,11 @@ def layer_table(model: nn.Module, input_shape: tuple[int, int, int], depth: int 
         # deeper than the table shows included.
         mult_adds = layer.macs if layer.is_leaf_layer else sum(
             child.macs for child in layer.children if child.is_leaf_layer)
-        rows.append({"layer": f"{'  ' * layer.depth}{layer.class_name}" + (f" ({layer.var_name})" if layer.var_name and layer.var_name != layer.class_name else ""),
+        label = f"{'  ' * layer.depth}{layer.class_name}" + (
+            f" ({layer.var_name})" if layer.var_name and layer.var_name != layer.class_name else "")
+        rows.append({"layer": label + (", reused" if layer.is_recursive else ""),
                      "depth": layer.depth, "output shape": str(list(layer.output_size)),
-                     "params": int(layer.num_params),
+                     "params": 0 if layer.is_recursive else int(layer.num_params),
                      "mult-adds": int(mult_adds)})
     return rows
 

@@ -40,7 +40,20 @@ def from_checkpoint(path: str, mtime: float):
     config = checkpoint["config"]
     # As the run left it: a backbone frozen throughout shows as frozen.
     set_backbone_frozen(model, config["model"], bool(config.get("freeze_backbone")))
-    return model, config["model"], tuple(checkpoint["input_shape"]), checkpoint["loop"]
+    return (model, config["model"], tuple(checkpoint["input_shape"]), len(checkpoint["classes"]),
+            checkpoint["loop"])
+
+
+DEEPEST = 5     # the depth slider's top: the table is made once at it, a shallower one is its top rows
+
+
+@st.cache_data(show_spinner="Summarising the layers…", max_entries=4)
+def layers(name: str, shape: tuple, classes: int, _model) -> list[dict]:
+    """The layer table of `_model`, a `name` built for data of `shape` with `classes` classes: those
+    three make the network, so the table is made once for them, whatever the weights, the frozen
+    layers or the other widgets (torchinfo runs the network: seconds for a ResNet-50 at 224)."""
+    from core.inspect_model import layer_table
+    return layer_table(_model, model_input_shape(name, *shape), DEEPEST)
 
 
 if source == "Fresh model":
@@ -84,14 +97,14 @@ else:
         st.info(f"Run {run_id} has no {which}.pt yet (it is written at the end of each epoch).")
         st.stop()
     try:
-        model, name, shape, loop = from_checkpoint(str(path), path.stat().st_mtime)
+        model, name, shape, classes, loop = from_checkpoint(str(path), path.stat().st_mtime)
     except (ValueError, KeyError, RuntimeError) as error:
         st.error(f"Cannot read {which}.pt: {error}")
         st.stop()
     st.caption(f"{name} from {which}.pt of {run_id}: epoch {loop['epoch']}, step {loop['step']}; "
                f"{network_input(name, shape).lower()}.")
 
-from core.inspect_model import layer_table, model_size, weight_histogram, weight_stats  # noqa: E402
+from core.inspect_model import model_size, weight_histogram, weight_stats  # noqa: E402
 
 size = model_size(model)
 cols = st.columns(4)
@@ -101,10 +114,14 @@ cols[2].metric("Frozen", f"{size['total'] - size['trainable']:,}")
 cols[3].metric("Size", f"{size['size_mb']:.2f} MB")
 
 st.subheader("Layers (torchinfo)")
-depth = st.slider("Depth", 1, 5, 2, key="m_depth")
-st.dataframe(pd.DataFrame(layer_table(model, model_input_shape(name, *shape), depth)), hide_index=True,
+depth = st.slider("Depth", 1, DEEPEST, 2, key="m_depth")
+rows = [row for row in layers(name, shape, classes, model) if row["depth"] <= depth]
+st.dataframe(pd.DataFrame(rows), hide_index=True,
              column_config={"params": st.column_config.NumberColumn(format="localized"),
                             "mult-adds": st.column_config.NumberColumn(format="localized")})
+if any(row["layer"].endswith(", reused") for row in rows):
+    st.caption("A layer run more than once has a row per run; a reused one's parameters are counted at "
+               "its first row, its mult-adds at each.")
 
 st.subheader("Weights")
 state = model.state_dict()

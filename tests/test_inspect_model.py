@@ -1,6 +1,8 @@
 """The Model page's layer table (core.inspect_model.layer_table): a container's row counts what runs
-inside it, the root's mult-adds are torchinfo's total; and the page's caption says what the network reads."""
+inside it, the root's mult-adds are torchinfo's total, a reused layer's parameters count once; the page
+makes it once per network; and the page's caption says what the network reads."""
 import pytest
+from torch import nn
 from torchinfo import summary
 
 from core.inspect_model import fresh_model, layer_table
@@ -87,3 +89,55 @@ def test_model_page_caption_says_what_an_imagenet_network_reads(app):
     captions = [c.value for c in app.caption]
     [caption] = [c for c in captions if c.startswith("Input ")]
     assert caption.startswith("Input 1 x ") and "repeated" not in caption, caption     # as the data is
+
+
+class ReusesLayers(nn.Module):
+    """Runs `shared` twice and `block` twice, as a ResNet block runs its ReLU twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(8, 8)
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.shared(self.block(self.block(self.shared(x)))))
+
+
+def test_a_reused_layers_parameters_are_counted_once():
+    model = ReusesLayers()
+    total = sum(p.numel() for p in model.parameters())
+    rows = layer_table(model, (8,), depth=ALL_DEPTHS)
+    assert rows[0]["params"] == total
+    assert sum(row["params"] for row in rows if row["depth"] == 1) == total
+    for index, row in enumerate(rows):
+        if children := direct_children(rows, index):
+            assert row["params"] == sum(child["params"] for child in children), row["layer"]
+    reused = [row["layer"].strip() for row in rows if row["layer"].endswith(", reused")]
+    assert reused == ["Sequential (block), reused", "Linear (0), reused", "ReLU (1), reused",
+                      "Linear (shared), reused"]
+    # Each run's mult-adds count: 4 runs of an 8-to-8 Linear (72 with torchinfo's bias) and the head's 18.
+    assert rows[0]["mult-adds"] == 4 * 72 + 18 == summary(model, input_size=(1, 8), verbose=0).total_mult_adds
+
+
+def test_model_page_makes_the_layer_table_once_per_network(app, monkeypatch):
+    import core.inspect_model
+    calls = []
+
+    def counted(model, input_shape, depth=3):
+        calls.append(input_shape)
+        return layer_table(model, input_shape, depth)
+    monkeypatch.setattr(core.inspect_model, "layer_table", counted)
+    app.run().switch_page("pages/model.py").run()
+    app.selectbox(key="m_arch").set_value("simple-cnn").run()
+    app.run()
+    app.slider(key="m_depth").set_value(4).run()        # a shallower or deeper table: the same one
+    no_errors(app)
+    assert len(calls) == 1, calls
+    app.number_input(key="ds_size_digits").set_value(20).run()
+    no_errors(app)
+    assert calls == [(1, 16, 16), (1, 20, 20)]
+    app.selectbox(key="m_arch").set_value("mlp").run()
+    app.selectbox(key="m_arch").set_value("simple-cnn").run()
+    no_errors(app)
+    assert len(calls) == 3, calls
