@@ -56,6 +56,14 @@ def layers(name: str, shape: tuple, classes: int, _model) -> list[dict]:
     return layer_table(_model, model_input_shape(name, *shape), DEEPEST)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def weights_table(made_of: tuple, _model) -> list[dict]:
+    """Per-tensor weight statistics of `_model`, made once per `made_of` (what built it: a fresh
+    network's name, shape, classes and freezing, or a checkpoint's path and mtime), not per rerun."""
+    from core.inspect_model import weight_stats
+    return weight_stats(_model.state_dict())
+
+
 if source == "Fresh model":
     model_setting = SETTINGS["model"]
     shared_choice = forms.chosen_model()      # the model picked on the Train page (or in a link)
@@ -80,6 +88,7 @@ if source == "Fresh model":
         st.stop()
     try:
         model = fresh(name, shape, classes, frozen)
+        made_of = ("fresh", name, shape, classes, frozen)
     except ValueError as error:
         st.error(str(error))
         st.stop()
@@ -97,14 +106,15 @@ else:
         st.info(f"Run {run_id} has no {which}.pt yet (it is written at the end of each epoch).")
         st.stop()
     try:
-        model, name, shape, classes, loop = from_checkpoint(str(path), path.stat().st_mtime)
+        made_of = ("checkpoint", str(path), path.stat().st_mtime)
+        model, name, shape, classes, loop = from_checkpoint(*made_of[1:])
     except (ValueError, KeyError, RuntimeError) as error:
         st.error(f"Cannot read {which}.pt: {error}")
         st.stop()
     st.caption(f"{name} from {which}.pt of {run_id}: epoch {loop['epoch']}, step {loop['step']}; "
                f"{network_input(name, shape).lower()}.")
 
-from core.inspect_model import model_size, weight_histogram, weight_stats  # noqa: E402
+from core.inspect_model import model_size, weight_histogram  # noqa: E402
 
 size = model_size(model)
 cols = st.columns(4)
@@ -125,11 +135,11 @@ if any(row["layer"].endswith(", reused") for row in rows):
 
 st.subheader("Weights")
 state = model.state_dict()
-stats = pd.DataFrame(weight_stats(state))
+stats = pd.DataFrame(weights_table(made_of, model))
 st.dataframe(stats, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.4f")
                                                     for c in ("mean", "std", "min", "max", "near zero %")})
-layers = [row for row in stats["layer"] if row.endswith("weight")] or list(stats["layer"])
-chosen = st.multiselect("Histograms of", layers, default=layers[:4], key="m_hist")
+weight_layers = [row for row in stats["layer"] if row.endswith("weight")] or list(stats["layer"])
+chosen = st.multiselect("Histograms of", weight_layers, default=weight_layers[:4], key="m_hist")
 hist_cols = st.columns(2)
 for i, layer in enumerate(chosen):
     edges, counts = weight_histogram(state[layer])

@@ -5,7 +5,7 @@ import pytest
 from torch import nn
 from torchinfo import summary
 
-from core.inspect_model import fresh_model, layer_table
+from core.inspect_model import fresh_model, layer_table, weight_stats
 from core.models import parameter_counts
 from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
@@ -141,3 +141,23 @@ def test_model_page_makes_the_layer_table_once_per_network(app, monkeypatch):
     app.selectbox(key="m_arch").set_value("simple-cnn").run()
     no_errors(app)
     assert len(calls) == 3, calls
+
+
+def test_model_page_makes_the_weight_statistics_once_per_model(app, monkeypatch):
+    import core.inspect_model
+    calls = []
+
+    def counted(state_dict):
+        calls.append(weight_stats(state_dict))
+        return calls[-1]
+    monkeypatch.setattr(core.inspect_model, "weight_stats", counted)
+    app.run().switch_page("pages/model.py").run()
+    app.selectbox(key="m_arch").set_value("simple-cnn").run()
+    app.run()
+    app.slider(key="m_depth").set_value(4).run()
+    no_errors(app)
+    assert len(calls) == 1, calls
+    assert list(app.dataframe[1].value["layer"]) == [row["layer"] for row in calls[0]]    # the table shown
+    app.selectbox(key="m_arch").set_value("mlp").run()
+    no_errors(app)
+    assert len(calls) == 2, calls
