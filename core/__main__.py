@@ -350,15 +350,16 @@ def cmd_import_data(args, store: RunStore) -> int:
 
 
 def cmd_delete_data(args, store: RunStore) -> int:
-    from core.uploads import DatasetRefused, datasets_dir, delete_dataset, existing_dataset, remove_class, removable_class
+    from core.uploads import (DatasetRefused, datasets_dir, delete_dataset, existing_dataset, remove_class,
+                              remove_images, removable_class)
     root = datasets_dir(store.root)
     one_class = args.class_name is not None
     try:
         dataset = removable_class(root, args.name, args.class_name) if one_class else existing_dataset(root, args.name)
         if not args.yes:
             what = (f"class {args.class_name} ({dataset.counts[args.class_name]:,} images) of dataset {dataset.name}"
-                    if one_class else f"dataset {dataset.name} ({len(dataset.counts)} classes, {dataset.images:,} "
-                                      "images)")
+                    if one_class else f"{len(args.images)} image(s) of dataset {dataset.name}" if args.images
+                    else f"dataset {dataset.name} ({len(dataset.counts)} classes, {dataset.images:,} images)")
             if not sys.stdin.isatty():
                 raise Rejected(f"delete-data {args.name}: add --yes to delete without being asked")
             answer = input(f"delete {what} in {dataset.path}? Runs trained on it stay, but evaluating or resuming "
@@ -366,6 +367,10 @@ def cmd_delete_data(args, store: RunStore) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return EXIT_OK
+        if args.images:
+            dataset, removed = remove_images(root, args.name, args.images, store)
+            print(f"{removed:,} image(s) of dataset {dataset.name} deleted; {dataset.images:,} images left")
+            return EXIT_OK
         if one_class:
             dataset, removed = remove_class(root, args.name, args.class_name, store)
             print(f"class {args.class_name} of dataset {dataset.name} deleted ({removed:,} images); "
@@ -491,8 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="delete a dataset imported with import-data or on the Datasets page, or "
                                       "one of its classes (not while a queued or running run trains on it)")
     delete_data.add_argument("name", metavar="NAME")
-    delete_data.add_argument("--class", dest="class_name", metavar="CLASS",
-                             help="delete only this class, its folder and images")
+    part = delete_data.add_mutually_exclusive_group()
+    part.add_argument("--class", dest="class_name", metavar="CLASS", help="delete only this class, its folder and images")
+    part.add_argument("--image", dest="images", action="append", metavar="CLASS/FILE",
+                      help="delete only this image (relative to the dataset's folder, e.g. cat/3.png); repeatable")
     delete_data.add_argument("--yes", action="store_true", help="do not ask first")
     delete_data.set_defaults(func=cmd_delete_data)
     tag = sub.add_parser("tag", parents=[common], help="add or remove a run's tags (the Runs page filters by them)")

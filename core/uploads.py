@@ -24,6 +24,7 @@ import time
 import unicodedata
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable
@@ -239,6 +240,51 @@ def remove_class(root: Path, name: str, class_name: str, store=None) -> tuple[Ma
     _remove_through_trash(root, dataset.path / class_name, f"{name} has no class {class_name!r} any more",
                           f"could not delete class {class_name} of {name}")
     return existing_dataset(root, name), dataset.counts[class_name]
+
+
+def remove_images(root: Path, name: str, files: Iterable[str | os.PathLike], store=None) -> tuple[ManagedDataset, int]:
+    """Delete image files of uploaded dataset `name` (a blurred photo, one in the wrong class); each
+    is a path to an image file in one of its class folders, absolute or relative to the dataset's
+    folder (`cat/3.png`). Returns the dataset as it is now and how many were deleted. DatasetRefused,
+    with nothing changed, when any is not such a file, when a class would be left empty (delete the
+    class instead), or while a queued or running run trains on the dataset."""
+    root = Path(root)
+    dataset = existing_dataset(root, name)
+    folder = dataset.path.resolve()
+    chosen: dict[Path, str] = {}
+    for file in files:
+        path = Path(file) if Path(file).is_absolute() else dataset.path / file
+        resolved = path.resolve()
+        parts = resolved.relative_to(folder).parts if resolved.is_relative_to(folder) else ()
+        listed = len(parts) >= 2 and parts[0] in dataset.counts and not any(p.startswith(".") for p in parts)
+        if not listed or path.is_symlink() or not resolved.is_file() or not _is_image_name(resolved.name):
+            raise DatasetRefused(f"{file} is not an image of {name}'s classes (a file in one of its class folders, "
+                                 "e.g. cat/3.png); nothing was deleted")
+        chosen[resolved] = parts[0]
+    if not chosen:
+        raise DatasetRefused("no images were chosen; nothing was deleted")
+    for class_name, count in Counter(chosen.values()).items():
+        if count >= dataset.counts[class_name]:
+            raise DatasetRefused(f"that would leave class {class_name} of {name} without images: delete the class "
+                                 "instead; nothing was deleted")
+    _refuse_while_trained_on(dataset, store, "deleting images")
+    _remove_leftovers(root)
+    trash = root / f"{TRASH_PREFIX}{secrets.token_hex(6)}"
+    trash.mkdir()
+    moved = []
+    try:
+        for path in chosen:          # a rename each takes the file out of its class at once
+            target = trash / f"{len(moved)}{path.suffix}"
+            os.rename(path, target)
+            moved.append((target, path))
+    except OSError as error:
+        for target, path in moved:   # put back what moved: nothing half done
+            os.rename(target, path)
+        trash.rmdir()
+        raise DatasetRefused(f"could not delete images of {name}: {error.strerror or error}; nothing was "
+                             "deleted") from None
+    shutil.rmtree(trash, ignore_errors=True)
+    return existing_dataset(root, name), len(chosen)
 
 
 def removable_class(root: Path, name: str, class_name: str) -> ManagedDataset:

@@ -2,6 +2,7 @@
 people add (a zip of class folders, or images per class) kept as image-folder datasets, and deleted
 here too."""
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -35,6 +36,8 @@ DELETE_RESULT = "up_deleted"     # the last deletion's outcome, (deleted, messag
 DELETE_CHOICE = "up_delete_name"
 DELETE_PART = "up_delete_part"    # + the dataset's name: WHOLE_DATASET, or the class to delete
 WHOLE_DATASET = "the whole dataset"
+IMAGES_CHOICE = "up_delete_images_picked"   # + class and page: the Samples grid's files picked for deletion
+IMAGES_RESULT = "up_images_deleted"         # the last image deletion's outcome, (deleted, message)
 
 
 def _uploader_key(kind: str) -> str:
@@ -128,6 +131,47 @@ def delete_section(root, datasets: list[uploads.ManagedDataset]) -> None:
                      "evaluating or resuming them needs the data.")
         st.button("Yes, delete it", type="primary", key="up_delete", disabled=name is None,
                   on_click=_delete_dataset, args=(root,))
+
+
+def uploaded_dataset_of(config: RunConfig) -> str | None:
+    """The name of the uploaded dataset whose folder `config` reads, if it is one."""
+    root = shared.datasets_dir()
+    folder = Path(config.data_path).expanduser().resolve() if config.data_path else None
+    if config.dataset != "image-folder" or folder is None or folder.parent != root:
+        return None
+    return folder.name if folder.name in uploads.dataset_names(root) else None
+
+
+def _delete_images(name: str, key: str) -> None:
+    """Button callback: delete the images picked in the Samples grid's popover (widget `key`)."""
+    picked = st.session_state.get(key) or []
+    try:
+        dataset, removed = uploads.remove_images(shared.datasets_dir(), name, picked, shared.store())
+    except uploads.DatasetRefused as refused:
+        st.session_state[IMAGES_RESULT] = (False, f"Nothing was deleted: {refused}")
+        return
+    st.session_state[IMAGES_RESULT] = (True, f"Deleted {removed} image{'s' if removed != 1 else ''} from "
+                                             f"{dataset.name}, which now has {dataset.images:,} images.")
+    st.session_state[key] = []
+    dataset_view.clear()
+    thumbnails.clear()
+
+
+def delete_images_section(name: str, files: list[str], page: int, key: str) -> None:
+    """Under the grid of an uploaded dataset: delete some of the images shown (#n as captioned);
+    `key` names the grid's class and page, so another page starts with nothing picked."""
+    outcome = st.session_state.get(IMAGES_RESULT)
+    if outcome is not None:
+        (st.success if outcome[0] else st.error)(outcome[1])
+    numbers = {file: page * PER_PAGE + i for i, file in enumerate(files)}
+    with st.popover("Delete images shown", icon=":material/delete:"):
+        picked = st.multiselect("Images", list(numbers), key=key, placeholder="Pick by number",
+                                format_func=lambda f: f"#{numbers[f]} {Path(f).name}")
+        if picked:
+            st.write(f"Delete {len(picked)} image{'s' if len(picked) != 1 else ''} from **{name}**? Runs trained on "
+                     "it stay listed, but evaluating or resuming them needs the data.")
+        st.button("Yes, delete them", type="primary", key="up_delete_images", disabled=not picked,
+                  on_click=_delete_images, args=(name, key))
 
 
 def upload_section() -> None:
@@ -225,6 +269,10 @@ grid = thumbnails(key, class_index, page)
 st.image(grid.images, width=72, caption=[f"#{page * PER_PAGE + i}" for i in range(len(grid.images))])
 if grid.refused:
     st.caption("Blank: cannot be read. " + "; ".join(f"{path}: {reason}" for path, reason in grid.refused))
+uploaded = uploaded_dataset_of(config)
+if uploaded:
+    delete_images_section(uploaded, view.members[class_index][page * PER_PAGE:(page + 1) * PER_PAGE], page,
+                          key=f"{IMAGES_CHOICE}_{classes_key}_{class_index}_{page}")
 
 st.subheader("Augmentation preview")
 with st.container(border=True):

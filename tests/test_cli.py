@@ -206,7 +206,13 @@ def test_delete_data_asks_for_yes_refuses_what_is_not_a_dataset_and_deletes(tmp_
     assert fox.returncode == 0, fox.stderr
     assert fox.stdout == "class fox of dataset pets deleted (4 images); 2 classes and 8 images left\n"
     assert sorted(os.listdir(runs / ".datasets" / "pets")) == ["cat", "dog"]
+    cat = sorted(os.listdir(runs / ".datasets" / "pets" / "cat"))
+    outside = cli("delete-data", "pets", "--image", "../bugs/1.png", "--yes", runs=runs)
+    assert outside.returncode == 2 and "is not an image of pets's classes" in outside.stderr
+    one = cli("delete-data", "pets", "--image", f"cat/{cat[0]}", "--yes", runs=runs)
+    assert one.returncode == 0 and one.stdout == "1 image(s) of dataset pets deleted; 7 images left\n", one.stderr
+    assert sorted(os.listdir(runs / ".datasets" / "pets" / "cat")) == cat[1:]
     done = cli("delete-data", "pets", "--yes", runs=runs)
-    assert done.returncode == 0 and done.stdout == "dataset pets deleted (8 images)\n"
+    assert done.returncode == 0 and done.stdout == "dataset pets deleted (7 images)\n"
     assert os.listdir(runs / ".datasets") == []
     assert cli("delete-data", "pets", "--yes", runs=runs).returncode == 2          # gone

@@ -14,7 +14,7 @@ from PIL import Image
 
 from core import uploads
 from core.uploads import (DatasetRefused, UploadRefused, add_images, datasets_dir, delete_dataset, import_zip,
-                          list_datasets, remove_class)
+                          list_datasets, remove_class, remove_images)
 
 
 def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
@@ -373,6 +373,49 @@ def test_the_last_class_or_a_class_a_run_trains_on_is_not_removed(tmp_path, root
     assert files_under(root) == before
 
 
+def test_chosen_images_are_deleted_and_the_rest_kept(tmp_path, root):
+    pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
+    cat, dog = sorted(os.listdir(pets / "cat")), sorted(os.listdir(pets / "dog"))
+    kept = [name for name in files_under(root) if name not in (f"pets/cat/{cat[0]}", f"pets/dog/{dog[1]}")]
+    dataset, removed = remove_images(root, "pets", [f"cat/{cat[0]}", pets / "dog" / dog[1]])   # relative or not
+    assert removed == 2 and dataset.counts == {"cat": 3, "dog": 3, "fox": 4}
+    assert files_under(root) == kept                     # no trash left behind
+
+
+def test_images_that_are_not_the_datasets_are_refused_and_nothing_changes(tmp_path, root):
+    pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
+    bugs = import_zip(class_zip(tmp_path / "b.zip", classes=("ant", "bee")), root, "bugs").path
+    (pets / "cat" / "link.png").symlink_to(bugs / "ant" / sorted(os.listdir(bugs / "ant"))[0])
+    (pets / "cat" / "notes.txt").write_text("not an image")
+    first_cat = sorted(os.listdir(pets / "cat"))[0]
+    before = files_under(tmp_path)
+    for bad in ("../bugs/ant/" + sorted(os.listdir(bugs / "ant"))[0], bugs / "ant" / sorted(os.listdir(bugs / "ant"))[0],
+                "cat/link.png", "cat/notes.txt", "cat/missing.png", "cat", "owl/1.png", "/etc/passwd"):
+        with pytest.raises(DatasetRefused, match="is not an image of pets's classes.*nothing was deleted"):
+            remove_images(root, "pets", [f"cat/{first_cat}", bad])          # one bad file refuses them all
+    with pytest.raises(DatasetRefused, match="no images were chosen"):
+        remove_images(root, "pets", [])
+    with pytest.raises(DatasetRefused, match="would leave class fox of pets without images: delete the class"):
+        remove_images(root, "pets", [f"fox/{f}" for f in os.listdir(pets / "fox")])
+    assert files_under(tmp_path) == before
+
+
+def test_a_deletion_of_images_that_fails_midway_puts_back_what_moved(tmp_path, root, monkeypatch):
+    pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
+    before = files_under(root)
+    real_rename, calls = os.rename, []
+
+    def second_fails(source, target):
+        calls.append(source)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied")
+        real_rename(source, target)
+    monkeypatch.setattr(uploads.os, "rename", second_fails)
+    with pytest.raises(DatasetRefused, match="could not delete images of pets: Permission denied; nothing was deleted"):
+        remove_images(root, "pets", [f"cat/{f}" for f in sorted(os.listdir(pets / "cat"))[:2]])
+    assert files_under(root) == before
+
+
 def test_a_run_trained_on_a_deleted_dataset_keeps_its_record_and_says_why_it_cannot_be_evaluated(tmp_path, root,
                                                                                                  store):
     from core.config import RunConfig
@@ -567,6 +610,29 @@ def test_datasets_page_deletes_one_class_of_the_picked_dataset(app, bugs_and_pet
     assert app.selectbox(key="ds_uploaded").value == "pets"
     assert {m.label: m.value for m in app.metric}["Classes"] == "2"
     assert _table(app, "dataset").set_index("dataset").loc["pets", "classes"] == 2
+
+
+def test_datasets_page_deletes_images_picked_in_the_samples_grid(app, bugs_and_pets):
+    root = bugs_and_pets
+
+    def picker():
+        return [m for m in app.multiselect if m.key.startswith("up_delete_images_picked")]
+    app.run().switch_page("pages/datasets.py").run()
+    assert picker() == []                                   # digits is no uploaded dataset
+    app.selectbox(key="ds_name").select("image-folder").run()
+    app.selectbox(key="ds_uploaded").select("pets").run()
+    assert app.button(key="up_delete_images").disabled      # nothing picked yet
+    cats = sorted((root / "pets" / "cat").iterdir())
+    [images] = picker()
+    assert images.options == [f"#{i} {path.name}" for i, path in enumerate(cats)]    # the class shown: cat
+    images.set_value([str(cats[0]), str(cats[2])]).run()
+    assert any("Delete 2 images from **pets**" in m.value for m in app.markdown)
+    app.button(key="up_delete_images").click().run()
+    no_errors(app)
+    assert app.success[0].value == "Deleted 2 images from pets, which now has 10 images."
+    assert sorted((root / "pets" / "cat").iterdir()) == [cats[1], cats[3]]
+    assert picker()[0].options == [f"#0 {cats[1].name}", f"#1 {cats[3].name}"]        # the grid read afresh
+    assert _table(app, "dataset").set_index("dataset").loc["pets", "images"] == 10
 
 
 def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_deletion_elsewhere(
