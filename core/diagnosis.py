@@ -297,8 +297,10 @@ def data_range(rows, status, config, probes=()) -> Finding | None:
 RULES = (diverged, exploding_gradients, vanishing_gradients, not_learning, lr_too_high, lr_too_low,
          overfitting, plateau, underfitting, class_imbalance, data_range, dead_units)
 # When the loss diverged, the loss-shape rules only repeat it; when it is not learning, so do these.
+# Exploding gradients explain a poor fit, and the advice to raise the lr would be the wrong one.
 MASKED_BY = {"diverged": {"lr_too_high", "not_learning", "lr_too_low", "plateau", "underfitting", "exploding_gradients"},
-             "not_learning": {"lr_too_low", "plateau", "underfitting"}}
+             "not_learning": {"lr_too_low", "plateau", "underfitting"},
+             "exploding_gradients": {"lr_too_low", "underfitting"}}
 
 
 def diagnose(rows: list[dict], status: dict, config: dict, probes: list[dict] = ()) -> list[Finding]:
