@@ -66,7 +66,7 @@ def test_exploding_gradients():
     [finding] = diagnose(run_rows([1.0, 0.5], [0.9, 0.5], grad_norms=norms), STATUS, CONFIG)
     assert finding.code == "exploding_gradients" and finding.evidence["step"] == 7
     # A poor fit beside them is their doing: "raise the learning rate" (underfitting's advice) would be wrong.
-    poor = run_rows([2.3, 2.2, 2.2], [2.3, 2.2, 2.2], train_accs=[0.1] * 3, val_accs=[0.1] * 3,
+    poor = run_rows([6.0, 3.0, 2.3], [3.0, 2.4, 2.3], train_accs=[0.1] * 3, val_accs=[0.1] * 3,
                     steps_per_epoch=4, grad_norms=norms + [1.0] * 4)
     assert "exploding_gradients" in codes(poor) and "underfitting" not in codes(poor)
 
