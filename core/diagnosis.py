@@ -298,7 +298,8 @@ RULES = (diverged, exploding_gradients, vanishing_gradients, not_learning, lr_to
          overfitting, plateau, underfitting, class_imbalance, data_range, dead_units)
 # When the loss diverged, the loss-shape rules only repeat it; when it is not learning, so do these.
 # Exploding gradients explain a poor fit, and the advice to raise the lr would be the wrong one.
-MASKED_BY = {"diverged": {"lr_too_high", "not_learning", "lr_too_low", "plateau", "underfitting", "exploding_gradients"},
+MASKED_BY = {"diverged": {"lr_too_high", "not_learning", "lr_too_low", "plateau", "underfitting", "exploding_gradients",
+                          "overfitting"},
              "not_learning": {"lr_too_low", "plateau", "underfitting"},
              "exploding_gradients": {"lr_too_low", "underfitting"}}
 

@@ -56,6 +56,14 @@ def test_a_nan_loss_is_diverged_and_masks_what_only_repeats_it():
     assert finding.code == "diverged" and finding.severity == ERROR and finding.evidence["step"] == 4
 
 
+def test_a_diverged_run_is_not_called_overfitting():
+    # The val loss rose from its best while the train loss, astronomically high at first, fell back.
+    rows = run_rows([2.5e5, 3.0, 2.4, 2.3], [2.2, 2.6, 2.9, 3.1], train_accs=[0.1] * 4,
+                    step_losses=[2.3, 5.0, 9e5, 2.5] * 4)
+    status = {**STATUS, "diverged_at_step": 3}
+    assert [f.code for f in diagnose(rows, status, CONFIG)] == ["diverged"]
+
+
 def test_the_step_a_diverged_run_stopped_at_is_named():
     finding = diagnose(run_rows([2.3], [2.2], train_accs=[0.1]), {**STATUS, "diverged_at_step": 17}, CONFIG)[0]
     assert finding.code == "diverged" and "step 17" in finding.message
