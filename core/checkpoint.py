@@ -68,7 +68,7 @@ def load_checkpoint(path: Path, device="cpu") -> dict:
     path = Path(path)
     # Any other file than a zip archive is left to torch.load: its refusal says more (a pickle with
     # code in it: nothing in it ran).
-    damage = torch_file_damage(path) if zipfile.is_zipfile(path) else None
+    damage = _archive_damage(path) if zipfile.is_zipfile(path) else None
     if damage:
         raise UnreadableCheckpoint(f"{path} is not a readable Trainboard checkpoint: it {damage}")
     try:
@@ -103,10 +103,18 @@ def torch_file_damage(path: Path) -> str | None:
     neither: torn tensor bytes load silently, and predict garbage or train to NaN. It reads the whole
     file: ~25-35 ms for 45 MB (resnet18) on a 2-core VM, where torch.load then takes ~60-75 ms."""
     try:
-        if not zipfile.is_zipfile(path):
-            with open(path, "rb") as handle:
-                legacy = handle.read(len(LEGACY_PICKLE_START)) == LEGACY_PICKLE_START
-            return None if legacy else "is not a PyTorch weights file (corrupt, or another file under its name)"
+        if zipfile.is_zipfile(path):
+            return _archive_damage(path)
+        with open(path, "rb") as handle:
+            legacy = handle.read(len(LEGACY_PICKLE_START)) == LEGACY_PICKLE_START
+        return None if legacy else "is not a PyTorch weights file (corrupt, or another file under its name)"
+    except OSError as error:
+        return f"is corrupt ({type(error).__name__}: {str(error)[:120]})"
+
+
+def _archive_damage(path: Path) -> str | None:
+    """torch_file_damage of a file known to be a zip archive."""
+    try:
         with zipfile.ZipFile(path) as archive:
             if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
                 return "is not a PyTorch weights file (a zip archive without torch's data.pkl)"

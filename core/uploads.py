@@ -189,6 +189,14 @@ def existing_dataset(root: Path, name: str) -> ManagedDataset:
     return ManagedDataset(name, path, class_counts(path))
 
 
+def dataset_at(root: Path, folder: str | os.PathLike) -> str | None:
+    """The name of the uploaded dataset in `root` whose folder `folder` is, or None."""
+    if not str(folder).strip():
+        return None
+    folder = Path(folder).expanduser().resolve()
+    return folder.name if folder.parent == Path(root).resolve() and folder.name in dataset_names(root) else None
+
+
 def holds(dataset_path: Path, folder: str | os.PathLike) -> bool:
     """Whether `folder` (a run's or the picker's data path) is the dataset's folder or inside it."""
     if not str(folder).strip():
@@ -268,8 +276,7 @@ def remove_images(root: Path, name: str, files: Iterable[str | os.PathLike], sto
             raise DatasetRefused(f"that would leave class {class_name} of {name} without images: delete the class "
                                  "instead; nothing was deleted")
     _refuse_while_trained_on(dataset, store, "deleting images")
-    _remove_leftovers(root)
-    trash = root / f"{TRASH_PREFIX}{secrets.token_hex(6)}"
+    trash = _new_trash(root)
     trash.mkdir()
     moved = []
     try:
@@ -306,12 +313,17 @@ def _refuse_while_trained_on(dataset: ManagedDataset, store, doing: str) -> None
                              f"{'it' if len(busy) == 1 else 'them'} before {doing}; nothing was deleted")
 
 
+def _new_trash(root: Path) -> Path:
+    """A fresh hidden trash name in `root`, after removing what earlier deletions left there."""
+    _remove_leftovers(root)
+    return root / f"{TRASH_PREFIX}{secrets.token_hex(6)}"
+
+
 def _remove_through_trash(root: Path, path: Path, gone: str, failed: str) -> None:
     """One rename to a hidden trash name in `root` takes `path` out of every listing at once, then the
     trash is removed: a deletion killed midway leaves nothing half-visible (_remove_leftovers ends it).
     `gone`, `failed`: the DatasetRefused messages when the rename finds nothing, or fails."""
-    _remove_leftovers(root)
-    trash = root / f"{TRASH_PREFIX}{secrets.token_hex(6)}"
+    trash = _new_trash(root)
     try:
         os.rename(path, trash)
     except FileNotFoundError:            # deleted a moment ago by another tab or process

@@ -93,11 +93,13 @@ def _delete_dataset(root) -> None:
     except uploads.DatasetRefused as refused:
         st.session_state[DELETE_RESULT] = (False, f"Nothing was deleted: {refused}")
         return
-    runs_note = "Runs trained on it keep their curves; evaluating or resuming them needs the data."
-    st.session_state[DELETE_RESULT] = (True, (
-        f"Deleted class {part} of {dataset.name} and its {removed:,} images; {len(dataset.counts)} classes and "
-        f"{dataset.images:,} images are left." if part != WHOLE_DATASET else
-        f"Deleted {dataset.name} and its {dataset.images:,} images.") + " " + runs_note)
+    if part != WHOLE_DATASET:
+        done = (f"Deleted class {part} of {dataset.name} and its {removed:,} images; {len(dataset.counts)} classes "
+                f"and {dataset.images:,} images are left.")
+    else:
+        done = f"Deleted {dataset.name} and its {dataset.images:,} images."
+    st.session_state[DELETE_RESULT] = (True, f"{done} Runs trained on it keep their curves; evaluating or resuming "
+                                             "them needs the data.")
     st.session_state[DELETE_CHOICE] = None
     st.session_state.pop(f"{DELETE_PART}_{name}", None)
     st.session_state.pop(UPLOAD_RESULT, None)         # it may describe what was just deleted
@@ -131,15 +133,6 @@ def delete_section(root, datasets: list[uploads.ManagedDataset]) -> None:
                      "evaluating or resuming them needs the data.")
         st.button("Yes, delete it", type="primary", key="up_delete", disabled=name is None,
                   on_click=_delete_dataset, args=(root,))
-
-
-def uploaded_dataset_of(config: RunConfig) -> str | None:
-    """The name of the uploaded dataset whose folder `config` reads, if it is one."""
-    root = shared.datasets_dir()
-    folder = Path(config.data_path).expanduser().resolve() if config.data_path else None
-    if config.dataset != "image-folder" or folder is None or folder.parent != root:
-        return None
-    return folder.name if folder.name in uploads.dataset_names(root) else None
 
 
 def _delete_images(name: str, key: str) -> None:
@@ -269,7 +262,7 @@ grid = thumbnails(key, class_index, page)
 st.image(grid.images, width=72, caption=[f"#{page * PER_PAGE + i}" for i in range(len(grid.images))])
 if grid.refused:
     st.caption("Blank: cannot be read. " + "; ".join(f"{path}: {reason}" for path, reason in grid.refused))
-uploaded = uploaded_dataset_of(config)
+uploaded = uploads.dataset_at(shared.datasets_dir(), config.data_path) if config.dataset == "image-folder" else None
 if uploaded:
     delete_images_section(uploaded, view.members[class_index][page * PER_PAGE:(page + 1) * PER_PAGE], page,
                           key=f"{IMAGES_CHOICE}_{classes_key}_{class_index}_{page}")
