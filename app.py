@@ -1,7 +1,7 @@
 """Trainboard: train, inspect and serve PyTorch image classifiers from the browser."""
 import streamlit as st
 
-from pages import shared
+from pages.common import shared
 
 st.set_page_config(page_title="Trainboard", page_icon=":material/monitoring:", layout="wide")
 

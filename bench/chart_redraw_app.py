@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core import plots  # noqa: E402
+from core.analysis import plots  # noqa: E402
 
 TABLE = pd.DataFrame({"run": [f"run-{i}" for i in range(3)], "state": ["running", "completed", "failed"],
                       "progress": [0.41, 1.0, 0.2], "best val acc": [0.9, 0.91, 0.5], "duration": [10.0, 200, 30]})

@@ -1,5 +1,5 @@
 """Opening a 60,000-image folder on the Datasets page: list + sample statistics + one page of
-thumbnails (core.browse), against decoding the whole folder first (core.data.load_dataset), which is
+thumbnails (core.data.browse), against decoding the whole folder first (core.data.datasets.load_dataset), which is
 what a training run does and what a notebook would do to look at the data.
 
     .venv/bin/python bench/dataset_browse.py [--images 60000]
@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core.browse import view_dataset  # noqa: E402
+from core.data.browse import view_dataset  # noqa: E402
 from core.config import RunConfig  # noqa: E402
-from core.data import load_dataset  # noqa: E402
+from core.data.datasets import load_dataset  # noqa: E402
 
 
 def make_folder(root: Path, images: int, classes: int = 10) -> None:

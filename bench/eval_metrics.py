@@ -1,4 +1,4 @@
-"""The evaluation report for 1,000,000 predictions x 10 classes: core.metrics against scikit-learn's
+"""The evaluation report for 1,000,000 predictions x 10 classes: core.analysis.metrics against scikit-learn's
 per-class functions computing the same figures on the same arrays.
 
     .venv/bin/python bench/eval_metrics.py [--samples 1000000] [--classes 10] [--repeat 3]
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from sklearn import metrics as sk  # noqa: E402
 
-from core.metrics import classification_report  # noqa: E402
+from core.analysis.metrics import classification_report  # noqa: E402
 
 TARGET_S = 1.5     # the whole report for 1,000,000 x 10, on this project's 2-core VM
 
@@ -64,7 +64,7 @@ def main() -> None:
     assert abs(report["micro"]["roc_auc"] - reference["micro_auc"]) < 1e-9
     assert abs(report["micro"]["average_precision"] - reference["micro_ap"]) < 1e-9
     print(f"{args.samples:,} predictions x {args.classes} classes")
-    print(f"core.metrics.classification_report (every figure of report.json): {ours:6.2f} s "
+    print(f"core.analysis.metrics.classification_report (every figure of report.json): {ours:6.2f} s "
           f"(median of {', '.join(f'{t:.2f}' for t in times)})")
     print(f"scikit-learn per-class functions (same figures):                  {theirs:6.2f} s")
     print(f"ratio sklearn/ours = {theirs / ours:.2f}x")

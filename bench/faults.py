@@ -25,9 +25,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import pytest  # noqa: E402  (its MonkeyPatch undoes the injected faults)
 
 from conftest import tiny_digits  # noqa: E402
-from core.images import ImageRefused, decode  # noqa: E402
-from core.store import DISK_ERRORS, RunStore  # noqa: E402
-from core.worker import run_training  # noqa: E402
+from core.data.images import ImageRefused, decode  # noqa: E402
+from core.runs.store import DISK_ERRORS, RunStore  # noqa: E402
+from core.training.worker import run_training  # noqa: E402
 from crash_points import KILL_SITES, check_intact, train_until_killed  # noqa: E402
 
 

@@ -12,7 +12,7 @@
 2. Throughput of Trainboard runs of resnet18 at 28x28 at batch 128, 512, 2048 and batch_size auto
    (the probe's trials and choice printed). Target: auto >= 4x batch 128.
 3. The fast recipe (core.config.RECIPES["fast"]) on real Fashion-MNIST: test accuracy of best.pt
-   (core.evaluate.predict_split, with the recipe's test-time flip) and the wall time of the run.
+   (core.analysis.evaluate.predict_split, with the recipe's test-time flip) and the wall time of the run.
    Target: >= 95.0% within 120 s.
 
     python bench/gpu_train.py --data /usr/share/datasets/fashion-mnist [--rounds 3] [--json out.json]
@@ -38,15 +38,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.augment import BatchPreprocessor  # noqa: E402
-from core.checkpoint import load_checkpoint  # noqa: E402
+from core.data.augment import BatchPreprocessor  # noqa: E402
+from core.runs.checkpoint import load_checkpoint  # noqa: E402
 from core.config import RECIPES, RunConfig  # noqa: E402
-from core.data import load_dataset  # noqa: E402
-from core.evaluate import predict_split  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.store import RunStore  # noqa: E402
-from core.trainer import epoch_order  # noqa: E402
-from core.worker import run_training  # noqa: E402
+from core.data.datasets import load_dataset  # noqa: E402
+from core.analysis.evaluate import predict_split  # noqa: E402
+from core.models.registry import build_model  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
+from core.training.trainer import epoch_order  # noqa: E402
+from core.training.worker import run_training  # noqa: E402
 
 
 PARTS = ("overhead", "batch-sizes", "recipe")

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.export import _write_onnx, onnx_session  # noqa: E402
-from core.models import build_model  # noqa: E402
+from core.serving.export import _write_onnx, onnx_session  # noqa: E402
+from core.models.registry import build_model  # noqa: E402
 
 SHAPE = (3, 32, 32)
 

@@ -1,7 +1,7 @@
 """One live refresh of the Train page's chart fragment on a run with 100,000 metric lines.
 
-The fragment reads only the lines appended since its last refresh (core.live.LiveMetrics), then
-draws downsampled curves (core.plots). Baseline, measured in the same run: re-reading the whole file
+The fragment reads only the lines appended since its last refresh (core.runs.live.LiveMetrics), then
+draws downsampled curves (core.analysis.plots). Baseline, measured in the same run: re-reading the whole file
 with pandas on every refresh, as a notebook would. Target: the fragment's own work under 50 ms.
 
     .venv/bin/python bench/live_refresh.py [--lines 100000] [--repeats 20]
@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from core import plots  # noqa: E402
-from core.live import LiveMetrics  # noqa: E402
+from core.analysis import plots  # noqa: E402
+from core.runs.live import LiveMetrics  # noqa: E402
 
 
 def metric_line(step: int) -> str:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
-from core.store import RunStore, atomic_write_bytes, atomic_write_json  # noqa: E402
+from core.runs.store import RunStore, atomic_write_bytes, atomic_write_json  # noqa: E402
 
 
 def make_runs(root: Path, count: int) -> list[str]:

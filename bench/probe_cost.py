@@ -1,7 +1,7 @@
 """What do probes cost? Training with ProbeRecorder at the default probe_interval against the same
 training without it, both measured in the same run.
 
-Each side is a child process running core.trainer.Trainer on digits at its default settings (16x16,
+Each side is a child process running core.training.trainer.Trainer on digits at its default settings (16x16,
 batch 64, 20 steps per epoch, so an epoch-end probe every 20 steps: the most probes per step a
 default run makes), the same seed, sample order and model; the only difference is the ProbeRecorder
 (writing probes.jsonl to a temp folder). As in bench/train_overhead.py, the two train at the same time
@@ -16,7 +16,7 @@ Two figures per model:
   probing side's training time. On a CPU everything a hook starts runs inside it, so this is the
   cost without the pairing's noise.
 Also the probes.jsonl size per record, and what it makes for resnet18 over 30 epochs (extrapolated
-from the records written here by counting the probed steps with core.probes.is_probed).
+from the records written here by counting the probed steps with core.training.probes.is_probed).
 
     .venv/bin/python bench/probe_cost.py [--models simple-cnn,resnet18] [--rounds 3] [--epochs 30,4]
 """
@@ -45,10 +45,10 @@ def side(model: str, epochs: int, probes: bool, out: Path) -> None:
     import torch
 
     from core.config import RunConfig
-    from core.data import load_dataset
-    from core.probes import ProbeRecorder
-    from core.store import JsonLinesWriter
-    from core.trainer import Callback, Trainer
+    from core.data.datasets import load_dataset
+    from core.training.probes import ProbeRecorder
+    from core.runs.store import JsonLinesWriter
+    from core.training.trainer import Callback, Trainer
 
     class EpochClock(Callback):
         """(start, end, samples/s) of each epoch's training phase, wall-clock time."""
@@ -124,7 +124,7 @@ def one_round(model: str, epochs: int, probes_first: bool, folder: Path) -> tupl
 
 
 def records_for(steps_per_epoch: int, epochs: int, interval: int) -> int:
-    from core.probes import is_probed
+    from core.training.probes import is_probed
     return sum(is_probed(step, (step - 1) % steps_per_epoch, steps_per_epoch, interval)
                for step in range(1, steps_per_epoch * epochs + 1))
 

@@ -34,10 +34,10 @@ from bench.app_server import free_port  # noqa: E402
 
 def serve_mode(runs: str, run_id: str, port: int, unlimited: bool) -> None:
     """The child: one service on 127.0.0.1:port, with its limits or without them."""
-    from core.images import MAX_PIXELS
-    from core.inference import Predictor
-    from core.serve import Limits, listen, serve
-    from core.store import RunStore
+    from core.data.images import MAX_PIXELS
+    from core.serving.inference import Predictor
+    from core.serving.service import Limits, listen, serve
+    from core.runs.store import RunStore
     limits = Limits(max_pixels=MAX_PIXELS, concurrency=10_000, waiting=0) if unlimited else Limits()
     listener = listen("127.0.0.1", port)
     serve(Predictor(RunStore(runs), run_id, backend="onnx"), run_id, listener, limits)
@@ -138,11 +138,11 @@ def main() -> None:
         return
 
     from core.config import RunConfig
-    from core.images import MAX_PIXELS
-    from core.inference import ensure_export
-    from core.serve import MAX_SERVE_PIXELS, Limits
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.data.images import MAX_PIXELS
+    from core.serving.inference import ensure_export
+    from core.serving.service import MAX_SERVE_PIXELS, Limits
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     with tempfile.TemporaryDirectory() as folder:
         store = RunStore(Path(folder) / "runs")
         run_id = store.create_run(RunConfig.for_dataset("digits", image_size=16, epochs=1))

@@ -1,5 +1,5 @@
 """A folder too large for memory: how fast DataLoader workers decode it, and what a run streaming it
-trains at against the same folder held in memory (core.data.StreamingSplit against MemorySplit).
+trains at against the same folder held in memory (core.data.datasets.StreamingSplit against MemorySplit).
 
     .venv/bin/python bench/stream_decode.py [--images 4000] [--size 64] [--rounds 3] [--workers 0 1 2]
 
@@ -26,12 +26,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import core.data  # noqa: E402
+import core.data.datasets  # noqa: E402
 from core.config import RunConfig  # noqa: E402
-from core.data import StreamingSplit  # noqa: E402
-from core.folders import list_folder  # noqa: E402
-from core.store import RunStore  # noqa: E402
-from core.worker import run_training  # noqa: E402
+from core.data.datasets import StreamingSplit  # noqa: E402
+from core.data.folders import list_folder  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
+from core.training.worker import run_training  # noqa: E402
 
 CLASSES = 10
 PHOTO_SIDE = 256
@@ -89,7 +89,7 @@ def training(root: Path, size: int, device: str) -> None:
         store = RunStore(Path(folder) / "runs")
         rows = {}
         for how, limit in (("streamed", 0), ("in memory", 2 * 1024**3)):
-            core.data.IN_MEMORY_LIMIT_BYTES = limit
+            core.data.datasets.IN_MEMORY_LIMIT_BYTES = limit
             config = RunConfig.for_dataset("image-folder", data_path=str(root), image_size=size, channels=3,
                                            model="simple-cnn", epochs=2, batch_size=BATCH, device=device,
                                            name=how)

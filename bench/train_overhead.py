@@ -1,7 +1,7 @@
 """What does Trainboard's machinery cost? A bare PyTorch loop against a Trainer run under JobManager.
 
-Both sides do the same training work: the model from core.models.build_model (same seed), the
-in-memory digits data in the same sample order (core.trainer.epoch_order), the batch size,
+Both sides do the same training work: the model from core.models.registry.build_model (same seed), the
+in-memory digits data in the same sample order (core.training.trainer.epoch_order), the batch size,
 BatchPreprocessor on uint8 batches, AdamW, and on CUDA the same bf16 autocast. Neither reads a value
 per step: the bare loop sums loss and accuracy on the device and reads them once per log interval, as
 Trainer's IntervalMeter does. Only the managed run pays for Trainboard: a child process started by a
@@ -53,13 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.augment import BatchPreprocessor  # noqa: E402
+from core.data.augment import BatchPreprocessor  # noqa: E402
 from core.config import RunConfig  # noqa: E402
-from core.data import load_dataset  # noqa: E402
-from core.jobs import JobManager  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.store import RunStore  # noqa: E402
-from core.trainer import epoch_order  # noqa: E402
+from core.data.datasets import load_dataset  # noqa: E402
+from core.jobs.manager import JobManager  # noqa: E402
+from core.models.registry import build_model  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
+from core.training.trainer import epoch_order  # noqa: E402
 
 
 def bare_loop(config: RunConfig, dataset, device: torch.device, more=None) -> list[tuple]:

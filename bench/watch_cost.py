@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.app_server import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app_process  # noqa: E402
-from core.states import HEARTBEAT_STALE_S  # noqa: E402
+from core.runs.states import HEARTBEAT_STALE_S  # noqa: E402
 
 FASHION_FOLDER = Path("/usr/share/datasets/fashion-mnist")   # Debian's dataset-fashion-mnist
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

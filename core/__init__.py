@@ -1,1 +1,2 @@
-"""Trainboard core engine: data, models, training, run store, jobs. Never imports streamlit."""
+"""Trainboard's engine, by concern: data, models, training, runs (the run store), jobs, analysis,
+serving, and the command line (cli). Never imports streamlit."""

@@ -15,9 +15,9 @@ import sys
 import time
 
 from core.config import DATASETS, SETTINGS, ConfigError, RunConfig, settings_help
-from core.lease import LeaseHeld, check_not_running
-from core.states import RESUMABLE_STATES, STOPPED, InvalidTransition
-from core.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, BadAnnotation, InvalidRunId,
+from core.runs.lease import LeaseHeld, check_not_running
+from core.runs.states import RESUMABLE_STATES, STOPPED, InvalidTransition
+from core.runs.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, BadAnnotation, InvalidRunId,
                         RunNotFound, RunStore, UnreadableRun, default_runs_dir)
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_REFUSED_FILES = 0, 1, 2, 3
@@ -34,7 +34,7 @@ class Rejected(Exception):
 
 def _progress_callback(total_steps_hint: int):
     from tqdm import tqdm
-    from core.trainer import Callback
+    from core.training.trainer import Callback
 
     class TqdmProgress(Callback):
         """A tqdm bar over optimizer steps, the latest loss in its postfix."""
@@ -65,7 +65,7 @@ def _progress_callback(total_steps_hint: int):
 
 def _train_and_report(store: RunStore, run_id: str) -> int:
     """Train in this process; the outcome on stdout, a failure's error once on stderr."""
-    from core.worker import run_training
+    from core.training.worker import run_training
     try:
         state = run_training(store, run_id, [_progress_callback(0)])
     except (UnreadableRun, InvalidTransition) as error:
@@ -84,7 +84,7 @@ def _train_and_report(store: RunStore, run_id: str) -> int:
 def launch_config(args) -> RunConfig:
     """The RunConfig that --dataset, the shortcuts and --set describe, checked as a launch is
     (settings and data); Rejected with every problem."""
-    from core.data import validate_run_config
+    from core.data.datasets import validate_run_config
     overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs), ("lr", args.lr),
                                    ("data_path", args.data), ("name", getattr(args, "name", None)))
                  if v is not None}
@@ -201,7 +201,7 @@ def cmd_show(args, store: RunStore) -> int:
 
 
 def cmd_eval(args, store: RunStore) -> int:
-    from core.evaluate import evaluate_run
+    from core.analysis.evaluate import evaluate_run
     store.existing_run_dir(args.run_id)     # RunNotFound / InvalidRunId -> exit 2
     try:
         report, _ = evaluate_run(store, args.run_id, args.checkpoint, args.split)
@@ -218,7 +218,7 @@ def cmd_eval(args, store: RunStore) -> int:
               f"{row['support']:>8}")
     print(f"report: {store.eval_dir(args.run_id, args.checkpoint, args.split) / 'report.json'}")
     if args.report:
-        from core.report import evaluation_html
+        from core.analysis.report import evaluation_html
         text = evaluation_html(store, args.run_id, args.checkpoint, args.split)
         try:
             with open(args.report, "w", encoding="utf-8") as handle:
@@ -230,7 +230,7 @@ def cmd_eval(args, store: RunStore) -> int:
 
 
 def _predictor(args, store: RunStore):
-    from core.inference import Predictor
+    from core.serving.inference import Predictor
     store.existing_run_dir(args.run_id)     # RunNotFound / InvalidRunId -> exit 2
     try:
         return Predictor(store, args.run_id, backend=args.backend)
@@ -240,7 +240,7 @@ def _predictor(args, store: RunStore):
 
 def cmd_predict(args, store: RunStore) -> int:
     """One JSON object per line per file, a refused file's included; exit 3 when some were refused."""
-    from core.images import ImageRefused, read_image_file
+    from core.data.images import ImageRefused, read_image_file
     predictor = _predictor(args, store)
     refused = 0
     for name in args.files:
@@ -254,7 +254,7 @@ def cmd_predict(args, store: RunStore) -> int:
 
 
 def cmd_export(args, store: RunStore) -> int:
-    from core.export import ExportError, export_run
+    from core.serving.export import ExportError, export_run
     store.existing_run_dir(args.run_id)
     try:
         report = export_run(store, args.run_id, quantize=args.quantize, torchscript=args.torchscript)
@@ -272,7 +272,7 @@ def cmd_export(args, store: RunStore) -> int:
 
 
 def cmd_serve(args, store: RunStore) -> int:
-    from core.serve import Limits, listen, serve
+    from core.serving.service import Limits, listen, serve
     given = {"concurrency": args.concurrency, "body_timeout_s": args.body_timeout}
     limits = Limits(max_bytes=args.max_mb * 1024 * 1024, **{k: v for k, v in given.items() if v is not None})
     if limits.concurrency < 1 or limits.body_timeout_s <= 0 or args.max_mb < 1:
@@ -292,7 +292,7 @@ def cmd_serve(args, store: RunStore) -> int:
 
 
 def cmd_tensorboard(args, store: RunStore) -> int:
-    from core.tensorboard_export import export_tensorboard
+    from core.analysis.tensorboard_export import export_tensorboard
     try:
         result = export_tensorboard(store, args.run_id, args.out)
     except ValueError as error:         # --out holds files that are not an earlier export
@@ -307,7 +307,7 @@ def cmd_tensorboard(args, store: RunStore) -> int:
 
 def cmd_lr_find(args, store: RunStore) -> int:
     from tqdm import tqdm
-    from core.lr_find import find_lr
+    from core.training.lr_find import find_lr
     problems = [problem for bad, problem in (
         (not 0 < args.min_lr < args.max_lr, f"--min-lr ({args.min_lr:g}) must be above 0 and below --max-lr "
                                             f"({args.max_lr:g})"),
@@ -326,7 +326,7 @@ def cmd_lr_find(args, store: RunStore) -> int:
 
 
 def cmd_diagnose(args, store: RunStore) -> int:
-    from core.diagnosis import diagnose_run
+    from core.analysis.diagnosis import diagnose_run
     findings = diagnose_run(store, args.run_id)
     print(json.dumps({"run_id": args.run_id, "state": store.read_status(args.run_id)["state"],
                       "findings": [finding.to_dict() for finding in findings]}, indent=1))
@@ -334,7 +334,7 @@ def cmd_diagnose(args, store: RunStore) -> int:
 
 
 def cmd_import_data(args, store: RunStore) -> int:
-    from core.uploads import UploadRefused, datasets_dir, import_zip
+    from core.data.uploads import UploadRefused, datasets_dir, import_zip
     try:
         result = import_zip(args.zip, datasets_dir(store.root), args.name, add=args.add)
     except UploadRefused as error:
@@ -350,7 +350,7 @@ def cmd_import_data(args, store: RunStore) -> int:
 
 
 def cmd_delete_data(args, store: RunStore) -> int:
-    from core.uploads import (DatasetRefused, datasets_dir, delete_dataset, existing_dataset, remove_class,
+    from core.data.uploads import (DatasetRefused, datasets_dir, delete_dataset, existing_dataset, remove_class,
                               remove_images, removable_class)
     root = datasets_dir(store.root)
     one_class = args.class_name is not None

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.models import MODEL_SPECS, MODELS
+from core.models.registry import MODEL_SPECS, MODELS
 
 CONFIG_SCHEMA_VERSION = 2     # 1: config.json before the version was written (same fields)
 
@@ -249,7 +249,7 @@ class RunConfig:
         channels, read from a few file headers), then `overrides` on top."""
         values = dict(DATASET_DEFAULTS.get(dataset, {}))
         if dataset in FOLDER_DATASETS and overrides.get("data_path"):
-            from core.folders import proposed_shape     # here, not at the top: core.folders imports this
+            from core.data.folders import proposed_shape     # here, not at the top: core.data.folders imports this
             values.update(proposed_shape(dataset, overrides["data_path"], overrides.get("labels_csv", "")))
         # A pretrained network's own input size beats the data's: its weights were trained at it.
         spec = MODEL_SPECS.get(overrides.get("model", values.get("model", cls.model)))

@@ -22,8 +22,8 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
-from core.store import RunStore  # noqa: E402
-from core.worker import run_training  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
+from core.training.worker import run_training  # noqa: E402
 
 DOCS = ROOT / "docs"
 FIRST_RENDER_MS = 90_000       # the first page of a fresh server imports torch; 2 busy cores are slow
@@ -51,7 +51,7 @@ class Demo:
 
 def make_demo_runs(runs: Path) -> dict[str, str]:
     """Train the demo runs (seconds each), evaluate one on test (the Runs page's test acc), tag them."""
-    from core.evaluate import evaluate_run
+    from core.analysis.evaluate import evaluate_run
     store = RunStore(runs)
     ids = {}
     for name, settings in DEMO_RUNS.items():

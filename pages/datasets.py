@@ -7,10 +7,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import plots, uploads
+from core.analysis import plots
+
+from core.data import uploads
 from core.config import SETTINGS, RunConfig
-from core.data import DatasetError
-from pages import forms, shared
+from core.data.datasets import DatasetError
+from pages.common import forms, shared
 
 shared.ensure_app_navigation()
 
@@ -21,7 +23,7 @@ st.title("Datasets")
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
 def dataset_view(config_json: str):
-    from core.browse import view_dataset
+    from core.data.browse import view_dataset
     return view_dataset(RunConfig.from_json(config_json))
 
 
@@ -284,7 +286,7 @@ with st.container(border=True):
 
 import torch  # noqa: E402  (only this section needs it; the rest of the page stays light)
 
-from core.augment import BatchPreprocessor  # noqa: E402
+from core.data.augment import BatchPreprocessor  # noqa: E402
 
 aug_config = RunConfig(aug_random_crop=crop, aug_flip=flip, aug_rotation=float(rotation),
                        aug_color_jitter=float(jitter))

@@ -4,12 +4,12 @@ best.pt and its ONNX export."""
 import pandas as pd
 import streamlit as st
 
-from core import plots
-from core.evaluate import cell_rows, misclassified_rows, most_confused_cell, prediction_tiles
-from core.export import export_is_current, read_export_report
-from core.report import REPORT_MISTAKES
-from core.store import CHECKPOINTS, EVAL_SPLITS
-from pages import gallery, shared
+from core.analysis import plots
+from core.analysis.evaluate import cell_rows, misclassified_rows, most_confused_cell, prediction_tiles
+from core.serving.export import export_is_current, read_export_report
+from core.analysis.report import REPORT_MISTAKES
+from core.runs.store import CHECKPOINTS, EVAL_SPLITS
+from pages.common import gallery, shared
 
 shared.ensure_app_navigation()
 
@@ -27,8 +27,8 @@ show_names = cols[2].toggle("File names under the tiles", key="ev_names",
 
 @st.cache_data(show_spinner="Evaluating…", max_entries=8)
 def evaluation(run_id: str, checkpoint: str, split: str, mtime: float):
-    from core.evaluate import evaluate_run
-    from core.metrics import curves
+    from core.analysis.evaluate import evaluate_run
+    from core.analysis.metrics import curves
     report, arrays = evaluate_run(store, run_id, checkpoint, split)
     return report, arrays, curves(arrays["probs"], arrays["labels"])
 
@@ -36,7 +36,7 @@ def evaluation(run_id: str, checkpoint: str, split: str, mtime: float):
 @st.cache_resource(show_spinner=False, max_entries=2)
 def split_images(config_json: str, split: str):
     from core.config import RunConfig
-    from core.data import load_dataset
+    from core.data.datasets import load_dataset
     return load_dataset(RunConfig.from_json(config_json)).splits[split]
 
 
@@ -122,7 +122,7 @@ def onnx_download(run_id: str) -> None:
             "Export to ONNX", key="ev_export", help="Writes model.onnx beside best.pt (dynamic batch axis) and "
                                                     "checks it against torch on random and validation inputs"):
         with st.spinner("Exporting best.pt to ONNX and checking it against torch…"):
-            from core.export import export_run
+            from core.serving.export import export_run
             try:
                 export_run(store, run_id)
                 st.session_state.pop(error_key, None)
@@ -148,7 +148,7 @@ cols = st.columns(3)
 
 
 def report_html() -> str:      # built when the button is clicked (on a thread of Streamlit's, not the script's)
-    from core.report import evaluation_html
+    from core.analysis.report import evaluation_html
     return evaluation_html(store, run_id, checkpoint, split, split_data=split_data)
 
 
@@ -160,6 +160,6 @@ best = store.checkpoint_path(run_id, "best")
 cols[1].download_button(f"best.pt ({best.stat().st_size / 1024**2:.2f} MB)", best.read_bytes, f"{run_id}-best.pt",
                         mime="application/octet-stream", key="ev_best", on_click="ignore")
 cols[1].caption("Weights, settings, classes and normalisation: `torch.load(path, weights_only=True)`, "
-                "or `core.checkpoint.load_model(path)` for the model.")
+                "or `core.runs.checkpoint.load_model(path)` for the model.")
 with cols[2]:
     onnx_download(run_id)

@@ -1,8 +1,8 @@
 """Home: what Trainboard is, and the state of the runs at a glance."""
 import streamlit as st
 
-from core.states import ACTIVE_STATES, COMPLETED, RESUMABLE_STATES
-from pages import shared
+from core.runs.states import ACTIVE_STATES, COMPLETED, RESUMABLE_STATES
+from pages.common import shared
 
 shared.ensure_app_navigation()
 

@@ -3,9 +3,9 @@ histograms over time, update-to-weight ratios and dead ReLU units, live while it
 import numpy as np
 import streamlit as st
 
-from core import insight, plots
-from core.states import ACTIVE_STATES
-from pages import shared
+from core.analysis import insight, plots
+from core.runs.states import ACTIVE_STATES
+from pages.common import shared
 
 shared.ensure_app_navigation()
 

@@ -2,12 +2,12 @@
 import pandas as pd
 import streamlit as st
 
-from core import plots
+from core.analysis import plots
 from core.config import SETTINGS
-from core.data import DatasetError, class_count
-from core.models import MODEL_SPECS, model_input_shape, set_backbone_frozen
-from core.store import CHECKPOINTS
-from pages import forms, shared
+from core.data.datasets import DatasetError, class_count
+from core.models.registry import MODEL_SPECS, model_input_shape, set_backbone_frozen
+from core.runs.store import CHECKPOINTS
+from pages.common import forms, shared
 
 shared.ensure_app_navigation()
 
@@ -27,7 +27,7 @@ def network_input(name: str, data_shape: tuple) -> str:
 
 @st.cache_resource(show_spinner="Building the model…", max_entries=8)
 def fresh(name: str, shape: tuple, classes: int, frozen: bool):
-    from core.inspect_model import fresh_model
+    from core.models.inspection import fresh_model
     model = fresh_model(name, shape, classes)
     set_backbone_frozen(model, name, frozen)
     return model
@@ -35,7 +35,7 @@ def fresh(name: str, shape: tuple, classes: int, frozen: bool):
 
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=4)
 def from_checkpoint(path: str, mtime: float):
-    from core.checkpoint import load_model
+    from core.runs.checkpoint import load_model
     model, checkpoint = load_model(path)
     config = checkpoint["config"]
     # As the run left it: a backbone frozen throughout shows as frozen.
@@ -52,7 +52,7 @@ def layers(name: str, shape: tuple, classes: int, _model) -> list[dict]:
     """The layer table of `_model`, a `name` built for data of `shape` with `classes` classes: those
     three make the network, so the table is made once for them, whatever the weights, the frozen
     layers or the other widgets (torchinfo runs the network: seconds for a ResNet-50 at 224)."""
-    from core.inspect_model import layer_table
+    from core.models.inspection import layer_table
     return layer_table(_model, model_input_shape(name, *shape), DEEPEST)
 
 
@@ -60,7 +60,7 @@ def layers(name: str, shape: tuple, classes: int, _model) -> list[dict]:
 def weights_table(made_of: tuple, _model) -> list[dict]:
     """Per-tensor weight statistics of `_model`, made once per `made_of` (what built it: a fresh
     network's name, shape, classes and freezing, or a checkpoint's path and mtime), not per rerun."""
-    from core.inspect_model import weight_stats
+    from core.models.inspection import weight_stats
     return weight_stats(_model.state_dict())
 
 
@@ -114,7 +114,7 @@ else:
     st.caption(f"{name} from {which}.pt of {run_id}: epoch {loop['epoch']}, step {loop['step']}; "
                f"{network_input(name, shape).lower()}.")
 
-from core.inspect_model import model_size, weight_histogram  # noqa: E402
+from core.models.inspection import model_size, weight_histogram  # noqa: E402
 
 size = model_size(model)
 cols = st.columns(4)

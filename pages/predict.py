@@ -2,10 +2,10 @@
 import pandas as pd
 import streamlit as st
 
-from core import plots
-from core.images import ImageRefused, preview
-from core.store import SERVING_BACKENDS
-from pages import shared
+from core.analysis import plots
+from core.data.images import ImageRefused, preview
+from core.runs.store import SERVING_BACKENDS
+from pages.common import shared
 
 shared.ensure_app_navigation()
 
@@ -23,7 +23,7 @@ top_k = cols[1].slider("Top k", 1, 10, 3, key="pr_topk")
 
 @st.cache_resource(show_spinner="Loading the model (exporting to ONNX if needed)…", max_entries=4)
 def predictor(run_id: str, backend: str, mtime: float):
-    from core.inference import Predictor
+    from core.serving.inference import Predictor
     return Predictor(store, run_id, backend=backend)
 
 

@@ -4,9 +4,9 @@ download its metrics as CSV."""
 import pandas as pd
 import streamlit as st
 
-from core.states import SHOWN_STATES
-from core.store import MAX_NOTE_LENGTH, BadAnnotation, UnreadableRun
-from pages import shared
+from core.runs.states import SHOWN_STATES
+from core.runs.store import MAX_NOTE_LENGTH, BadAnnotation, UnreadableRun
+from pages.common import shared
 
 shared.ensure_app_navigation()
 

@@ -5,14 +5,14 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import plots
+from core.analysis import plots
 from core.config import SETTINGS, RunConfig, read_config_values
-from core.data import validate_run_config
-from core.diagnosis import diagnose
-from core.live import LiveMetrics
-from core.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
-from core.store import UnreadableRun, clone_name
-from pages import compare, curves, forms, shared
+from core.data.datasets import validate_run_config
+from core.analysis.diagnosis import diagnose
+from core.runs.live import LiveMetrics
+from core.runs.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
+from core.runs.store import UnreadableRun, clone_name
+from pages.common import compare, curves, forms, shared
 
 shared.ensure_app_navigation()
 

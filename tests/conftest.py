@@ -21,14 +21,14 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def store(tmp_path):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     return RunStore(tmp_path / "runs")
 
 
 @pytest.fixture
 def trained(store):
     """The id of a finished two-epoch digits run in `store`."""
-    from core.worker import run_training
+    from core.training.worker import run_training
     run_id = store.create_run(tiny_digits(epochs=2))
     assert run_training(store, run_id, handle_signals=False) == "completed"
     return run_id

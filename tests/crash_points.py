@@ -28,8 +28,8 @@ def _install(site: str, nth: int) -> None:
     """Patch the write site so that its nth call dies (in this process only: a forked child)."""
     import torch
 
-    import core.callbacks
-    import core.store
+    import core.training.callbacks
+    import core.runs.store
 
     calls = [0]
 
@@ -38,7 +38,7 @@ def _install(site: str, nth: int) -> None:
         return calls[0] == nth
 
     if site == "metrics-partial-line":
-        real_write = core.store.MetricsWriter.write
+        real_write = core.runs.store.MetricsWriter.write
 
         def write(self, row):
             if due():
@@ -46,17 +46,17 @@ def _install(site: str, nth: int) -> None:
                 self.handle.write(line[:len(line) // 2])
                 _die()
             real_write(self, row)
-        core.store.MetricsWriter.write = write
+        core.runs.store.MetricsWriter.write = write
     elif site == "after-metrics-sync":
-        real_sync = core.store.MetricsWriter.sync
+        real_sync = core.runs.store.MetricsWriter.sync
 
         def sync(self):
             real_sync(self)
             if due():
                 _die()
-        core.store.MetricsWriter.sync = sync
+        core.runs.store.MetricsWriter.sync = sync
     elif site in ("before-checkpoint", "after-checkpoint"):
-        real_save = core.callbacks.save_checkpoint
+        real_save = core.training.callbacks.save_checkpoint
 
         def save(state, path):
             if site == "before-checkpoint" and due():
@@ -64,7 +64,7 @@ def _install(site: str, nth: int) -> None:
             real_save(state, path)
             if site == "after-checkpoint" and due():
                 _die()
-        core.callbacks.save_checkpoint = save
+        core.training.callbacks.save_checkpoint = save
     elif site == "inside-checkpoint":
         real_torch_save = torch.save
 
@@ -78,24 +78,24 @@ def _install(site: str, nth: int) -> None:
             return real_torch_save(obj, handle, *args, **kwargs)
         torch.save = torch_save
     elif site == "inside-status-write":
-        real_atomic = core.store.atomic_write_bytes
+        real_atomic = core.runs.store.atomic_write_bytes
 
         def atomic_write_bytes(path, data, fsync=True):
-            if Path(path).name == core.store.STATUS_FILE and due():
+            if Path(path).name == core.runs.store.STATUS_FILE and due():
                 fd, _ = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.",
-                                         suffix=core.store.TEMP_SUFFIX)
+                                         suffix=core.runs.store.TEMP_SUFFIX)
                 os.write(fd, data[:len(data) // 2])
                 _die()
             real_atomic(path, data, fsync)
-        core.store.atomic_write_bytes = atomic_write_bytes
+        core.runs.store.atomic_write_bytes = atomic_write_bytes
     else:
         raise ValueError(f"unknown kill site {site!r}")
 
 
 def _train_until_killed(root: str, run_id: str, site: str, nth: int) -> None:
     _install(site, nth)
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     state = run_training(RunStore(root), run_id, handle_signals=False)
     os._exit(0 if state in ("completed", "stopped") else 1)
 
@@ -107,7 +107,7 @@ def _context():
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "core.worker", "crash_points"])
+        _CONTEXT.set_forkserver_preload(["torch", "core.training.worker", "crash_points"])
     return _CONTEXT
 
 
@@ -140,7 +140,7 @@ def check_intact(store, run_id: str, epochs: int) -> list[str]:
     """What a finished run's files get wrong after any number of kills and resumes (empty: nothing).
     Every metrics and probes line parses; each epoch has exactly one train and one val row, in order;
     step rows and probe records never repeat, each epoch has one epoch-end probe; best.pt is the epoch status.json calls best, with the best val row's value."""
-    from core.checkpoint import load_checkpoint
+    from core.runs.checkpoint import load_checkpoint
     problems = []
     rows = _parsed_lines(store.metrics_path(run_id), "metrics", problems)
     for split in ("train", "val"):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from conftest import tiny_digits
-from core.store import ANNOTATIONS_FILE, BadAnnotation, RunStore, UnreadableRun
+from core.runs.store import ANNOTATIONS_FILE, BadAnnotation, RunStore, UnreadableRun
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_saved_summaries_keep_tags_and_an_older_format_is_rebuilt(store, run_id)
 
 
 def test_test_accuracy_comes_from_the_evaluation_cache_and_goes_stale(store, trained):
-    from core.evaluate import evaluate_run
+    from core.analysis.evaluate import evaluate_run
     assert listed(store, trained).test_acc is None                    # not evaluated: nothing computed here
     evaluate_run(store, trained, "best", "val", device="cpu")
     assert listed(store, trained).test_acc is None                    # val is not test
@@ -101,7 +101,7 @@ def test_test_accuracy_comes_from_the_evaluation_cache_and_goes_stale(store, tra
 
 
 def test_the_run_search_matches_tags(store, run_id):
-    from core.store import matching_runs
+    from core.runs.store import matching_runs
     other = store.create_run(tiny_digits(name="other"))
     store.set_tags(run_id, add=["Baseline", "sweep-7"])
     runs = store.list_runs()

@@ -196,8 +196,8 @@ def test_a_run_started_from_the_cli_appears_in_an_open_tab(page, server):
 
 def test_a_link_opens_the_run_it_names_and_keeps_naming_it(page, server, finished):
     from conftest import tiny_digits
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(server["runs"])
     newest = store.create_run(tiny_digits(image_size=8, epochs=1, name="newer-than-the-link"))
     assert run_training(store, newest, handle_signals=False) == "completed"
@@ -225,8 +225,8 @@ def test_datasets_page_shows_balance_and_samples(page, server):
 def finished(server):
     """A finished run made straight in the server's run store (pages open it by its link)."""
     from conftest import tiny_digits
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(server["runs"])
     run_id = store.create_run(tiny_digits(image_size=16, epochs=3, batch_size=32, name="browser-finished"))
     assert run_training(store, run_id, handle_signals=False) == "completed"

@@ -31,8 +31,8 @@ BROKEN_WORDS_JS = """() => {
 @pytest.fixture(scope="module")
 def weak(server):
     """A barely trained run (~20% accuracy): its most confused cell holds more than one page of samples."""
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(server["runs"])
     run_id = store.create_run(weak_digits(name="browser-weak"))
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -45,7 +45,7 @@ def settled(page):
 
 
 def test_a_confusion_cell_pages_through_all_its_samples(page, server, weak):
-    from core.evaluate import cell_rows, evaluate_run, most_confused_cell
+    from core.analysis.evaluate import cell_rows, evaluate_run, most_confused_cell
     store, run_id = weak
     report, arrays = evaluate_run(store, run_id)
     total = len(cell_rows(arrays, *most_confused_cell(report["confusion_matrix"])))
@@ -77,8 +77,8 @@ def test_a_confusion_cell_pages_through_all_its_samples(page, server, weak):
 def test_download_best_pt_onnx_and_the_report(page, server, weak, tmp_path):
     import onnxruntime as ort
 
-    from core.checkpoint import load_model
-    from core.data import load_dataset
+    from core.runs.checkpoint import load_model
+    from core.data.datasets import load_dataset
     store, run_id = weak
     open_page(page, server, "evaluate")
     settled(page)
@@ -128,7 +128,7 @@ def test_download_best_pt_onnx_and_the_report(page, server, weak, tmp_path):
 
 
 def test_captions_wrap_between_words_never_inside_one(page):
-    from core.gallery import Tile, tiles_html
+    from core.analysis.gallery import Tile, tiles_html
     names = ["automobile", "airplane", "sneaker", "sandal", "ankle boot", "pullover", "T-shirt/top"]
     tiles = [Tile(np.zeros((8, 8), np.uint8), (f"{a} →\u00a0{b}", "0.93"))
              for a, b in zip(names, names[1:] + names[:1])]
@@ -148,9 +148,9 @@ def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, ser
     browser its label (Fashion-MNIST's cell shown as digits' '9')."""
     from conftest import write_png
     from core.config import RunConfig
-    from core.evaluate import evaluate_run, most_confused_cell
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.analysis.evaluate import evaluate_run, most_confused_cell
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(server["runs"])
     runs = {}
     for name, classes in (("browser-shades", ("dark", "mid", "light")), ("browser-tones", ("low", "middle", "high"))):

@@ -10,7 +10,7 @@ from test_charts import written_run
 
 @pytest.fixture(scope="module")
 def two_runs(server):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     store = RunStore(server["runs"])
     older = written_run(store, "opened by a click", 2)
     newer = written_run(store, "the newest", 3)       # the sidebar's choice until the click

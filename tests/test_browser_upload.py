@@ -40,7 +40,7 @@ def pick(page, key: str, option: str):
 
 
 def test_a_zip_uploaded_in_the_browser_becomes_a_dataset_to_pick(page, server, tmp_path):
-    from core.uploads import datasets_dir
+    from core.data.uploads import datasets_dir
     source = colour_zip(tmp_path / "colours.zip")
     open_page(page, server, "datasets")
     expect(page.get_by_test_id("stMetric").first).to_be_visible(timeout=FIRST_RENDER_MS)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from core import plots
-from core.series import XAxis, ema_smooth, steps_per_epoch, time_unit, x_values
+from core.analysis import plots
+from core.analysis.series import XAxis, ema_smooth, steps_per_epoch, time_unit, x_values
 from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 
@@ -165,7 +165,7 @@ def written_run(store, name: str, epochs: int, steps_per_epoch: int = 20, log_ev
     """A finished run's folder as the trainer leaves it (config, status, metrics), written directly:
     the charts read only these files, and training would cost the test its time."""
     from conftest import tiny_digits
-    from core.store import MetricsWriter
+    from core.runs.store import MetricsWriter
     run_id = store.create_run(tiny_digits(name=name, epochs=epochs))
     start = time.time() - 600
     writer = MetricsWriter(store.metrics_path(run_id))
@@ -200,7 +200,7 @@ def chart(app, key: str) -> dict:
 
 @pytest.fixture
 def two_runs(tmp_path):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     store = RunStore(tmp_path / "runs")
     one_epoch = written_run(store, "one epoch", 1)
     three = written_run(store, "three epochs", 3)          # the newest: the chosen run
@@ -261,9 +261,9 @@ def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
 
 def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_controls_change(tmp_path):
     import streamlit as st
-    from core.live import LiveMetrics
-    from core.store import MetricsWriter, RunStore
-    from pages.curves import CURVES, RATES, ChartOptions, run_figures
+    from core.runs.live import LiveMetrics
+    from core.runs.store import MetricsWriter, RunStore
+    from pages.common.curves import CURVES, RATES, ChartOptions, run_figures
     store = RunStore(tmp_path / "runs")
     run_id = written_run(store, "live", 2)
     live = LiveMetrics(store.metrics_path(run_id))
@@ -290,9 +290,9 @@ def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_control
 
 def test_the_lr_chart_shows_a_fine_tuned_backbones_own_lr_once_it_trains(tmp_path):
     import streamlit as st
-    from core.live import LiveMetrics
-    from core.store import MetricsWriter, RunStore
-    from pages.curves import RATES, ChartOptions, run_figures
+    from core.runs.live import LiveMetrics
+    from core.runs.store import MetricsWriter, RunStore
+    from pages.common.curves import RATES, ChartOptions, run_figures
     store = RunStore(tmp_path / "runs")
     run_id = written_run(store, "fine-tune", 1)
     live = LiveMetrics(store.metrics_path(run_id))

@@ -1,4 +1,4 @@
-"""core.checkpoint: the one owner of saving, loading and rebuilding models from checkpoints."""
+"""core.runs.checkpoint: the one owner of saving, loading and rebuilding models from checkpoints."""
 import pickle
 import shutil
 import struct
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import tiny_digits
-from core.checkpoint import (CHECKPOINT_SCHEMA_VERSION, load_checkpoint, load_model, plain_module,
+from core.runs.checkpoint import (CHECKPOINT_SCHEMA_VERSION, load_checkpoint, load_model, plain_module,
                              save_checkpoint, torch_file_damage)
-from core.data import load_dataset
-from core.trainer import Trainer
+from core.data.datasets import load_dataset
+from core.training.trainer import Trainer
 
 
 def test_load_model_rebuilds_what_was_trained(store, trained):

@@ -8,7 +8,7 @@ import time
 
 from conftest import ROOT
 from core.config import SETTINGS
-from core.states import HOST
+from core.runs.states import HOST
 
 
 def test_train_runs_show_and_resume(tmp_path, cli):
@@ -89,7 +89,7 @@ def test_a_failed_run_exits_1(tmp_path, image_folder, cli):
 
 
 def test_a_failure_the_worker_does_not_print_is_said_once_on_stderr(tmp_path, cli, monkeypatch):
-    from core.trainer import Trainer, TrainingDiverged
+    from core.training.trainer import Trainer, TrainingDiverged
 
     def diverge(self):
         raise TrainingDiverged("loss became nan at step 3; try a lower lr or gradient clipping", step=3)
@@ -118,7 +118,7 @@ def test_a_dataset_that_cannot_be_loaded_is_rejected_before_any_run_folder_exist
 
 
 def test_stop_a_queued_or_running_run_and_refuse_a_finished_one(tmp_path, cli, trained):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     from conftest import tiny_digits
     store = RunStore(tmp_path / "runs")
     queued = store.create_run(tiny_digits())
@@ -137,8 +137,8 @@ def test_stop_a_queued_or_running_run_and_refuse_a_finished_one(tmp_path, cli, t
 
 
 def test_delete_asks_for_yes_and_refuses_a_run_that_is_training(tmp_path, cli, trained):
-    from core.lease import RunLease
-    from core.store import RunStore
+    from core.runs.lease import RunLease
+    from core.runs.store import RunStore
     store = RunStore(tmp_path / "runs")
     asked = cli("delete", trained, runs=store.root)       # stdin is not a terminal here: nothing to ask
     assert asked.returncode == 2 and "add --yes" in asked.stderr and store.exists(trained)

@@ -65,7 +65,7 @@ def test_every_field_is_described_once():
 
 
 def test_model_minimum_size_comes_from_the_registry():
-    from core.models import MODEL_SPECS
+    from core.models.registry import MODEL_SPECS
     smallest = MODEL_SPECS["simple-cnn"].min_input_size
     assert f"image_size must be >= {smallest} for simple-cnn, got 4" in RunConfig(image_size=4).validate()
     assert RunConfig(image_size=4, model="mlp").validate() == []

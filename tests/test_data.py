@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.config import RunConfig
-from core.data import (DatasetError, check_data, load_dataset, stratified_split,
+from core.data.datasets import (DatasetError, check_data, load_dataset, stratified_split,
                        validate_run_config)
 from test_pages import app  # noqa: F401  (the AppTest fixture)
 
@@ -71,7 +71,7 @@ def _add_odd_files(image_folder) -> dict[str, str]:
 
 
 def test_odd_files_are_skipped_and_named_with_their_reason(image_folder, monkeypatch):
-    import core.data
+    import core.data.datasets
     expected = _add_odd_files(image_folder)
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
@@ -81,17 +81,17 @@ def test_odd_files_are_skipped_and_named_with_their_reason(image_folder, monkeyp
     assert {path: reason for path, reason in data.skipped}.keys() == expected.keys()
     assert all(expected[path] in reason for path, reason in data.skipped)
     assert any("skipped 4 unreadable" in str(w.message) for w in caught)
-    monkeypatch.setattr(core.data, "SKIPPED_NAMED_IN_INFO", 3)     # status.json stays small
+    monkeypatch.setattr(core.data.datasets, "SKIPPED_NAMED_IN_INFO", 3)     # status.json stays small
     info = data.info()
     assert info["skipped"] == 4 and len(info["skipped_files"]) == 3
     assert all(expected[row["file"]] in row["reason"] for row in info["skipped_files"])
 
 
 def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
-    import core.data
+    import core.data.datasets
     expected = _add_odd_files(image_folder)
-    monkeypatch.setattr(core.data, "IN_MEMORY_LIMIT_BYTES", 10)
-    monkeypatch.setattr(core.data, "decode_sample", lambda files, *args: ([], []))   # found while streaming
+    monkeypatch.setattr(core.data.datasets, "IN_MEMORY_LIMIT_BYTES", 10)
+    monkeypatch.setattr(core.data.datasets, "decode_sample", lambda files, *args: ([], []))   # found while streaming
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8,
                                    batch_size=4, num_workers=0, val_fraction=0.25, test_fraction=0.25)
     data = load_dataset(config)
@@ -107,7 +107,7 @@ def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
 
 
 def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_folder, store, app):
-    from core.worker import run_training
+    from core.training.worker import run_training
     expected = _add_odd_files(image_folder)
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8)
@@ -157,8 +157,8 @@ def test_csv_rows_cannot_escape_the_folder(csv_folder):
 
 
 def test_large_folders_stream_through_a_dataloader(image_folder, monkeypatch):
-    import core.data
-    monkeypatch.setattr(core.data, "IN_MEMORY_LIMIT_BYTES", 10)
+    import core.data.datasets
+    monkeypatch.setattr(core.data.datasets, "IN_MEMORY_LIMIT_BYTES", 10)
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8,
                                    batch_size=4, num_workers=0)
     data = load_dataset(config)
@@ -274,7 +274,7 @@ def test_stray_non_image_and_empty_class_files_are_counted_and_named(app, image_
     (image_folder / "empty").mkdir()
     (image_folder / "dark" / "broken.png").write_bytes(b"not a png")
     (image_folder / "light" / ".DS_Store").write_bytes(b"hidden: not ours to name")
-    from core.folders import list_folder
+    from core.data.folders import list_folder
     listing = list_folder(RunConfig.for_dataset("image-folder", data_path=str(image_folder)))
     assert listing.classes == ["dark", "light", "mid"] and len(listing.files) == 37
     app.run().switch_page("pages/datasets.py").run()

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from conftest import tiny_digits
-from core.diagnosis import ERROR, WARNING, diagnose
-from core.worker import run_training
+from core.analysis.diagnosis import ERROR, WARNING, diagnose
+from core.training.worker import run_training
 from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 CONFIG = {"lr": 1e-3, "class_weighted_loss": False}
@@ -159,7 +159,7 @@ def test_nearly_uniform_images():
 
 
 def probe(step, grads, dead=None):
-    """A probes.jsonl record (core.probes) with these per-layer gradient norms and dead fractions."""
+    """A probes.jsonl record (core.training.probes) with these per-layer gradient norms and dead fractions."""
     return {"step": step, "epoch": 1, "layers": {name: {"weight": {"norm": 1.0}, "grad": {"norm": norm}}
                                                  for name, norm in grads.items()},
             "activations": {name: {"zero_frac": share, "dead_frac": share} for name, share in (dead or {}).items()}}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_digits
-from core.evaluate import evaluate_run
-from core.worker import run_training
+from core.analysis.evaluate import evaluate_run
+from core.training.worker import run_training
 
 
 def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
@@ -72,12 +72,12 @@ def test_cli_eval(store, trained, cli):
 def test_predictions_on_a_streamed_folder_keep_to_their_files(image_folder, store, monkeypatch):
     """Unreadable files left out while streaming do not shift the rest: each prediction's index is
     its own sample's position, so tiles show and name the right image."""
-    import core.data
-    from core.data import load_dataset
+    import core.data.datasets
+    from core.data.datasets import load_dataset
     from core.config import RunConfig
     from test_data import _add_odd_files
     refused = _add_odd_files(image_folder)
-    monkeypatch.setattr(core.data, "IN_MEMORY_LIMIT_BYTES", 10)
+    monkeypatch.setattr(core.data.datasets, "IN_MEMORY_LIMIT_BYTES", 10)
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8, num_workers=0, val_fraction=0.3, test_fraction=0.3)
     run_id = store.create_run(config)

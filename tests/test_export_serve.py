@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_digits
-from core.worker import run_training
+from core.training.worker import run_training
 from test_inference import accepted_kinds
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     store = RunStore(tmp_path_factory.mktemp("export") / "runs")
     run_id = store.create_run(tiny_digits(image_size=16, epochs=3, batch_size=32))
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 
 
 def test_export_checks_parity_and_reports_each_variant(trained):
-    from core.export import export_run
+    from core.serving.export import export_run
     store, run_id = trained
     report = export_run(store, run_id, quantize="dynamic", torchscript=True)
     assert max(report["parity_max_abs_diff"].values()) < 1e-4
@@ -41,8 +41,8 @@ def test_export_checks_parity_and_reports_each_variant(trained):
 
 
 def test_static_int8_is_calibrated_and_close_to_torch(trained):
-    from core.export import export_run
-    from core.inference import Predictor
+    from core.serving.export import export_run
+    from core.serving.inference import Predictor
     store, run_id = trained
     variants = export_run(store, run_id, quantize="static")["variants"]
     int8 = variants["onnx-int8-static"]
@@ -54,7 +54,7 @@ def test_static_int8_is_calibrated_and_close_to_torch(trained):
 
 def test_a_model_that_disagrees_fails_loudly(trained, monkeypatch):
     import torch
-    import core.export as export
+    import core.serving.export as export
     store, run_id = trained
     real_write = export._write_onnx
 
@@ -71,7 +71,7 @@ def test_a_model_that_disagrees_fails_loudly(trained, monkeypatch):
 
 
 def test_onnx_predictor_matches_torch(trained):
-    from core.inference import Predictor
+    from core.serving.inference import Predictor
     store, run_id = trained
     onnx = Predictor(store, run_id, backend="onnx")       # exports on demand
     torch_ = Predictor(store, run_id, backend="torch")
@@ -84,8 +84,8 @@ def test_predict_uses_the_runs_test_time_flip_on_every_backend(trained, tmp_path
     Predict must answer the same way, or it disagrees with the Evaluate page."""
     import shutil
     import torch
-    from core.inference import Predictor
-    from core.store import RunStore
+    from core.serving.inference import Predictor
+    from core.runs.store import RunStore
     store, run_id = trained
     flipped = RunStore(tmp_path / "runs")
     shutil.copytree(store.run_dir(run_id), flipped.run_dir(run_id))

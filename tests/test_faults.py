@@ -13,14 +13,14 @@ import time
 import pytest
 import torch
 
-import core.jobs
-import core.store
+import core.jobs.manager
+import core.runs.store
 from conftest import ROOT, tiny_digits
-from core.checkpoint import load_checkpoint
-from core.jobs import JobManager
-from core.lease import LeaseHeld, RunLease, lease_holder
-from core.states import HOST
-from core.worker import run_training
+from core.runs.checkpoint import load_checkpoint
+from core.jobs.manager import JobManager
+from core.runs.lease import LeaseHeld, RunLease, lease_holder
+from core.runs.states import HOST
+from core.training.worker import run_training
 from crash_points import KILL_SITES, check_intact, train_until_killed
 
 # Each kill resumes the run where the previous one left it. Together they land in every kind of
@@ -31,7 +31,7 @@ KILLS = [("metrics-partial-line", 3), ("after-metrics-sync", 1), ("inside-checkp
 
 
 def temp_files(store, run_id):
-    return sorted(p.name for p in store.run_dir(run_id).rglob(f"*{core.store.TEMP_SUFFIX}"))
+    return sorted(p.name for p in store.run_dir(run_id).rglob(f"*{core.runs.store.TEMP_SUFFIX}"))
 
 
 def test_kills_at_every_kind_of_write_lose_and_repeat_nothing(store):
@@ -103,7 +103,7 @@ def fail_checkpoint_write(monkeypatch, code):
 def fail_metrics_write(monkeypatch, code):
     def open_failing(self, path):
         self.path, self.handle = path, FailingFile(path, "ab", nth=7, code=code)     # a line in epoch 2
-    monkeypatch.setattr(core.store.MetricsWriter, "__init__", open_failing)
+    monkeypatch.setattr(core.runs.store.MetricsWriter, "__init__", open_failing)
 
 
 def fail_status_write(monkeypatch, code):
@@ -112,12 +112,12 @@ def fail_status_write(monkeypatch, code):
     def replace(src, dst, *args, **kwargs):
         # The training thread's writes only: the heartbeat thread's count with the machine's speed, and
         # it leaves a failed write to the training thread's next one, which a one-off fault never fails.
-        if os.path.basename(dst) == core.store.STATUS_FILE and threading.current_thread() is threading.main_thread():
+        if os.path.basename(dst) == core.runs.store.STATUS_FILE and threading.current_thread() is threading.main_thread():
             calls[0] += 1
             if calls[0] == 5:
                 raise OSError(code, os.strerror(code), str(dst))
         return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(core.store.os, "replace", replace)
+    monkeypatch.setattr(core.runs.store.os, "replace", replace)
 
 
 def test_a_resume_from_a_damaged_latest_checkpoint_fails_saying_so_and_keeps_the_files(store, capfd):
@@ -164,7 +164,7 @@ def test_a_disk_error_fails_the_run_saying_so_and_resume_works_once_fixed(store,
 
 def test_a_failed_metrics_write_takes_its_partial_line_back(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    writer = core.store.MetricsWriter(path)
+    writer = core.runs.store.MetricsWriter(path)
     writer.write({"step": 1})
     writer.handle = FailingFile(path, "ab", nth=1, code=errno.ENOSPC)
     with pytest.raises(OSError):
@@ -194,7 +194,7 @@ def lease_holder_process(store):
 
     def hold(run_id):
         process = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time; from core.lease import RunLease; "
+            [sys.executable, "-c", "import sys, time; from core.runs.lease import RunLease; "
              "RunLease(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)",
              str(store.lease_path(run_id))], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert process.stdout.readline().strip() == "held"
@@ -208,7 +208,7 @@ def lease_holder_process(store):
 
 def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.name != core.store.LEASE_FILE}
+            if p.is_file() and p.name != core.runs.store.LEASE_FILE}
 
 
 def test_a_second_start_fails_naming_the_first_and_changes_nothing(store, cli, lease_holder_process):
@@ -247,7 +247,7 @@ def test_a_lease_is_exclusive_within_one_process_too(tmp_path):
 def test_two_processes_starting_one_run_train_it_once(store):
     """Two servers' children (or two `resume`s) on one run: the second fails and writes nothing."""
     run_id = store.create_run(tiny_digits(epochs=500))
-    command = [sys.executable, "-m", "core.worker", str(store.run_dir(run_id))]
+    command = [sys.executable, "-m", "core.training.worker", str(store.run_dir(run_id))]
     first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while lease_holder(store.lease_path(run_id)) is None and time.time() < deadline:
@@ -269,7 +269,7 @@ def test_a_supervisor_whose_child_finds_the_lease_taken_leaves_the_status_alone(
     run_id = store.create_run(tiny_digits(epochs=1))
     lease_holder_process(run_id)
     # The race between two servers: the lease was taken just after this server's check passed.
-    monkeypatch.setattr(core.jobs, "check_not_running", lambda *_: None)
+    monkeypatch.setattr(core.jobs.manager, "check_not_running", lambda *_: None)
     manager = JobManager(store)
     try:
         manager.submit(run_id)

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from conftest import tiny_digits
-from core.checkpoint import load_checkpoint, load_model
+from core.runs.checkpoint import load_checkpoint, load_model
 from core.config import RECIPES, RunConfig, read_config_values
-from core.data import load_dataset, validate_run_config
-from core.trainer import (BatchTooLarge, Trainer, compile_mode, find_batch_size, largest_fitting_batch, micro_batches,
+from core.data.datasets import load_dataset, validate_run_config
+from core.training.trainer import (BatchTooLarge, Trainer, compile_mode, find_batch_size, largest_fitting_batch, micro_batches,
                           resolve_precision, scaled_lr)
-from core.worker import run_training
+from core.training.worker import run_training
 
 CPU = torch.device("cpu")
 
@@ -142,8 +142,8 @@ def test_the_lr_follows_the_batch_found():
 def fake_probe(monkeypatch):
     """batch_size auto on the CPU: the probe's measurement is faked (fits up to 64, each doubling
     faster), the device check let through."""
-    import core.trainer
-    monkeypatch.setattr(core.trainer, "probe_supported", lambda device: True)
+    import core.training.trainer
+    monkeypatch.setattr(core.training.trainer, "probe_supported", lambda device: True)
     monkeypatch.setattr(Trainer, "measure_batch", lambda self, b: None if b > 64 else float(b))
 
 
@@ -210,8 +210,8 @@ def test_compile_auto_compiles_on_cuda_only():
 
 
 def test_a_compiled_run_saves_the_plain_modules_weights(store, monkeypatch):
-    import core.trainer
-    monkeypatch.setattr(core.trainer, "COMPILE_BACKEND", "eager")    # dynamo's wrapping, no compiler
+    import core.training.trainer
+    monkeypatch.setattr(core.training.trainer, "COMPILE_BACKEND", "eager")    # dynamo's wrapping, no compiler
     run_id = store.create_run(tiny_digits(epochs=1, compile="default", probe_interval=0))
     assert run_training(store, run_id, handle_signals=False) == "completed"
     assert store.read_status(run_id)["setup"]["compile"] == "default"
@@ -246,7 +246,7 @@ def test_the_onecycle_warm_up_share_is_the_settings():
 
 
 def test_a_short_onecycle_never_divides_by_zero():
-    from core.trainer import make_scheduler
+    from core.training.trainer import make_scheduler
     for total in range(1, 12):         # 25% of 4 steps ended torch's warm-up on step 0
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
         scheduler, _ = make_scheduler(RunConfig(scheduler="onecycle", warmup_fraction=0.25, epochs=1),
@@ -258,7 +258,7 @@ def test_a_short_onecycle_never_divides_by_zero():
 
 
 def test_test_time_flip_averages_an_image_and_its_mirror():
-    from core.augment import predict_logits
+    from core.data.augment import predict_logits
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     images = torch.rand(5, 1, 4, 4)
     both = predict_logits(model, images, flip=True)
@@ -267,7 +267,7 @@ def test_test_time_flip_averages_an_image_and_its_mirror():
 
 
 def test_random_crops_shift_by_whole_pixels():
-    from core.augment import BatchPreprocessor
+    from core.data.augment import BatchPreprocessor
     images = torch.rand(32, 1, 12, 12)
     prep = BatchPreprocessor([0.5], [0.25], RunConfig(aug_random_crop=True, crop_padding=2))
     out = prep.augment(images.clone(), generator=torch.Generator().manual_seed(3))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.images import MAX_PIXELS, ImageRefused, decode, open_image, preview, read_image_file
+from core.data.images import MAX_PIXELS, ImageRefused, decode, open_image, preview, read_image_file
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -224,8 +224,8 @@ def test_an_interrupt_is_not_turned_into_a_refusal(monkeypatch):
 
 
 def test_files_too_large_or_missing_are_refused(tmp_path, monkeypatch):
-    import core.images
-    monkeypatch.setattr(core.images, "MAX_FILE_BYTES", 100)
+    import core.data.images
+    monkeypatch.setattr(core.data.images, "MAX_FILE_BYTES", 100)
     path = tmp_path / "photo.png"
     path.write_bytes(REAL["png"])
     with pytest.raises(ImageRefused, match="file too large"):

@@ -1,8 +1,8 @@
 """The Insight page and the shaping of probe records behind it."""
 import numpy as np
 
-from core import insight
-from core.worker import run_training
+from core.analysis import insight
+from core.training.worker import run_training
 from conftest import tiny_digits
 from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 

@@ -1,12 +1,12 @@
-"""The Model page's layer table (core.inspect_model.layer_table): a container's row counts what runs
+"""The Model page's layer table (core.models.inspection.layer_table): a container's row counts what runs
 inside it, the root's mult-adds are torchinfo's total, a reused layer's parameters count once; the page
 makes it once per network; and the page's caption says what the network reads."""
 import pytest
 from torch import nn
 from torchinfo import summary
 
-from core.inspect_model import fresh_model, layer_table, weight_stats
-from core.models import parameter_counts
+from core.models.inspection import fresh_model, layer_table, weight_stats
+from core.models.registry import parameter_counts
 from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 SMALL = (3, 32, 32)      # small enough to be fast; the imagenet-* models accept 32
@@ -121,13 +121,13 @@ def test_a_reused_layers_parameters_are_counted_once():
 
 
 def test_model_page_makes_the_layer_table_once_per_network(app, monkeypatch):
-    import core.inspect_model
+    import core.models.inspection
     calls = []
 
     def counted(model, input_shape, depth=3):
         calls.append(input_shape)
         return layer_table(model, input_shape, depth)
-    monkeypatch.setattr(core.inspect_model, "layer_table", counted)
+    monkeypatch.setattr(core.models.inspection, "layer_table", counted)
     app.run().switch_page("pages/model.py").run()
     app.selectbox(key="m_arch").set_value("simple-cnn").run()
     app.run()
@@ -144,13 +144,13 @@ def test_model_page_makes_the_layer_table_once_per_network(app, monkeypatch):
 
 
 def test_model_page_makes_the_weight_statistics_once_per_model(app, monkeypatch):
-    import core.inspect_model
+    import core.models.inspection
     calls = []
 
     def counted(state_dict):
         calls.append(weight_stats(state_dict))
         return calls[-1]
-    monkeypatch.setattr(core.inspect_model, "weight_stats", counted)
+    monkeypatch.setattr(core.models.inspection, "weight_stats", counted)
     app.run().switch_page("pages/model.py").run()
     app.selectbox(key="m_arch").set_value("simple-cnn").run()
     app.run()

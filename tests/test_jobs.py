@@ -4,7 +4,7 @@ import time
 import pytest
 
 from conftest import tiny_digits
-from core.jobs import JobManager
+from core.jobs.manager import JobManager
 
 
 def wait_for(predicate, timeout=60.0, every=0.05):

@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 
-from core import plots
-from core.live import LiveMetrics
+from core.analysis import plots
+from core.runs.live import LiveMetrics
 
 
 def append(path, *rows):

@@ -3,8 +3,8 @@ import json
 
 from conftest import tiny_digits
 from core.config import RunConfig
-from core.lr_find import lr_at, suggest
-from core.worker import run_training
+from core.training.lr_find import lr_at, suggest
+from core.training.worker import run_training
 from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 

@@ -1,9 +1,9 @@
-"""Every figure of core.metrics against scikit-learn on the same arrays."""
+"""Every figure of core.analysis.metrics against scikit-learn on the same arrays."""
 import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from core.metrics import binary_figures, classification_report, curves
+from core.analysis.metrics import binary_figures, classification_report, curves
 
 
 def random_case(n=2000, c=5, seed=0, absent=None, ties=False, decimals=None, dtype=np.float64, only=None):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.models import build_model, parameter_counts
+from core.models.registry import build_model, parameter_counts
 
 
 @pytest.mark.parametrize("name", ["mlp", "simple-cnn", "resnet18", "resnet34"])
@@ -33,7 +33,7 @@ def test_parameter_counts_and_unknown_names():
                                   "imagenet-resnet50", "imagenet-mobilenet_v3_large", "imagenet-efficientnet_b0",
                                   "imagenet-convnext_tiny"])
 def test_registry_describes_head_embedding_and_feature_layers(name):
-    from core.models import model_spec, parameter_groups
+    from core.models.registry import model_spec, parameter_groups
     spec = model_spec(name)
     model = build_model(name, 3, 32, 32, 5)
     head = model.get_submodule(spec.head)
@@ -54,7 +54,7 @@ def test_registry_describes_head_embedding_and_feature_layers(name):
 
 
 def test_imagenet_models_read_three_channels_at_their_natural_size_or_smaller():
-    from core.models import MODEL_SPECS, model_input_shape
+    from core.models.registry import MODEL_SPECS, model_input_shape
     imagenet = [spec for name, spec in MODEL_SPECS.items() if name.startswith("imagenet-")]
     assert len(imagenet) == 5 and all(spec.pretrainable and spec.natural_size == 224 for spec in imagenet)
     model = build_model("imagenet-mobilenet_v3_large", 1, 32, 32, 4).eval()     # grayscale data, 3-channel stem
@@ -65,7 +65,7 @@ def test_imagenet_models_read_three_channels_at_their_natural_size_or_smaller():
 
 
 def test_freezing_the_backbone_leaves_only_the_head_trainable():
-    from core.models import set_backbone_frozen
+    from core.models.registry import set_backbone_frozen
     model = build_model("imagenet-resnet18", 3, 32, 32, 4).train()
     set_backbone_frozen(model, "imagenet-resnet18", True)
     head = 512 * 4 + 4

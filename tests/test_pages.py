@@ -30,15 +30,15 @@ def app(tmp_path, monkeypatch):
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
     yield at
-    from pages import shared
+    from pages.common import shared
     shared.jobs().shutdown()
     st.cache_resource.clear()
 
 
 @pytest.fixture
 def finished_run(tmp_path):
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     run_id = store.create_run(tiny_digits(name="finished"))
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -126,7 +126,7 @@ def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
 
 
 def test_launch_creates_a_run_that_trains(app, tmp_path):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     app.run().switch_page("pages/train.py").run()
     version = app.session_state["form_version"]
     app.number_input(key=f"tf_digits_{version}_epochs").set_value(1)
@@ -139,7 +139,7 @@ def test_launch_creates_a_run_that_trains(app, tmp_path):
     assert store.read_config(run_id).name == "from the form"
     assert store.read_status(run_id)["state"] in ("queued", "running", "completed")
     assert app.session_state["run_id"] == run_id
-    from pages import shared
+    from pages.common import shared
     assert shared.jobs().wait_idle(120)
     app.run()
     no_errors(app)
@@ -165,7 +165,7 @@ def test_clone_prefills_the_form(app, finished_run):
 
 
 def test_a_clone_is_proposed_the_first_free_name():
-    from core.store import clone_name
+    from core.runs.store import clone_name
     assert clone_name("baseline", set()) == "baseline (2)"
     assert clone_name("baseline", {"baseline", "baseline (2)"}) == "baseline (3)"
     assert clone_name("baseline (3)", {"baseline (4)"}) == "baseline (5)"
@@ -174,8 +174,8 @@ def test_a_clone_is_proposed_the_first_free_name():
 
 
 def test_compare_and_delete(app, finished_run, tmp_path):
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     other = store.create_run(tiny_digits(name="other", lr=1e-3))
     run_training(store, other, handle_signals=False)
@@ -264,9 +264,9 @@ def test_switching_the_dataset_applies_its_defaults(app, tmp_path):
     [submit] = [b for b in app.button if b.label == "Launch"]
     submit.click().run()
     no_errors(app)
-    from pages import shared
+    from pages.common import shared
     shared.jobs().shutdown()
-    from core.store import RunStore
+    from core.runs.store import RunStore
     [run_id] = RunStore(tmp_path / "runs").run_ids()
     launched = json.loads((tmp_path / "runs" / run_id / "config.json").read_text())
     from core.config import RunConfig
@@ -341,8 +341,8 @@ def test_the_run_picker_shows_names_and_ids(app, finished_run):
 
 def test_the_run_picker_is_searchable_past_its_limit(app, tmp_path, monkeypatch):
     from core.config import RunConfig
-    from core.store import RunStore
-    from pages import shared
+    from core.runs.store import RunStore
+    from pages.common import shared
     monkeypatch.setattr(shared, "PICKER_LIMIT", 5)
     store = RunStore(tmp_path / "runs")
     ids = [store.create_run(RunConfig(name=f"trial {i}" if i != 3 else "the odd one")) for i in range(8)]
@@ -373,8 +373,8 @@ def test_the_dataset_chosen_on_one_page_is_the_one_on_the_next(app, image_folder
 @pytest.fixture
 def two_runs(tmp_path):
     """Two finished runs; the newer one is what a page picks by default."""
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     ids = []
     for name in ("first", "second"):     # ids start with the time, then the name
@@ -420,10 +420,10 @@ def test_a_link_to_a_run_that_is_gone_keeps_the_default(app, two_runs):
 @pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion-mnist", "cifar10"])
 def test_the_form_starts_from_the_settings_the_cli_uses(app, dataset, monkeypatch):
     """Picking a dataset applies its defaults at once, and they are the CLI's, setting by setting."""
-    import core.data
+    import core.data.datasets
     from core.__main__ import build_parser, launch_config
     from core.config import SETTINGS
-    monkeypatch.setattr(core.data, "validate_run_config", lambda config: [])    # no data files needed here
+    monkeypatch.setattr(core.data.datasets, "validate_run_config", lambda config: [])    # no data files needed here
     cli = launch_config(build_parser().parse_args(["train", "--dataset", dataset]))
     app.run().switch_page("pages/train.py").run()
     app.selectbox(key="ds_name").set_value(dataset).run()
@@ -467,8 +467,8 @@ def test_the_runs_table_changes_only_when_what_it_shows_does(finished_run, tmp_p
     # An unchanged table is not redrawn by the browser: progress is kept to the whole percent shown,
     # an active run's duration to 10 s steps.
     import dataclasses
-    from core.store import RunStore
-    from pages import shared
+    from core.runs.store import RunStore
+    from pages.common import shared
     summary = RunStore(tmp_path / "runs").summary(finished_run)
     running = dataclasses.replace(summary, state="running", progress=0.12345, duration_s=127.9)
     frame = shared.runs_frame([running])

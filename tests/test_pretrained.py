@@ -55,9 +55,9 @@ def _train_args(image_folder, *sets):
 
 def test_a_frozen_backbone_keeps_the_files_weights_and_grayscale_feeds_three_channels(
         tmp_path, cli, cached, image_folder):
-    from core.augment import BatchPreprocessor
-    from core.checkpoint import load_model
-    from core.models import IMAGENET_MEAN, IMAGENET_STD
+    from core.data.augment import BatchPreprocessor
+    from core.runs.checkpoint import load_model
+    from core.models.registry import IMAGENET_MEAN, IMAGENET_STD
     runs = tmp_path / "runs"
     done = cli(*_train_args(image_folder, "freeze_backbone=true"), runs=runs)
     assert done.returncode == 0, done.stderr
@@ -82,8 +82,8 @@ def test_a_frozen_backbone_keeps_the_files_weights_and_grayscale_feeds_three_cha
 
 
 def test_head_first_then_everything_with_a_lower_backbone_lr(cached, image_folder):
-    from core.data import load_dataset
-    from core.trainer import Callback, Trainer
+    from core.data.datasets import load_dataset
+    from core.training.trainer import Callback, Trainer
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
                                    image_size=32, epochs=2, batch_size=8, finetune_head_epochs=1,
                                    backbone_lr_factor=0.1, scheduler="none", probe_interval=0)
@@ -150,10 +150,10 @@ def test_a_truncated_or_foreign_file_is_rejected_at_launch_and_a_torn_one_before
 def test_a_weights_file_torch_cannot_read_fails_the_run_with_its_name_not_torchs_advice(torch_home, monkeypatch):
     """Past the launch check (the file changed after it): the run fails naming the file, no traceback,
     and never with torch's advice to load it with weights_only=False."""
-    from core.models import build_model
-    import core.pretrained
-    from core.pretrained import PretrainedWeightsError, load_imagenet_weights, weights_path
-    monkeypatch.setattr(core.pretrained, "TRUNCATED_BELOW", 0)     # a small file will do
+    from core.models.registry import build_model
+    import core.models.pretrained
+    from core.models.pretrained import PretrainedWeightsError, load_imagenet_weights, weights_path
+    monkeypatch.setattr(core.models.pretrained, "TRUNCATED_BELOW", 0)     # a small file will do
     path = weights_path("imagenet-resnet18")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"fc.weight": torch.zeros(2, 2), "hook": print}, path)   # code inside: the safe loader refuses
@@ -194,7 +194,7 @@ def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app)
 
 
 def test_a_resume_does_not_read_the_weights_file_again(store, cached, image_folder):
-    from core.worker import run_training
+    from core.training.worker import run_training
     from test_trainer import AtStep
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
                                    image_size=32, epochs=2, batch_size=8, probe_interval=0)

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import tiny_digits
-from core.insight import read_probes
-from core.probes import BINS, ProbeRecorder, histogram_edges, is_probed, tensor_stats
-from core.store import JsonLinesWriter, truncate_probes
-from core.trainer import LoopState
-from core.worker import run_training
+from core.analysis.insight import read_probes
+from core.training.probes import BINS, ProbeRecorder, histogram_edges, is_probed, tensor_stats
+from core.runs.store import JsonLinesWriter, truncate_probes
+from core.training.trainer import LoopState
+from core.training.worker import run_training
 from crash_points import train_until_killed
 
 

@@ -22,7 +22,7 @@ def weak_digits(**overrides):
 
 @pytest.fixture
 def weak_run(store):
-    from core.worker import run_training
+    from core.training.worker import run_training
     run_id = store.create_run(weak_digits(name="weak"))
     assert run_training(store, run_id, handle_signals=False) == "completed"
     return run_id
@@ -30,7 +30,7 @@ def weak_run(store):
 
 # --- paging and tiles -------------------------------------------------------------------------
 def test_pages_say_how_many_of_how_many():
-    from core.gallery import page_of
+    from core.analysis.gallery import page_of
     items = np.arange(100, 239)                      # 139 items
     first = page_of(items, 1)
     assert first.items.tolist() == list(range(100, 124))
@@ -44,7 +44,7 @@ def test_pages_say_how_many_of_how_many():
 
 
 def test_thumbnails_keep_small_images_and_shrink_large_ones():
-    from core.gallery import THUMBNAIL_MAX_SIDE, png_data_uri
+    from core.analysis.gallery import THUMBNAIL_MAX_SIDE, png_data_uri
     small = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
     decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(png_data_uri(small).split(",", 1)[1]))))
     assert np.array_equal(decoded, small)
@@ -54,7 +54,7 @@ def test_thumbnails_keep_small_images_and_shrink_large_ones():
 
 
 def test_tiles_escape_captions_and_name_files():
-    from core.gallery import Tile, tiles_html
+    from core.analysis.gallery import Tile, tiles_html
     page = tiles_html([Tile(np.zeros((4, 4), np.uint8), ("<b>cat</b> →\u00a0dog", "0.93"), "cat.png: true cat",
                             name="cat.png")])
     assert "&lt;b&gt;cat&lt;/b&gt;" in page and "<b>" not in page
@@ -69,7 +69,7 @@ def arrays_of(probs, labels):
 
 
 def test_cells_and_mistakes_most_confident_first():
-    from core.evaluate import cell_rows, misclassified_rows, most_confused_cell
+    from core.analysis.evaluate import cell_rows, misclassified_rows, most_confused_cell
     arrays = arrays_of([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3], [0.45, 0.55]], [0, 0, 0, 1, 1])
     assert cell_rows(arrays, 0, 1).tolist() == [2, 1]          # true 0 predicted 1: 0.8 before 0.6
     assert cell_rows(arrays, 1, 0).tolist() == [3]
@@ -80,8 +80,8 @@ def test_cells_and_mistakes_most_confident_first():
 
 def test_tiles_show_file_names_of_a_folder_and_indices_of_digits(image_folder):
     from core.config import RunConfig
-    from core.data import decode_file, load_dataset
-    from core.evaluate import prediction_tiles, sample_image, sample_name
+    from core.data.datasets import decode_file, load_dataset
+    from core.analysis.evaluate import prediction_tiles, sample_image, sample_name
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=12, val_fraction=0.3)
     split = load_dataset(config).splits["val"]
     assert len(split.files) == len(split)
@@ -105,8 +105,8 @@ def test_tiles_show_file_names_of_a_folder_and_indices_of_digits(image_folder):
 # --- the report -------------------------------------------------------------------------------
 def test_report_carries_settings_dataset_model_curves_and_mistakes(store, weak_run):
     import plotly.offline
-    from core.evaluate import evaluate_run, misclassified_rows
-    from core.report import REPORT_MISTAKES, evaluation_html
+    from core.analysis.evaluate import evaluate_run, misclassified_rows
+    from core.analysis.report import REPORT_MISTAKES, evaluation_html
     text = evaluation_html(store, weak_run)
     report, arrays = evaluate_run(store, weak_run)
     config = store.read_config(weak_run)
@@ -147,7 +147,7 @@ def test_eval_writes_the_report_from_the_command_line(cli, store, trained, tmp_p
 def test_onnx_export_is_current_until_best_changes(store, trained):
     import os
 
-    from core.export import export_is_current, export_run, read_export_report
+    from core.serving.export import export_is_current, export_run, read_export_report
     assert not export_is_current(store, trained) and read_export_report(store, trained) is None
     export_run(store, trained)
     assert export_is_current(store, trained)
@@ -161,8 +161,8 @@ def test_onnx_export_is_current_until_best_changes(store, trained):
 # --- the Evaluate page ------------------------------------------------------------------------
 @pytest.fixture
 def weak_app_run(tmp_path):
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     run_id = store.create_run(weak_digits(name="weak"))
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -174,7 +174,7 @@ def summaries(at) -> list[str]:
 
 
 def test_evaluate_page_pages_through_a_cell_and_the_mistakes(app, weak_app_run):  # noqa: F811
-    from core.evaluate import cell_rows, evaluate_run, misclassified_rows, most_confused_cell
+    from core.analysis.evaluate import cell_rows, evaluate_run, misclassified_rows, most_confused_cell
     store, run_id = weak_app_run
     app.run().switch_page("pages/evaluate.py").run()
     no_errors(app)
@@ -220,12 +220,12 @@ def test_evaluate_page_offers_best_pt_and_exports_onnx_on_a_click(app, finished_
 
 
 def test_a_failed_export_says_why_and_offers_nothing(app, finished_run, tmp_path, monkeypatch):  # noqa: F811
-    import core.export
-    from core.export import ExportError
+    import core.serving.export
+    from core.serving.export import ExportError
 
     def disagree(*args, **kwargs):
         raise ExportError("ONNX and torch disagree: max abs difference 3.0e-01 > 0.0001")
-    monkeypatch.setattr(core.export, "export_run", disagree)
+    monkeypatch.setattr(core.serving.export, "export_run", disagree)
     app.run().switch_page("pages/evaluate.py").run()
     app.button(key="ev_export").click().run()
     no_errors(app)

@@ -9,7 +9,7 @@ from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 @pytest.fixture
 def runs(tmp_path):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     store = RunStore(tmp_path / "runs")
     plain = written_run(store, "plain", 1)
     tagged = store.create_run(tiny_digits(name="tagged", batch_size=32, lr=3e-4, optimizer="sgd", aug_flip=True))

@@ -23,9 +23,9 @@ from test_inference import accepted_kinds
 @pytest.fixture(scope="module")
 def served_run(tmp_path_factory):
     """(store, run_id, predictor) of a trained digits run."""
-    from core.inference import Predictor
-    from core.store import RunStore
-    from core.worker import run_training
+    from core.serving.inference import Predictor
+    from core.runs.store import RunStore
+    from core.training.worker import run_training
     store = RunStore(tmp_path_factory.mktemp("serve") / "runs")
     run_id = store.create_run(tiny_digits())
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -44,7 +44,7 @@ def served(predictor, **limits):
     """A uvicorn server in a thread on an ephemeral port of 127.0.0.1; yields the port. Its logs
     propagate to the root logger (log_config=None), where caplog sees them."""
     import uvicorn
-    from core.serve import Limits, create_app
+    from core.serving.service import Limits, create_app
     listener = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(predictor, "run", Limits(**limits)), log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})

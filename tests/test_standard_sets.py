@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from core.config import RunConfig
-from core.data import DatasetError, check_data, load_dataset
-from core.standard_sets import STANDARD_SETS
+from core.data.datasets import DatasetError, check_data, load_dataset
+from core.data.standard_sets import STANDARD_SETS
 
 IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

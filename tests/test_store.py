@@ -5,7 +5,7 @@ import time
 import pytest
 
 from core.config import RunConfig
-from core.store import InvalidRunId, MetricsReader, truncate_metrics
+from core.runs.store import InvalidRunId, MetricsReader, truncate_metrics
 
 
 def test_create_read_and_list(store):
@@ -128,8 +128,8 @@ def test_an_unreadable_run_is_listed_with_its_reason(store, config_text, status_
 
 
 def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cli):
-    from core.jobs import JobManager
-    from core.store import UnreadableRun
+    from core.jobs.manager import JobManager
+    from core.runs.store import UnreadableRun
     run_id = store.create_run(RunConfig(name="edited"))
     store.update_status(run_id, state="stopped")
     folder = store.run_dir(run_id)
@@ -154,7 +154,7 @@ def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cl
 
 
 def test_transitions_are_checked(store):
-    from core.states import InvalidTransition
+    from core.runs.states import InvalidTransition
     run_id = store.create_run(RunConfig())
     store.transition(run_id, "queued")
     with pytest.raises(InvalidTransition, match="already queued"):
@@ -181,7 +181,7 @@ def test_summaries_are_cached_until_the_files_change(store, monkeypatch):
 
 
 def test_a_file_edited_in_place_is_seen(store):
-    from core.store import DEEP_CHECK_EVERY
+    from core.runs.store import DEEP_CHECK_EVERY
     store.listing_ttl_s = 0
     run_id = store.create_run(RunConfig(name="before"))
     store.list_runs()
@@ -197,7 +197,7 @@ def test_a_file_edited_in_place_is_seen(store):
 
 
 def test_a_change_made_by_another_process_is_seen_at_the_next_listing(store):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     store.listing_ttl_s = 0
     run_id = store.create_run(RunConfig(name="elsewhere"))
     store.update_status(run_id, state="stopped")
@@ -213,7 +213,7 @@ def test_a_change_made_by_another_process_is_seen_at_the_next_listing(store):
 
 
 def test_a_new_process_starts_from_the_saved_summaries(store, monkeypatch):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     kept = store.create_run(RunConfig(name="kept"))
     changed = store.create_run(RunConfig(name="changed"))
     for run_id in (kept, changed):
@@ -234,7 +234,7 @@ def test_a_new_process_starts_from_the_saved_summaries(store, monkeypatch):
 def test_another_process_s_changes_show_at_once_and_in_the_signature(store):
     """A page rerun because the runs folder changed must list the change, however recent its last
     listing (another tab, the CLI or another server works on the same folder)."""
-    from core.store import RunStore
+    from core.runs.store import RunStore
     other = RunStore(store.root)                       # another process's view of the same folder
     first = store.create_run(RunConfig(name="first"))
     assert [s.run_id for s in store.list_runs()] == [first]

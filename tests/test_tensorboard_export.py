@@ -5,8 +5,8 @@ from tensorboard.backend.event_processing.event_accumulator import HISTOGRAMS, S
 from tensorboard.plugins.hparams import metadata
 
 from conftest import tiny_digits
-from core.insight import read_probes
-from core.worker import run_training
+from core.analysis.insight import read_probes
+from core.training.worker import run_training
 
 
 def read_back(folder):

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from conftest import tiny_digits
-from core.checkpoint import load_checkpoint
-from core.trainer import Callback
-from core.worker import run_training
+from core.runs.checkpoint import load_checkpoint
+from core.training.trainer import Callback
+from core.training.worker import run_training
 
 
 class AtStep(Callback):
@@ -145,8 +145,8 @@ class Recorder(Callback):
 
 
 def test_train_step_is_one_step_that_never_waits_for_the_host():
-    from core.data import load_dataset
-    from core.trainer import Trainer
+    from core.data.datasets import load_dataset
+    from core.training.trainer import Trainer
     config = tiny_digits(epochs=1)
     trainer = Trainer(config, load_dataset(config), device=torch.device("cpu"))
     split = trainer.train_split
@@ -190,9 +190,9 @@ def test_a_failure_reaches_on_exception(store):
 
 @pytest.mark.parametrize("order", ["checkpointer first", "early stopping first"])
 def test_best_checkpoint_and_early_stopping_do_not_depend_on_order(tmp_path, order):
-    from core.callbacks import Checkpointer, EarlyStopping
-    from core.data import load_dataset
-    from core.trainer import Trainer
+    from core.training.callbacks import Checkpointer, EarlyStopping
+    from core.data.datasets import load_dataset
+    from core.training.trainer import Trainer
     config = tiny_digits(epochs=10, lr=1e-12, scheduler="none")
     checkpointer = Checkpointer(tmp_path / "latest.pt", tmp_path / "best.pt", "val_loss")
     early = EarlyStopping(patience=1, metric="val_acc")
@@ -208,7 +208,7 @@ def test_best_checkpoint_and_early_stopping_do_not_depend_on_order(tmp_path, ord
 
 
 def test_a_flip_is_torch_flip_under_a_seeded_generator():
-    from core.augment import BatchPreprocessor
+    from core.data.augment import BatchPreprocessor
     from core.config import RunConfig
     images = torch.rand(64, 3, 8, 8)
     prep = BatchPreprocessor([0.5] * 3, [0.25] * 3, RunConfig(aug_flip=True))
@@ -225,8 +225,8 @@ def test_the_heartbeat_carries_the_step_between_log_lines(store, monkeypatch):
     """A slow model logs a line every minute or so: status.json's step (the Train page's progress)
     follows each heartbeat, not only the log lines."""
     import time
-    import core.callbacks
-    monkeypatch.setattr(core.callbacks, "HEARTBEAT_EVERY_S", 0.05)
+    import core.training.callbacks
+    monkeypatch.setattr(core.training.callbacks, "HEARTBEAT_EVERY_S", 0.05)
     seen = []
 
     class SlowBatch(Callback):

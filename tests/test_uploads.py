@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import uploads
-from core.uploads import (DatasetRefused, UploadRefused, add_images, datasets_dir, delete_dataset, import_zip,
+from core.data import uploads
+from core.data.uploads import (DatasetRefused, UploadRefused, add_images, datasets_dir, delete_dataset, import_zip,
                           list_datasets, remove_class, remove_images)
 
 
@@ -48,7 +48,7 @@ def root(tmp_path) -> Path:
 
 def test_a_zip_of_class_folders_becomes_an_image_folder_dataset(tmp_path, root):
     from core.config import RunConfig
-    from core.folders import list_folder
+    from core.data.folders import list_folder
     source = class_zip(tmp_path / "pets.zip")
     result = import_zip(source, root, "pets")
     assert result.created and result.path == root / "pets"
@@ -243,7 +243,7 @@ def test_images_for_a_class_none_readable_writes_nothing(root):
 
 
 def test_the_managed_folder_lives_in_the_runs_folder_and_is_not_a_run(tmp_path, monkeypatch):
-    from core.store import RunStore
+    from core.runs.store import RunStore
     from conftest import tiny_digits
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
     runs = tmp_path / "runs"
@@ -324,7 +324,7 @@ def test_a_deletion_that_cannot_rename_changes_nothing(tmp_path, root, monkeypat
 def test_a_dataset_a_queued_or_running_run_trains_on_is_not_deleted(tmp_path, root, store):
     import time
     from core.config import RunConfig
-    from core.states import HOST
+    from core.runs.states import HOST
     pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
     import_zip(class_zip(tmp_path / "b.zip"), root, "other")
     run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets / "cat" / ".."), name="on-pets"))
@@ -360,7 +360,7 @@ def test_a_class_the_dataset_does_not_have_is_refused_and_nothing_changes(tmp_pa
 def test_the_last_class_or_a_class_a_run_trains_on_is_not_removed(tmp_path, root, store):
     import time
     from core.config import RunConfig
-    from core.states import HOST
+    from core.runs.states import HOST
     import_zip(class_zip(tmp_path / "a.zip", classes=("cat",)), root, "solo")
     with pytest.raises(DatasetRefused, match="cat is the only class of solo: delete the dataset instead"):
         remove_class(root, "solo", "cat")
@@ -419,8 +419,8 @@ def test_a_deletion_of_images_that_fails_midway_puts_back_what_moved(tmp_path, r
 def test_a_run_trained_on_a_deleted_dataset_keeps_its_record_and_says_why_it_cannot_be_evaluated(tmp_path, root,
                                                                                                  store):
     from core.config import RunConfig
-    from core.evaluate import evaluate_run
-    from core.worker import run_training
+    from core.analysis.evaluate import evaluate_run
+    from core.training.worker import run_training
     pets = import_zip(class_zip(tmp_path / "a.zip", classes=("dark", "light"), per_class=8), root, "pets").path
     run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), model="mlp", epochs=1,
                                                     image_size=8))
@@ -639,8 +639,8 @@ def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_del
         app, tmp_path, monkeypatch):
     import time
     from core.config import RunConfig
-    from core.states import HOST
-    from core.store import RunStore
+    from core.runs.states import HOST
+    from core.runs.store import RunStore
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
     root = datasets_dir(tmp_path / "runs")
     pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path

@@ -1,0 +1,1 @@
+"""Jobs: the queue that runs training in supervised child processes."""

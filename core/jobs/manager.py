@@ -1,0 +1,248 @@
+"""JobManager: a queue of runs; worker threads that each supervise a training child process.
+
+The training loop runs in `python -m core.training.worker RUN_DIR`, not in a thread of this process: inside a
+Streamlit server a training thread fights the page scripts for the GIL (DESIGN.md measured 0.075x).
+Workers only start, watch and stop children and write the run folder; they never touch the UI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from core.runs.lease import ALREADY_RUNNING_EXIT, check_not_running
+from core.runs.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, STOPPED,
+                         check_transition)
+from core.runs.store import RunStore
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_concurrency() -> int:
+    return max(1, int(os.environ.get("TRAINBOARD_MAX_CONCURRENT", "1")))
+
+
+def _child_env() -> dict:
+    # Unbuffered, so a child's log holds its last words even when it is killed.
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
+
+
+# The files of an LR finder child's folder (written by core.training.lr_find.main).
+LR_FIND_CONFIG, LR_FIND_PROGRESS, LR_FIND_RESULT = "config.json", "progress.json", "result.json"
+
+
+class LrFindJob:
+    """A learning-rate range test running in a child process (core.training.lr_find): progress while it
+    runs, then its result. The files live in a temp folder removed once the result is read."""
+
+    def __init__(self, folder: Path, child: subprocess.Popen):
+        self.folder, self.child = folder, child
+
+    def progress(self) -> tuple[int, int]:
+        try:
+            progress = json.loads((self.folder / LR_FIND_PROGRESS).read_text())
+            return progress["done"], progress["total"]
+        except (OSError, ValueError, KeyError):
+            return 0, 1
+
+    def done(self) -> bool:
+        return self.child.poll() is not None
+
+    def result(self) -> dict:
+        """The test's result or {"error": ...}; call once done()."""
+        try:
+            result = json.loads((self.folder / LR_FIND_RESULT).read_text())
+        except (OSError, ValueError):
+            tail = (self.folder / "log").read_text(errors="replace").strip().splitlines()[-3:] \
+                if (self.folder / "log").exists() else []
+            result = {"error": f"the LR finder ended with code {self.child.returncode}: {' | '.join(tail)}"}
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return result
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class JobManager:
+    def __init__(self, store: RunStore, max_concurrent: int | None = None, stop_grace_s: float = 30.0,
+                 poll_s: float = 0.2):
+        self.store = store
+        self.max_concurrent = max_concurrent or default_concurrency()
+        self.stop_grace_s, self.poll_s = stop_grace_s, poll_s
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._children: dict[str, subprocess.Popen] = {}
+        self._stop_asked_at: dict[str, float] = {}
+        self._closed = False
+        self.recovered, self.requeued = self._recover()
+        self._workers = [threading.Thread(target=self._work, name=f"trainboard-worker-{i}", daemon=True)
+                         for i in range(self.max_concurrent)]
+        for worker in self._workers:
+            worker.start()
+
+    def _recover(self) -> tuple[list[str], list[str]]:
+        """At start-up: runs that were training when their server died become 'interrupted' (a person
+        decides to resume them); runs that were waiting in its queue are queued here again."""
+        interrupted, requeued = [], []
+        for run_id, state in self.store.orphaned_runs():
+            if state == QUEUED:
+                self.store.update_status(run_id, pid=os.getpid(), host=HOST, attempt=secrets.token_hex(4))
+                self._queue.put(run_id)
+                requeued.append(run_id)
+            else:
+                self.store.update_status(run_id, state=INTERRUPTED, pid=None)
+                interrupted.append(run_id)
+        return interrupted, requeued
+
+    def find_lr(self, config) -> "LrFindJob":
+        """Start the learning-rate range test for a (valid) config in a child process: the server
+        never imports torch or trains in its own process."""
+        folder = Path(tempfile.mkdtemp(prefix="trainboard-lr-find-"))
+        (folder / LR_FIND_CONFIG).write_text(config.to_json())
+        with open(folder / "log", "wb") as log:
+            child = subprocess.Popen([sys.executable, "-m", "core.training.lr_find", str(folder)], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())
+        return LrFindJob(folder, child)
+
+    # --- public API (thread-safe) ---------------------------------------------------------------
+    def submit(self, run_id: str) -> None:
+        """Queue a created (or resumable) run; it starts when a worker is free. Raises UnreadableRun
+        (with every problem of its config) or InvalidTransition (LeaseHeld: another process trains
+        it), changing nothing."""
+        self.store.runnable_config(run_id)
+        check_transition(self.store.read_status(run_id)["state"], QUEUED, run_id)
+        check_not_running(self.store.lease_path(run_id), run_id)    # its status may be stale
+        self.store.stop_path(run_id).unlink(missing_ok=True)
+        with self._lock:
+            self._stop_asked_at.pop(run_id, None)
+            # The attempt token tells this queueing apart from a later one (a quick resume).
+            self.store.transition(run_id, QUEUED, pid=os.getpid(), host=HOST, error=None, ended_at=None,
+                                  queued_at=time.time(), attempt=secrets.token_hex(4))
+        self._queue.put(run_id)
+
+    def resume(self, run_id: str) -> None:
+        state = self.store.read_status(run_id)["state"]
+        if state not in RESUMABLE_STATES:
+            raise RuntimeError(f"run {run_id} is {state}; only {', '.join(sorted(RESUMABLE_STATES))} runs "
+                               "can be resumed")
+        self.submit(run_id)
+
+    def stop(self, run_id: str) -> None:
+        """Ask a run to end: a queued run is stopped at once; a running one ends within one batch
+        (the child checks the stop file after every batch), killed if it ignores it for too long."""
+        with self._lock:
+            if run_id not in self._children:
+                self.store.request_stop(run_id)    # queued: stopped now; running elsewhere: the stop file
+                return
+            self._stop_asked_at.setdefault(run_id, time.time())
+        # The child owns status.json while it runs: it learns of the stop from this file.
+        self.store.stop_path(run_id).write_text(str(time.time()))
+
+    def is_busy(self) -> bool:
+        with self._lock:
+            return bool(self._children) or not self._queue.empty()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not self.is_busy() and self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def shutdown(self, stop_runs: bool = True, timeout: float = 30.0) -> None:
+        self._closed = True
+        if stop_runs:
+            with self._lock:
+                running = list(self._children)
+            for run_id in running:
+                self.stop(run_id)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout)
+
+    # --- workers ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            run_id = self._queue.get()
+            try:
+                if run_id is None:
+                    return
+                if not self._closed:
+                    self._supervise(run_id)
+            except Exception as error:   # a broken run folder must not kill the worker thread
+                try:
+                    self.store.update_status(run_id, state="failed", pid=None, ended_at=time.time(),
+                                             error=f"supervisor: {type(error).__name__}: {error}")
+                except Exception:
+                    pass
+            finally:
+                self._queue.task_done()
+
+    def _supervise(self, run_id: str) -> None:
+        run_dir = self.store.run_dir(run_id).resolve()
+        env = _child_env()
+        with self._lock:   # the same lock as stop(): a run stopped while queued never starts
+            # A run stopped while queued, or queued twice, is skipped here.
+            status = self.store.read_raw_status(run_id)
+            if not isinstance(status, dict) or status.get("state") != QUEUED:
+                return
+            attempt = status.get("attempt")
+            with open(self.store.log_path(run_id), "ab") as log:
+                child = subprocess.Popen([sys.executable, "-m", "core.training.worker", str(run_dir)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env)
+            self._children[run_id] = child
+        # From here until the child exits, the child is the only writer of status.json.
+        try:
+            while child.poll() is None:
+                time.sleep(self.poll_s)
+                with self._lock:
+                    asked = self._stop_asked_at.get(run_id)
+                if asked and time.time() - asked > self.stop_grace_s:
+                    child.kill()
+                    child.wait()
+        finally:
+            with self._lock:
+                self._children.pop(run_id, None)
+                stop_asked = self._stop_asked_at.pop(run_id, None) is not None
+        if child.returncode == ALREADY_RUNNING_EXIT:
+            return       # another process trains this run (a second server): its status is theirs
+        status = self.store.read_raw_status(run_id)
+        # The child died without recording an outcome (killed, out of memory, segfault). Another
+        # attempt token means the run was already queued again (a quick resume): leave it be.
+        if isinstance(status, dict) and status.get("state") in ACTIVE_STATES and status.get("attempt") == attempt:
+            code = child.returncode
+            if stop_asked:
+                outcome, error = STOPPED, None
+            elif code < 0:
+                outcome = INTERRUPTED
+                error = f"the training process was killed by {_signal_name(-code)}; resume continues from " \
+                        "the last checkpoint"
+            else:
+                outcome = FAILED
+                error = f"training process exited with code {code}; last log lines: {self._log_tail(run_id)}"
+            self.store.update_status(run_id, state=outcome, pid=None, ended_at=time.time(), error=error)
+            self.store.stop_path(run_id).unlink(missing_ok=True)
+
+    def _log_tail(self, run_id: str, lines: int = 5) -> str:
+        try:
+            text = self.store.log_path(run_id).read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
