@@ -26,7 +26,8 @@ import pytest  # noqa: E402  (its MonkeyPatch undoes the injected faults)
 
 from conftest import tiny_digits  # noqa: E402
 from core.data.images import ImageRefused, decode  # noqa: E402
-from core.runs.store import DISK_ERRORS, RunStore  # noqa: E402
+from core.runs.files import DISK_ERRORS  # noqa: E402
+from core.runs.store import RunStore
 from core.training.worker import run_training  # noqa: E402
 from crash_points import KILL_SITES, check_intact, train_until_killed  # noqa: E402
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
-from core.runs.store import RunStore, atomic_write_bytes, atomic_write_json  # noqa: E402
+from core.runs.files import atomic_write_bytes, atomic_write_json  # noqa: E402
+from core.runs.store import RunStore
 
 
 def make_runs(root: Path, count: int) -> list[str]:
@@ -70,14 +71,14 @@ def store_work(root: Path, ids: list[str], repeats: int) -> None:
 
     def reread_every_run():            # the baseline: no cache, every file read and parsed
         for run_id in store.run_ids():
-            store._read_summary(run_id)
+            store.listing.read(run_id)
 
     def one_listing():                 # the journal, the directory listing, the cached summaries
-        store._last_listing = None
+        store.listing.forget_last()
         return store.list_runs()
 
     def train_page_rerun():            # run picker, runs table and compare: one listing, shared
-        store._last_listing = None
+        store.listing.forget_last()
         labels = {s.run_id: s.label for s in store.list_runs()}
         table = [(s.run_id, s.state, s.best_value) for s in store.list_runs()]
         compare = [s.run_id for s in store.list_runs() if s.state != "unreadable"]

@@ -47,7 +47,7 @@ def side(model: str, epochs: int, probes: bool, out: Path) -> None:
     from core.config import RunConfig
     from core.data.datasets import load_dataset
     from core.training.probes import ProbeRecorder
-    from core.runs.store import JsonLinesWriter
+    from core.runs.streams import JsonLinesWriter
     from core.training.trainer import Callback, Trainer
 
     class EpochClock(Callback):

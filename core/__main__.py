@@ -17,8 +17,11 @@ import time
 from core.config import DATASETS, SETTINGS, ConfigError, RunConfig, settings_help
 from core.runs.lease import LeaseHeld, check_not_running
 from core.runs.states import RESUMABLE_STATES, STOPPED, InvalidTransition
-from core.runs.store import (CHECKPOINTS, EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS, BadAnnotation, InvalidRunId,
-                        RunNotFound, RunStore, UnreadableRun, default_runs_dir)
+from core.runs.annotations import BadAnnotation
+from core.runs.derived import EVAL_SPLITS, QUANTIZE_KINDS, SERVING_BACKENDS
+from core.runs.layout import CHECKPOINTS, InvalidRunId, RunNotFound, default_runs_dir
+from core.runs.status import UnreadableRun
+from core.runs.store import RunStore
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_REFUSED_FILES = 0, 1, 2, 3
 EXIT_PIPE_CLOSED = 128 + 13     # what a shell reports for a program ended by SIGPIPE
@@ -216,7 +219,7 @@ def cmd_eval(args, store: RunStore) -> int:
     for row in report["per_class"]:
         print(f"{row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
               f"{row['support']:>8}")
-    print(f"report: {store.eval_dir(args.run_id, args.checkpoint, args.split) / 'report.json'}")
+    print(f"report: {evaluation_files(store, args.run_id, args.checkpoint, args.split).path('report')}")
     if args.report:
         from core.analysis.report import evaluation_html
         text = evaluation_html(store, args.run_id, args.checkpoint, args.split)
@@ -385,7 +388,7 @@ def cmd_delete_data(args, store: RunStore) -> int:
 
 def cmd_tag(args, store: RunStore) -> int:
     try:
-        tags = store.set_tags(args.run_id, add=args.add, remove=args.remove)
+        tags = set_tags(store, args.run_id, add=args.add, remove=args.remove)
     except BadAnnotation as error:
         raise Rejected(str(error))
     print(f"run {args.run_id} tags: {', '.join(tags) or '(none)'}")
@@ -394,8 +397,8 @@ def cmd_tag(args, store: RunStore) -> int:
 
 def cmd_note(args, store: RunStore) -> int:
     try:
-        note = store.set_note(args.run_id, args.text) if args.text is not None else \
-            store.read_annotations(args.run_id)["note"]
+        note = set_note(store, args.run_id, args.text) if args.text is not None else \
+            read_annotations(store, args.run_id)["note"]
     except BadAnnotation as error:
         raise Rejected(str(error))
     print(note if args.text is None else f"run {args.run_id} note: {note or '(cleared)'}")

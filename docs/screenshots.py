@@ -22,6 +22,7 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
+from core.runs.annotations import set_note, set_tags  # noqa: E402
 from core.runs.store import RunStore  # noqa: E402
 from core.training.worker import run_training  # noqa: E402
 
@@ -59,9 +60,9 @@ def make_demo_runs(runs: Path) -> dict[str, str]:
         run_training(store, ids[name], handle_signals=False)
         time.sleep(1.0)         # the next run's id is a second later: the order above is the runs' order
     evaluate_run(store, ids["cnn-baseline"], "best", "test")
-    store.set_tags(ids["cnn-baseline"], add=["baseline", "cnn"])
-    store.set_tags(ids["mlp-baseline"], add=["baseline"])
-    store.set_note(ids["lr too high"], "lr 0.3 on purpose")
+    set_tags(store, ids["cnn-baseline"], add=["baseline", "cnn"])
+    set_tags(store, ids["mlp-baseline"], add=["baseline"])
+    set_note(store, ids["lr too high"], "lr 0.3 on purpose")
     return ids
 
 

@@ -8,7 +8,8 @@ from core.analysis import plots
 from core.analysis.evaluate import cell_rows, misclassified_rows, most_confused_cell, prediction_tiles
 from core.serving.export import export_is_current, read_export_report
 from core.analysis.report import REPORT_MISTAKES
-from core.runs.store import CHECKPOINTS, EVAL_SPLITS
+from core.runs.derived import EVAL_SPLITS, export_files
+from core.runs.layout import CHECKPOINTS
 from pages.common import gallery, shared
 
 shared.ensure_app_navigation()
@@ -129,7 +130,7 @@ def onnx_download(run_id: str) -> None:
             except Exception as error:      # a failed parity check, a checkpoint we refuse, an exporter error
                 st.session_state[error_key] = f"ONNX export failed, nothing to download: {error}"
     if export_is_current(store, run_id):
-        onnx = store.export_path(run_id, "onnx")
+        onnx = export_files(store, run_id).path("onnx")
         st.download_button(f"model.onnx ({onnx.stat().st_size / 1024**2:.2f} MB)", onnx.read_bytes, f"{run_id}.onnx",
                            mime="application/octet-stream", key="ev_onnx", on_click="ignore")
         parity = (read_export_report(store, run_id) or {}).get("parity_max_abs_diff", {})

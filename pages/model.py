@@ -6,7 +6,7 @@ from core.analysis import plots
 from core.config import SETTINGS
 from core.data.datasets import DatasetError, class_count
 from core.models.registry import MODEL_SPECS, model_input_shape, set_backbone_frozen
-from core.runs.store import CHECKPOINTS
+from core.runs.layout import CHECKPOINTS
 from pages.common import forms, shared
 
 shared.ensure_app_navigation()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.analysis import plots
 from core.data.images import ImageRefused, preview
-from core.runs.store import SERVING_BACKENDS
+from core.runs.derived import SERVING_BACKENDS
 from pages.common import shared
 
 shared.ensure_app_navigation()

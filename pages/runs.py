@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from core.runs.states import SHOWN_STATES
-from core.runs.store import MAX_NOTE_LENGTH, BadAnnotation, UnreadableRun
+from core.runs.annotations import MAX_NOTE_LENGTH, BadAnnotation, annotate
+from core.runs.status import UnreadableRun
 from pages.common import shared
 
 shared.ensure_app_navigation()
@@ -77,7 +78,7 @@ with st.form(f"annotate_{run_id}", border=False):
     note = st.text_area("Note", summary.note, max_chars=MAX_NOTE_LENGTH, key=f"note_{run_id}", height=90)
     if st.form_submit_button("Save tags and note"):
         try:
-            store.annotate(run_id, tags=tags, note=note)
+            annotate(store, run_id, tags=tags, note=note)
         except (BadAnnotation, UnreadableRun) as error:
             st.error(f"Nothing was saved: {error}")
         else:

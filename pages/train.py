@@ -11,7 +11,8 @@ from core.data.datasets import validate_run_config
 from core.analysis.diagnosis import diagnose
 from core.runs.live import LiveMetrics
 from core.runs.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
-from core.runs.store import UnreadableRun, clone_name
+from core.runs.status import UnreadableRun
+from core.runs.summaries import clone_name
 from pages.common import compare, curves, forms, shared
 
 shared.ensure_app_navigation()

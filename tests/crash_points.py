@@ -29,7 +29,9 @@ def _install(site: str, nth: int) -> None:
     import torch
 
     import core.training.callbacks
-    import core.runs.store
+    import core.runs.files
+    import core.runs.layout
+    import core.runs.streams
 
     calls = [0]
 
@@ -38,7 +40,7 @@ def _install(site: str, nth: int) -> None:
         return calls[0] == nth
 
     if site == "metrics-partial-line":
-        real_write = core.runs.store.MetricsWriter.write
+        real_write = core.runs.streams.MetricsWriter.write
 
         def write(self, row):
             if due():
@@ -46,15 +48,15 @@ def _install(site: str, nth: int) -> None:
                 self.handle.write(line[:len(line) // 2])
                 _die()
             real_write(self, row)
-        core.runs.store.MetricsWriter.write = write
+        core.runs.streams.MetricsWriter.write = write
     elif site == "after-metrics-sync":
-        real_sync = core.runs.store.MetricsWriter.sync
+        real_sync = core.runs.streams.MetricsWriter.sync
 
         def sync(self):
             real_sync(self)
             if due():
                 _die()
-        core.runs.store.MetricsWriter.sync = sync
+        core.runs.streams.MetricsWriter.sync = sync
     elif site in ("before-checkpoint", "after-checkpoint"):
         real_save = core.training.callbacks.save_checkpoint
 
@@ -78,16 +80,16 @@ def _install(site: str, nth: int) -> None:
             return real_torch_save(obj, handle, *args, **kwargs)
         torch.save = torch_save
     elif site == "inside-status-write":
-        real_atomic = core.runs.store.atomic_write_bytes
+        real_atomic = core.runs.files.atomic_write_bytes
 
         def atomic_write_bytes(path, data, fsync=True):
-            if Path(path).name == core.runs.store.STATUS_FILE and due():
+            if Path(path).name == core.runs.layout.STATUS_FILE and due():
                 fd, _ = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.",
-                                         suffix=core.runs.store.TEMP_SUFFIX)
+                                         suffix=core.runs.files.TEMP_SUFFIX)
                 os.write(fd, data[:len(data) // 2])
                 _die()
             real_atomic(path, data, fsync)
-        core.runs.store.atomic_write_bytes = atomic_write_bytes
+        core.runs.files.atomic_write_bytes = atomic_write_bytes
     else:
         raise ValueError(f"unknown kill site {site!r}")
 

@@ -10,11 +10,12 @@ from test_charts import written_run
 
 @pytest.fixture(scope="module")
 def two_runs(server):
+    from core.runs.annotations import annotate
     from core.runs.store import RunStore
     store = RunStore(server["runs"])
     older = written_run(store, "opened by a click", 2)
     newer = written_run(store, "the newest", 3)       # the sidebar's choice until the click
-    store.annotate(older, tags=["clicked"], note="row two")
+    annotate(store, older, tags=["clicked"], note="row two")
     return older, newer
 
 

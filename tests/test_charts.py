@@ -165,7 +165,7 @@ def written_run(store, name: str, epochs: int, steps_per_epoch: int = 20, log_ev
     """A finished run's folder as the trainer leaves it (config, status, metrics), written directly:
     the charts read only these files, and training would cost the test its time."""
     from conftest import tiny_digits
-    from core.runs.store import MetricsWriter
+    from core.runs.streams import MetricsWriter
     run_id = store.create_run(tiny_digits(name=name, epochs=epochs))
     start = time.time() - 600
     writer = MetricsWriter(store.metrics_path(run_id))
@@ -262,7 +262,8 @@ def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
 def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_controls_change(tmp_path):
     import streamlit as st
     from core.runs.live import LiveMetrics
-    from core.runs.store import MetricsWriter, RunStore
+    from core.runs.store import RunStore
+    from core.runs.streams import MetricsWriter
     from pages.common.curves import CURVES, RATES, ChartOptions, run_figures
     store = RunStore(tmp_path / "runs")
     run_id = written_run(store, "live", 2)
@@ -291,7 +292,8 @@ def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_control
 def test_the_lr_chart_shows_a_fine_tuned_backbones_own_lr_once_it_trains(tmp_path):
     import streamlit as st
     from core.runs.live import LiveMetrics
-    from core.runs.store import MetricsWriter, RunStore
+    from core.runs.store import RunStore
+    from core.runs.streams import MetricsWriter
     from pages.common.curves import RATES, ChartOptions, run_figures
     store = RunStore(tmp_path / "runs")
     run_id = written_run(store, "fine-tune", 1)

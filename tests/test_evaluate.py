@@ -6,12 +6,13 @@ import pytest
 
 from conftest import tiny_digits
 from core.analysis.evaluate import evaluate_run
+from core.runs.derived import evaluation_files
 from core.training.worker import run_training
 
 
 def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
     report, arrays = evaluate_run(store, trained, "best", "val")
-    folder = store.eval_dir(trained, "best", "val")
+    folder = evaluation_files(store, trained, "best", "val").path("report").parent
     with np.load(folder / "predictions.npz") as saved:
         assert saved["probs"].dtype == np.float32 and saved["labels"].dtype == np.int64
         assert saved["probs"].shape == (report["samples"], 10)
@@ -62,7 +63,7 @@ def test_a_run_whose_data_is_gone_says_so_and_what_still_works(image_folder, sto
 def test_cli_eval(store, trained, cli):
     result = cli("eval", trained, "--split", "test", runs=store.root)
     assert result.returncode == 0, result.stderr
-    report_path = store.eval_dir(trained, "best", "test") / "report.json"
+    report_path = evaluation_files(store, trained, "best", "test").path("report")
     report = json.loads(report_path.read_text())
     assert f"accuracy {report['accuracy']:.4f}" in result.stdout and f"report: {report_path}" in result.stdout
     bad = cli("eval", "../x", runs=store.root)

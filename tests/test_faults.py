@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import core.jobs.manager
-import core.runs.store
+import core.runs.files
+import core.runs.layout
+import core.runs.streams
 from conftest import ROOT, tiny_digits
 from core.runs.checkpoint import load_checkpoint
 from core.jobs.manager import JobManager
@@ -31,7 +33,7 @@ KILLS = [("metrics-partial-line", 3), ("after-metrics-sync", 1), ("inside-checkp
 
 
 def temp_files(store, run_id):
-    return sorted(p.name for p in store.run_dir(run_id).rglob(f"*{core.runs.store.TEMP_SUFFIX}"))
+    return sorted(p.name for p in store.run_dir(run_id).rglob(f"*{core.runs.files.TEMP_SUFFIX}"))
 
 
 def test_kills_at_every_kind_of_write_lose_and_repeat_nothing(store):
@@ -103,7 +105,7 @@ def fail_checkpoint_write(monkeypatch, code):
 def fail_metrics_write(monkeypatch, code):
     def open_failing(self, path):
         self.path, self.handle = path, FailingFile(path, "ab", nth=7, code=code)     # a line in epoch 2
-    monkeypatch.setattr(core.runs.store.MetricsWriter, "__init__", open_failing)
+    monkeypatch.setattr(core.runs.streams.MetricsWriter, "__init__", open_failing)
 
 
 def fail_status_write(monkeypatch, code):
@@ -112,12 +114,12 @@ def fail_status_write(monkeypatch, code):
     def replace(src, dst, *args, **kwargs):
         # The training thread's writes only: the heartbeat thread's count with the machine's speed, and
         # it leaves a failed write to the training thread's next one, which a one-off fault never fails.
-        if os.path.basename(dst) == core.runs.store.STATUS_FILE and threading.current_thread() is threading.main_thread():
+        if os.path.basename(dst) == core.runs.layout.STATUS_FILE and threading.current_thread() is threading.main_thread():
             calls[0] += 1
             if calls[0] == 5:
                 raise OSError(code, os.strerror(code), str(dst))
         return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(core.runs.store.os, "replace", replace)
+    monkeypatch.setattr(core.runs.files.os, "replace", replace)
 
 
 def test_a_resume_from_a_damaged_latest_checkpoint_fails_saying_so_and_keeps_the_files(store, capfd):
@@ -164,7 +166,7 @@ def test_a_disk_error_fails_the_run_saying_so_and_resume_works_once_fixed(store,
 
 def test_a_failed_metrics_write_takes_its_partial_line_back(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    writer = core.runs.store.MetricsWriter(path)
+    writer = core.runs.streams.MetricsWriter(path)
     writer.write({"step": 1})
     writer.handle = FailingFile(path, "ab", nth=1, code=errno.ENOSPC)
     with pytest.raises(OSError):
@@ -208,7 +210,7 @@ def lease_holder_process(store):
 
 def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.name != core.runs.store.LEASE_FILE}
+            if p.is_file() and p.name != core.runs.layout.LEASE_FILE}
 
 
 def test_a_second_start_fails_naming_the_first_and_changes_nothing(store, cli, lease_holder_process):

@@ -165,7 +165,7 @@ def test_clone_prefills_the_form(app, finished_run):
 
 
 def test_a_clone_is_proposed_the_first_free_name():
-    from core.runs.store import clone_name
+    from core.runs.summaries import clone_name
     assert clone_name("baseline", set()) == "baseline (2)"
     assert clone_name("baseline", {"baseline", "baseline (2)"}) == "baseline (3)"
     assert clone_name("baseline (3)", {"baseline (4)"}) == "baseline (5)"

@@ -147,13 +147,14 @@ def test_eval_writes_the_report_from_the_command_line(cli, store, trained, tmp_p
 def test_onnx_export_is_current_until_best_changes(store, trained):
     import os
 
+    from core.runs.derived import export_files
     from core.serving.export import export_is_current, export_run, read_export_report
     assert not export_is_current(store, trained) and read_export_report(store, trained) is None
     export_run(store, trained)
     assert export_is_current(store, trained)
     assert read_export_report(store, trained)["parity_max_abs_diff"]["real"] < 1e-3
     best = store.checkpoint_path(trained, "best")
-    later = store.export_path(trained, "onnx").stat().st_mtime + 5
+    later = export_files(store, trained).path("onnx").stat().st_mtime + 5
     os.utime(best, (later, later))
     assert not export_is_current(store, trained)
 

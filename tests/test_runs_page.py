@@ -3,6 +3,7 @@ filter; editing tags and the note; a click on a row opens that run on the Train 
 import pytest
 
 from conftest import tiny_digits
+from core.runs.annotations import annotate, read_annotations
 from test_charts import written_run
 from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
@@ -13,7 +14,7 @@ def runs(tmp_path):
     store = RunStore(tmp_path / "runs")
     plain = written_run(store, "plain", 1)
     tagged = store.create_run(tiny_digits(name="tagged", batch_size=32, lr=3e-4, optimizer="sgd", aug_flip=True))
-    store.annotate(tagged, tags=["sweep", "cnn"], note="lr too low?")
+    annotate(store, tagged, tags=["sweep", "cnn"], note="lr too low?")
     return store, plain, tagged
 
 
@@ -57,13 +58,13 @@ def test_tags_and_note_are_edited_for_the_chosen_run(app, runs):
     [save] = [b for b in app.button if b.label == "Save tags and note"]
     save.click().run()
     no_errors(app)
-    assert store.read_annotations(plain) == {"tags": ["baseline"], "note": "the reference"}
+    assert read_annotations(store, plain) == {"tags": ["baseline"], "note": "the reference"}
     assert list(table(app).set_index("run").loc[plain, "tags"]) == ["baseline"]       # the table shows them at once
     app.multiselect(key=f"tags_{plain}").set_value(["bad,tag"])
     [save] = [b for b in app.button if b.label == "Save tags and note"]
     save.click().run()
     assert any("Nothing was saved" in e.value and "comma" in e.value for e in app.error)
-    assert store.read_annotations(plain)["tags"] == ["baseline"]
+    assert read_annotations(store, plain)["tags"] == ["baseline"]
 
 
 @pytest.mark.parametrize("clicked", ["row box", "cell"])

@@ -5,7 +5,8 @@ import time
 import pytest
 
 from core.config import RunConfig
-from core.runs.store import InvalidRunId, MetricsReader, truncate_metrics
+from core.runs.layout import InvalidRunId
+from core.runs.streams import MetricsReader, truncate_metrics
 
 
 def test_create_read_and_list(store):
@@ -129,7 +130,7 @@ def test_an_unreadable_run_is_listed_with_its_reason(store, config_text, status_
 
 def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cli):
     from core.jobs.manager import JobManager
-    from core.runs.store import UnreadableRun
+    from core.runs.status import UnreadableRun
     run_id = store.create_run(RunConfig(name="edited"))
     store.update_status(run_id, state="stopped")
     folder = store.run_dir(run_id)
@@ -165,24 +166,24 @@ def test_transitions_are_checked(store):
 
 
 def test_summaries_are_cached_until_the_files_change(store, monkeypatch):
-    store.listing_ttl_s = 0
+    store.listing.ttl_s = 0
     run_id = store.create_run(RunConfig(name="cached"))
     store.update_status(run_id, state="stopped")
     [first] = store.list_runs()
     reads = []
-    original = store._read_summary
-    monkeypatch.setattr(store, "_read_summary", lambda rid: reads.append(rid) or original(rid))
+    original = store.listing.read
+    monkeypatch.setattr(store.listing, "read", lambda rid: reads.append(rid) or original(rid))
     assert store.list_runs() == [first] and reads == []          # unchanged: not read, not even stat()ed
     store.update_status(run_id, state="failed", error="boom")
     [changed] = store.list_runs()
     assert (changed.state, changed.error, reads) == ("failed", "boom", [run_id])
     store.delete_run(run_id)
-    assert store.list_runs() == [] and store._summaries == {}
+    assert store.list_runs() == [] and store.listing.cache == {}
 
 
 def test_a_file_edited_in_place_is_seen(store):
-    from core.runs.store import DEEP_CHECK_EVERY
-    store.listing_ttl_s = 0
+    from core.runs.summaries import DEEP_CHECK_EVERY
+    store.listing.ttl_s = 0
     run_id = store.create_run(RunConfig(name="before"))
     store.list_runs()
     path = store.run_dir(run_id) / "config.json"
@@ -198,7 +199,7 @@ def test_a_file_edited_in_place_is_seen(store):
 
 def test_a_change_made_by_another_process_is_seen_at_the_next_listing(store):
     from core.runs.store import RunStore
-    store.listing_ttl_s = 0
+    store.listing.ttl_s = 0
     run_id = store.create_run(RunConfig(name="elsewhere"))
     store.update_status(run_id, state="stopped")
     assert [s.state for s in store.list_runs()] == ["stopped"]
@@ -223,8 +224,8 @@ def test_a_new_process_starts_from_the_saved_summaries(store, monkeypatch):
     RunStore(store.root).update_status(changed, state="failed", error="while we were away")
     restarted = RunStore(store.root)
     reads = []
-    original = restarted._read_summary
-    monkeypatch.setattr(restarted, "_read_summary", lambda rid: reads.append(rid) or original(rid))
+    original = restarted.listing.read
+    monkeypatch.setattr(restarted.listing, "read", lambda rid: reads.append(rid) or original(rid))
     states = {s.run_id: s.state for s in restarted.list_runs()}
     assert states == {kept: "stopped", changed: "failed"} and reads == [changed]
     (store.root / ".summaries.json").write_text('{"format": 1, "runs": {"x": [1, 2, {"evil": true}]}}')

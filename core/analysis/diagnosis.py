@@ -305,7 +305,7 @@ MASKED_BY = {"diverged": {"lr_too_high", "not_learning", "lr_too_low", "plateau"
 
 
 def diagnose(rows: list[dict], status: dict, config: dict, probes: list[dict] = ()) -> list[Finding]:
-    """Every finding for a run, errors first. rows: metrics rows (core.runs.store.is_metrics_row); status:
+    """Every finding for a run, errors first. rows: metrics rows (core.runs.streams.is_metrics_row); status:
     status.json; config: config.json's values; probes: probes.jsonl's records (core.training.probes), when the
     run has them (per-layer gradients, dead units)."""
     findings = [finding for rule in RULES if (finding := rule(rows, status, config, probes)) is not None]

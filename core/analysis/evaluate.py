@@ -1,17 +1,16 @@
 """Predictions of a run's checkpoint on a split, and their report, cached in the run folder; which
 predictions to look at (a confusion cell, the mistakes) and their tiles.
 
-In store.eval_dir(run_id, checkpoint, split):
+The cache is core.runs.derived's evaluation_files(store, run_id, checkpoint, split):
   predictions.npz  probs [N, C] float32, labels [N] int64, index [N]
-  report.json      core.analysis.metrics.classification_report + the checkpoint's fingerprint (size, mtime):
-                   a new checkpoint makes the cache stale.
+  report.json      core.analysis.metrics.classification_report, written last with the checkpoint's
+                   identity: a new checkpoint makes the cache stale.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,13 +22,9 @@ from core.data.datasets import load_dataset
 from core.data.folders import DatasetError
 from core.analysis.gallery import Tile
 from core.analysis.metrics import classification_report
-from core.runs.store import RunStore, atomic_write_bytes, atomic_write_json
+from core.runs.derived import evaluation_files
+from core.runs.store import RunStore
 from core.training.trainer import resolve_device
-
-
-def _fingerprint(path: Path) -> dict:
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 @torch.inference_mode()
@@ -58,18 +53,18 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
                  device: str = "auto") -> tuple[dict, dict]:
     """(report, arrays) for a run's checkpoint on a split; computed once, then read from the cache
     until the checkpoint file changes."""
-    folder = store.eval_dir(run_id, checkpoint, split)     # refuses other checkpoints and splits
+    cache = evaluation_files(store, run_id, checkpoint, split)     # refuses other checkpoints and splits
     path = store.checkpoint_path(run_id, checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"run {run_id} has no {checkpoint}.pt yet (written at the end of each epoch)")
-    fingerprint = _fingerprint(path)
-    try:
-        report = json.loads((folder / "report.json").read_text())
-        if report.get("checkpoint") == fingerprint:
-            with np.load(folder / "predictions.npz") as cached:
+    identity = cache.identity()
+    report = cache.record()
+    if report is not None:
+        try:
+            with np.load(cache.path("predictions")) as cached:
                 return report, {name: cached[name] for name in ("probs", "labels", "index")}
-    except (OSError, ValueError, KeyError):
-        pass   # no cache, or a broken one: compute afresh
+        except (OSError, ValueError, KeyError):
+            pass   # a broken cache: compute afresh
     loaded = load_checkpoint(path)
     try:
         probs, labels, index = predict_split(loaded, split, device=device)
@@ -78,13 +73,12 @@ def evaluate_run(store: RunStore, run_id: str, checkpoint: str = "best", split: 
                            f"loaded now: {error}. Put the data back where it was; the Predict page needs only "
                            "the checkpoint") from None
     report = classification_report(probs, labels, loaded["classes"])
-    report.update(checkpoint=fingerprint, run_id=run_id, checkpoint_name=checkpoint, split=split,
+    report.update(run_id=run_id, checkpoint_name=checkpoint, split=split,
                   epoch=loaded["loop"]["epoch"], step=loaded["loop"]["step"])
-    folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, probs=probs, labels=labels, index=index)
-    atomic_write_bytes(folder / "predictions.npz", buffer.getvalue())
-    atomic_write_json(folder / "report.json", report)      # written last: it marks the cache complete
+    cache.write_bytes("predictions", buffer.getvalue())
+    report = cache.write_record(report, identity, files=["predictions"])
     store.announce_change(run_id)          # the runs table shows the test accuracy
     return report, {"probs": probs, "labels": labels, "index": index}
 

@@ -31,7 +31,7 @@ from typing import IO, Iterable
 
 from core.data.folders import IMAGE_EXTENSIONS, Refusal
 from core.data.images import MAX_FILE_BYTES, ImageRefused, decode, preview
-from core.runs.store import default_runs_dir
+from core.runs.layout import default_runs_dir
 
 DATASETS_ENV = "TRAINBOARD_DATASETS"
 DATASETS_FOLDER = ".datasets"        # inside the runs folder: a dot name is never read as a run
@@ -211,7 +211,8 @@ def runs_training_on(store, dataset_path: Path) -> list[str]:
     by label. Only active runs' configs are read: cheap at 10,000 runs."""
     from core.config import FOLDER_DATASETS
     from core.runs.states import ACTIVE_STATES
-    from core.runs.store import RunNotFound, UnreadableRun
+    from core.runs.layout import RunNotFound
+    from core.runs.status import UnreadableRun
     found = []
     for summary in store.list_runs():
         if summary.state not in ACTIVE_STATES or summary.dataset not in FOLDER_DATASETS:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.runs.store import TEMP_SUFFIX, disk_error
+from core.runs.files import TEMP_SUFFIX, disk_error
 
 CHECKPOINT_SCHEMA_VERSION = 2
 REQUIRED_KEYS = ("model", "config", "classes", "input_shape", "mean", "std", "loop")

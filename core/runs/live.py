@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.runs.store import MetricsReader
+from core.runs.streams import MetricsReader
 
 FIELDS = ("step", "epoch", "time", "loss", "acc", "lr", "backbone_lr", "grad_norm", "samples_per_s", "epoch_time")
 

@@ -13,7 +13,8 @@ from core.data.augment import BatchPreprocessor, predict_logits
 from core.runs.checkpoint import load_model
 from core.config import read_config_values
 from core.data.images import ImageRefused, decode
-from core.runs.store import SERVING_BACKENDS, RunStore
+from core.runs.derived import SERVING_BACKENDS, export_files
+from core.runs.store import RunStore
 from core.training.trainer import resolve_device
 
 BACKENDS = tuple(SERVING_BACKENDS)
@@ -25,7 +26,7 @@ def ensure_export(store: RunStore, run_id: str, backend: str):
     kind = SERVING_BACKENDS[backend]
     if not export_is_current(store, run_id, kind):
         export_run(store, run_id, quantize=kind.removeprefix("onnx-int8-") if kind != "onnx" else None)
-    return store.export_path(run_id, kind)
+    return export_files(store, run_id).path(kind)
 
 
 class Predictor:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from core.runs.checkpoint import save_checkpoint
 from core.runs.states import HOST, RUNNING, check_transition
-from core.runs.store import MetricsWriter, RunStore
+from core.runs.store import RunStore
+from core.runs.streams import MetricsWriter
 from core.training.trainer import Callback, Monitor, Trainer
 
 HEARTBEAT_EVERY_S = 2.0

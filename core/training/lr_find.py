@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     and writes FOLDER/result.json (the result, or {"error"})."""
     from core.config import read_config_values
     from core.jobs.manager import LR_FIND_CONFIG, LR_FIND_PROGRESS, LR_FIND_RESULT
-    from core.runs.store import atomic_write_json
+    from core.runs.files import atomic_write_json
     folder = Path(argv[0])
     try:
         config = read_config_values(json.loads((folder / LR_FIND_CONFIG).read_text()))[0]

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from core.runs.checkpoint import plain_module
-from core.runs.store import JsonLinesWriter
+from core.runs.streams import JsonLinesWriter
 from core.training.trainer import Callback
 
 PROBE_FORMAT = 1

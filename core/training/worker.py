@@ -20,8 +20,10 @@ from core.runs.lease import ALREADY_RUNNING_EXIT, LeaseHeld, RunLease
 from core.runs.states import COMPLETED, FAILED, INTERRUPTED, RUNNING, STOPPED, InvalidTransition
 from core.models.pretrained import PretrainedWeightsError
 from core.training.probes import ProbeRecorder
-from core.runs.store import (JsonLinesWriter, MetricsWriter, RunStore, UnreadableRun, disk_error_message, parse_status,
-                        truncate_metrics, truncate_probes)
+from core.runs.files import disk_error_message
+from core.runs.status import UnreadableRun, parse_status
+from core.runs.store import RunStore
+from core.runs.streams import JsonLinesWriter, MetricsWriter, truncate_metrics, truncate_probes
 from core.training.trainer import BatchTooLarge, Callback, Trainer, TrainingDiverged, free_cuda_memory
 
 

@@ -14,7 +14,9 @@ import streamlit as st
 
 from core.jobs.manager import JobManager
 from core.runs.states import ACTIVE_STATES
-from core.runs.store import RunStore, default_runs_dir, matching_runs
+from core.runs.layout import default_runs_dir
+from core.runs.store import RunStore
+from core.runs.summaries import matching_runs
 
 if TYPE_CHECKING:
     import pandas as pd
