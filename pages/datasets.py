@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.analysis import plots
 
-from core.data import uploads
+from core.data import imports, uploads
 from core.config import SETTINGS, RunConfig
 from core.data.datasets import DatasetError
 from pages.common import forms, shared
@@ -46,7 +46,7 @@ def _uploader_key(kind: str) -> str:
     return f"up_{kind}_{st.session_state.get(UPLOAD_ROUND, 0)}"
 
 
-def _imported(result: uploads.ImportResult) -> None:
+def _imported(result: imports.ImportResult) -> None:
     """After an import: show its outcome, empty the uploaders, and pick the dataset above."""
     st.session_state[UPLOAD_RESULT] = result
     st.session_state.pop(DELETE_RESULT, None)
@@ -63,7 +63,7 @@ def _import_zip(root) -> None:
         return
     name = st.session_state.get("up_zip_name", "").strip() or uploads.suggest_name(upload.name)
     try:
-        _imported(uploads.import_zip(upload, root, name, add=st.session_state.get("up_add", False)))
+        _imported(imports.import_zip(upload, root, name, add=st.session_state.get("up_add", False)))
     except uploads.UploadRefused as refused:
         st.session_state[UPLOAD_RESULT] = f"{upload.name} was not imported: {refused}"
 
@@ -76,7 +76,7 @@ def _add_images(root) -> None:
                                            else "Drop some images for the class first.")
         return
     try:
-        _imported(uploads.add_images(root, name, class_name, [(f.name, f.getvalue()) for f in files]))
+        _imported(imports.add_images(root, name, class_name, [(f.name, f.getvalue()) for f in files]))
     except uploads.UploadRefused as refused:
         st.session_state[UPLOAD_RESULT] = f"Nothing was added: {refused}"
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import uploads
-from core.data.uploads import (DatasetRefused, UploadRefused, add_images, datasets_dir, delete_dataset, import_zip,
-                          list_datasets, remove_class, remove_images)
+from core.data import imports, uploads
+from core.data.imports import add_images, import_zip
+from core.data.uploads import (DatasetRefused, UploadRefused, datasets_dir, delete_dataset, list_datasets, remove_class,
+                               remove_images)
 
 
 def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
@@ -109,11 +110,11 @@ def test_a_zip_bomb_is_refused_from_its_directory_before_anything_is_unpacked(tm
 
 def test_too_many_entries_or_bytes_refuse_the_zip(tmp_path, root, monkeypatch):
     source = class_zip(tmp_path / "many.zip", per_class=2)          # 6 files
-    monkeypatch.setattr(uploads, "MAX_ZIP_ENTRIES", 5)
+    monkeypatch.setattr(imports, "MAX_ZIP_ENTRIES", 5)
     with pytest.raises(UploadRefused, match="6 entries; at most 5"):
         import_zip(source, root, "many")
-    monkeypatch.setattr(uploads, "MAX_ZIP_ENTRIES", 100)
-    monkeypatch.setattr(uploads, "MAX_ZIP_TOTAL_BYTES", 6 * len(png(0)) - 1)
+    monkeypatch.setattr(imports, "MAX_ZIP_ENTRIES", 100)
+    monkeypatch.setattr(imports, "MAX_ZIP_TOTAL_BYTES", 6 * len(png(0)) - 1)
     with pytest.raises(UploadRefused, match="would unpack to"):
         import_zip(source, root, "many")
     assert files_under(root) == []
@@ -175,14 +176,14 @@ def test_an_existing_name_is_refused_unless_adding(tmp_path, root):
 
 def test_a_failure_mid_import_leaves_no_folder(tmp_path, root, monkeypatch):
     source = class_zip(tmp_path / "a.zip")
-    real_write, calls = uploads._Stage.write, []
+    real_write, calls = imports._Stage.write, []
 
     def write_then_fail(self, *args):
         calls.append(args)
         if len(calls) == 5:
             raise OSError(28, "No space left on device")
         real_write(self, *args)
-    monkeypatch.setattr(uploads._Stage, "write", write_then_fail)
+    monkeypatch.setattr(imports._Stage, "write", write_then_fail)
     with pytest.raises(UploadRefused, match="No space left.*nothing was imported"):
         import_zip(source, root, "pets")
     assert len(calls) == 5 and os.listdir(root) == []          # neither the dataset nor its stage
@@ -191,14 +192,14 @@ def test_a_failure_mid_import_leaves_no_folder(tmp_path, root, monkeypatch):
 def test_a_failure_mid_addition_leaves_the_dataset_as_it_was(tmp_path, root, monkeypatch):
     import_zip(class_zip(tmp_path / "a.zip", per_class=2), root, "pets")
     before = {p: p.read_bytes() for p in (root / "pets").rglob("*.png")}
-    real_place, calls = uploads._place, []
+    real_place, calls = imports._place, []
 
     def place_then_fail(source, destination):
         calls.append(source)
         if len(calls) == 3:
             raise OSError(5, "Input/output error")
         return real_place(source, destination)
-    monkeypatch.setattr(uploads, "_place", place_then_fail)
+    monkeypatch.setattr(imports, "_place", place_then_fail)
     with pytest.raises(UploadRefused, match="Input/output error"):
         import_zip(class_zip(tmp_path / "b.zip", classes=("cat", "owl"), per_class=2), root, "pets", add=True)
     assert {p: p.read_bytes() for p in (root / "pets").rglob("*.png")} == before
