@@ -2,9 +2,11 @@
 messages, nothing written on rejection."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from conftest import ROOT
 from core.config import SETTINGS
@@ -18,7 +20,7 @@ def test_train_runs_show_and_resume(tmp_path, cli):
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.split()[1]
     assert f"run {run_id}: completed, best val_acc" in done.stdout
-    assert "step/s" in done.stderr and "loss=" in done.stderr     # the tqdm bar
+    assert done.stderr.startswith("epoch 1/2: loss ")     # not a terminal: a line per epoch, no bar
     listing = cli("runs", runs=runs)
     assert run_id in listing.stdout and "completed" in listing.stdout and "100%" in listing.stdout
     shown = json.loads(cli("show", run_id, runs=runs).stdout)
@@ -77,6 +79,79 @@ def test_train_help_lists_every_setting(capsys):
         assert f"  {name} = {setting.default!r}: {setting.label}; {setting.rule()}" in text, name
 
 
+# What each command's --help lists (positionals, then options), in the order `python -m core --help` lists them.
+HELP = {
+    "train": "-h --runs --dataset --model --epochs --batch-size --lr --data --set --name",
+    "lr-find": "-h --runs --dataset --model --epochs --batch-size --lr --data --set --min-lr --max-lr --steps",
+    "runs": "-h --runs",
+    "stop": "run_id -h --runs",
+    "delete": "run_id -h --runs --yes",
+    "show": "run_id -h --runs",
+    "resume": "run_id -h --runs",
+    "diagnose": "run_id -h --runs",
+    "eval": "run_id -h --runs --checkpoint --split --report",
+    "export": "run_id -h --runs --quantize --torchscript",
+    "predict": "run_id FILE -h --runs --top-k --backend",
+    "serve": "run_id -h --runs --port --host --backend --max-mb --concurrency --body-timeout",
+    "tensorboard": "run_id -h --runs --out",
+    "import-data": "ZIP -h --runs --name --add",
+    "delete-data": "NAME -h --runs --class --image --yes",
+    "tag": "run_id -h --runs --add --remove",
+    "note": "run_id text -h --runs",
+}
+
+
+def test_help_lists_every_command_in_order_and_each_ones_arguments(capsys):
+    from core.__main__ import main
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "{" + ",".join(HELP) + "}" in text
+    assert re.findall(r"^    (\S+)", text, re.M) == list(HELP)      # each with its one-line help
+    for command, arguments in HELP.items():
+        assert main([command, "--help"]) == 0
+        text = capsys.readouterr().out.split("settings for --set")[0]      # the settings epilog is indented too
+        assert text.startswith(f"usage: python -m core {command} [-h] [--runs RUNS]"), command
+        assert " ".join(re.findall(r"^  ([^\s,]+)", text, re.M)) == arguments, command
+
+
+EPOCH_LINE = r"epoch (\d)/3: loss \d+\.\d{4} acc [01]\.\d{3} \| val_loss \d+\.\d{4} val_acc [01]\.\d{3} \(\d+\.\d s\)"
+
+
+def test_a_log_gets_a_line_per_epoch_and_a_terminal_the_bar(tmp_path, cli, monkeypatch):
+    args = ("train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--set", "image_size=8")
+    logged = cli(*args, runs=tmp_path / "runs")        # capsys's stderr is not a terminal, as a log file is not
+    assert logged.returncode == 0, logged.stderr
+    assert "\r" not in logged.stderr                   # no bar refreshes
+    assert [re.fullmatch(EPOCH_LINE, line)[1] for line in logged.stderr.splitlines()] == ["1", "2", "3"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = cli(*args, runs=tmp_path / "runs")
+    assert bar.returncode == 0 and "\r" in bar.stderr and "step/s" in bar.stderr and "epoch 1/3:" not in bar.stderr
+
+
+def test_a_log_says_where_a_stopped_run_ended_and_where_its_resume_picks_up(tmp_path, cli, monkeypatch):
+    from core.training.callbacks import StopFileWatcher
+    watch = StopFileWatcher.on_batch_end
+
+    def stop_asked_at_step_25(self, trainer):       # mid epoch 2, as `python -m core stop` from elsewhere
+        if trainer.state.step == 25:
+            Path(self.stop_path).write_text("stop")
+        watch(self, trainer)
+    monkeypatch.setattr(StopFileWatcher, "on_batch_end", stop_asked_at_step_25)
+    runs = tmp_path / "runs"
+    stopped = cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--set", "image_size=8",
+                  runs=runs)
+    assert stopped.returncode == 0 and stopped.stdout.splitlines()[-1].split(":")[1].startswith(" stopped")
+    first, last = stopped.stderr.splitlines()
+    assert re.fullmatch(EPOCH_LINE, first)[1] == "1"
+    total = re.fullmatch(r"stopped at step 25/(\d+); resume continues it", last)[1]
+    monkeypatch.undo()
+    resumed = cli("resume", stopped.stdout.split()[1], runs=runs)
+    assert resumed.returncode == 0, resumed.stderr
+    picked_up, *epochs = resumed.stderr.splitlines()
+    assert picked_up == f"resuming at step 25/{total}, in epoch 2/3"
+    assert [re.fullmatch(EPOCH_LINE, line)[1] for line in epochs] == ["2", "3"]
+
+
 def test_a_failed_run_exits_1(tmp_path, image_folder, cli):
     for png in image_folder.rglob("*.png"):
         png.write_bytes(b"garbage")
@@ -102,7 +177,7 @@ def test_a_failure_the_worker_does_not_print_is_said_once_on_stderr(tmp_path, cl
 
 
 def test_core_never_imports_streamlit():
-    for path in (ROOT / "core").glob("*.py"):
+    for path in (ROOT / "core").rglob("*.py"):
         text = path.read_text()
         assert "import streamlit" not in text and "from streamlit" not in text, path
 

@@ -421,7 +421,8 @@ def test_a_link_to_a_run_that_is_gone_keeps_the_default(app, two_runs):
 def test_the_form_starts_from_the_settings_the_cli_uses(app, dataset, monkeypatch):
     """Picking a dataset applies its defaults at once, and they are the CLI's, setting by setting."""
     import core.data.datasets
-    from core.__main__ import build_parser, launch_config
+    from core.__main__ import build_parser
+    from core.cli.runs import launch_config
     from core.config import SETTINGS
     monkeypatch.setattr(core.data.datasets, "validate_run_config", lambda config: [])    # no data files needed here
     cli = launch_config(build_parser().parse_args(["train", "--dataset", dataset]))

@@ -1,0 +1,89 @@
+"""Commands that judge a finished run: diagnose, eval, tensorboard.
+
+Each add_NAME(sub, parents) registers its command's parser right above the cmd_NAME(args, store) it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from core.cli.common import EXIT_OK, Rejected
+from core.runs.derived import EVAL_SPLITS, evaluation_files
+from core.runs.layout import CHECKPOINTS
+from core.runs.store import RunStore
+
+
+def add_diagnose(sub, parents) -> None:
+    diagnose = sub.add_parser("diagnose", parents=parents,
+                              help="what is wrong with a run, in plain words (JSON: findings with code, severity, "
+                                   "message, advice, evidence)")
+    diagnose.add_argument("run_id")
+    diagnose.set_defaults(func=cmd_diagnose)
+
+
+def cmd_diagnose(args, store: RunStore) -> int:
+    from core.analysis.diagnosis import diagnose_run
+    findings = diagnose_run(store, args.run_id)
+    print(json.dumps({"run_id": args.run_id, "state": store.read_status(args.run_id)["state"],
+                      "findings": [finding.to_dict() for finding in findings]}, indent=1))
+    return EXIT_OK
+
+
+def add_eval(sub, parents) -> None:
+    evaluate = sub.add_parser("eval", parents=parents, help="evaluate a run's checkpoint on a split")
+    evaluate.add_argument("run_id")
+    evaluate.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
+    evaluate.add_argument("--split", choices=EVAL_SPLITS, default="val")
+    evaluate.add_argument("--report", metavar="FILE", help="also write the self-contained HTML report there")
+    evaluate.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args, store: RunStore) -> int:
+    from core.analysis.evaluate import evaluate_run
+    store.existing_run_dir(args.run_id)     # RunNotFound / InvalidRunId -> exit 2
+    try:
+        report, _ = evaluate_run(store, args.run_id, args.checkpoint, args.split)
+    except (FileNotFoundError, ValueError) as error:
+        raise Rejected(str(error))
+    macro = report["macro"]
+    auc = f"{macro['roc_auc']:.4f}" if macro["roc_auc"] is not None else "-"
+    print(f"{args.run_id} {args.checkpoint}.pt on {args.split} ({report['samples']} samples, epoch "
+          f"{report['epoch']}): accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
+          f"macro F1 {macro['f1']:.4f}  macro ROC AUC {auc}  ECE {report['expected_calibration_error']:.4f}")
+    print(f"{'class':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for row in report["per_class"]:
+        print(f"{row['class'][:16]:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+              f"{row['support']:>8}")
+    print(f"report: {evaluation_files(store, args.run_id, args.checkpoint, args.split).path('report')}")
+    if args.report:
+        from core.analysis.report import evaluation_html
+        text = evaluation_html(store, args.run_id, args.checkpoint, args.split)
+        try:
+            with open(args.report, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as error:
+            raise Rejected(f"cannot write the HTML report to {args.report}: {error.strerror or error}")
+        print(f"HTML report: {args.report} ({os.path.getsize(args.report) / 1024**2:.1f} MB)")
+    return EXIT_OK
+
+
+def add_tensorboard(sub, parents) -> None:
+    tensorboard = sub.add_parser("tensorboard", parents=parents,
+                                 help="write TensorBoard event files: metrics, probe histograms, settings")
+    tensorboard.add_argument("run_id")
+    tensorboard.add_argument("--out", metavar="DIR", help="default: the run folder's tensorboard/ (replaced)")
+    tensorboard.set_defaults(func=cmd_tensorboard)
+
+
+def cmd_tensorboard(args, store: RunStore) -> int:
+    from core.analysis.tensorboard_export import export_tensorboard
+    try:
+        result = export_tensorboard(store, args.run_id, args.out)
+    except ValueError as error:         # --out holds files that are not an earlier export
+        raise Rejected(str(error))
+    print(f"wrote {result.scalars} scalars, {result.histograms} histograms and {result.hparams} settings as "
+          f"hparams to {result.folder}")
+    for note in result.notes:
+        print(note)
+    print(f"view them with: tensorboard --logdir {result.folder}")
+    return EXIT_OK
