@@ -1,8 +1,9 @@
 """JobManager: a queue of runs; worker threads that each supervise a training child process.
 
-The training loop runs in `python -m core.training.worker RUN_DIR`, not in a thread of this process: inside a
-Streamlit server a training thread fights the page scripts for the GIL (DESIGN.md measured 0.075x).
-Workers only start, watch and stop children and write the run folder; they never touch the UI.
+The training loop runs in a child process (core.jobs.launcher starts core.training.worker), not in a
+thread of this process: inside a Streamlit server a training thread fights the page scripts for the
+GIL (DESIGN.md measured 0.075x). Workers only start, watch and stop children and write the run
+folder; they never touch the UI.
 """
 from __future__ import annotations
 
@@ -12,29 +13,21 @@ import queue
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from core.jobs.launcher import LR_FINDER, WORKER, Launched, launch
 from core.runs.lease import ALREADY_RUNNING_EXIT, check_not_running
 from core.runs.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, STOPPED,
                          check_transition)
 from core.runs.store import RunStore
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_concurrency() -> int:
     return max(1, int(os.environ.get("TRAINBOARD_MAX_CONCURRENT", "1")))
-
-
-def _child_env() -> dict:
-    # Unbuffered, so a child's log holds its last words even when it is killed.
-    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
 
 
 # The files of an LR finder child's folder (written by core.training.lr_find.main).
@@ -45,7 +38,7 @@ class LrFindJob:
     """A learning-rate range test running in a child process (core.training.lr_find): progress while it
     runs, then its result. The files live in a temp folder removed once the result is read."""
 
-    def __init__(self, folder: Path, child: subprocess.Popen):
+    def __init__(self, folder: Path, child: Launched):
         self.folder, self.child = folder, child
 
     def progress(self) -> tuple[int, int]:
@@ -85,7 +78,7 @@ class JobManager:
         self.stop_grace_s, self.poll_s = stop_grace_s, poll_s
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._children: dict[str, subprocess.Popen] = {}
+        self._children: dict[str, Launched] = {}
         self._stop_asked_at: dict[str, float] = {}
         self._closed = False
         self.recovered, self.requeued = self._recover()
@@ -113,10 +106,7 @@ class JobManager:
         never imports torch or trains in its own process."""
         folder = Path(tempfile.mkdtemp(prefix="trainboard-lr-find-"))
         (folder / LR_FIND_CONFIG).write_text(config.to_json())
-        with open(folder / "log", "wb") as log:
-            child = subprocess.Popen([sys.executable, "-m", "core.training.lr_find", str(folder)], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env())
-        return LrFindJob(folder, child)
+        return LrFindJob(folder, launch(LR_FINDER, [folder], folder / "log"))
 
     # --- public API (thread-safe) ---------------------------------------------------------------
     def submit(self, run_id: str) -> None:
@@ -196,17 +186,13 @@ class JobManager:
 
     def _supervise(self, run_id: str) -> None:
         run_dir = self.store.run_dir(run_id).resolve()
-        env = _child_env()
         with self._lock:   # the same lock as stop(): a run stopped while queued never starts
             # A run stopped while queued, or queued twice, is skipped here.
             status = self.store.read_raw_status(run_id)
             if not isinstance(status, dict) or status.get("state") != QUEUED:
                 return
             attempt = status.get("attempt")
-            with open(self.store.log_path(run_id), "ab") as log:
-                child = subprocess.Popen([sys.executable, "-m", "core.training.worker", str(run_dir)],
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env)
+            child = launch(WORKER, [run_dir], self.store.log_path(run_id))
             self._children[run_id] = child
         # From here until the child exits, the child is the only writer of status.json.
         try:
