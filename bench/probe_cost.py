@@ -48,7 +48,8 @@ def side(model: str, epochs: int, probes: bool, out: Path) -> None:
     from core.data.datasets import load_dataset
     from core.training.probes import ProbeRecorder
     from core.runs.streams import JsonLinesWriter
-    from core.training.trainer import Callback, Trainer
+    from core.training.hooks import Callback
+    from core.training.trainer import Trainer
 
     class EpochClock(Callback):
         """(start, end, samples/s) of each epoch's training phase, wall-clock time."""

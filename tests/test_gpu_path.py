@@ -13,8 +13,10 @@ from conftest import tiny_digits
 from core.runs.checkpoint import load_checkpoint, load_model
 from core.config import RECIPES, RunConfig, read_config_values
 from core.data.datasets import load_dataset, validate_run_config
-from core.training.trainer import (BatchTooLarge, Trainer, compile_mode, find_batch_size, largest_fitting_batch, micro_batches,
-                          resolve_precision, scaled_lr)
+from core.training.accelerator import compile_mode, resolve_precision
+from core.training.batch_size import BatchTooLarge, find_batch_size, largest_fitting_batch
+from core.training.optimizers import scaled_lr
+from core.training.trainer import Trainer, micro_batches
 from core.training.worker import run_training
 
 CPU = torch.device("cpu")
@@ -142,9 +144,9 @@ def test_the_lr_follows_the_batch_found():
 def fake_probe(monkeypatch):
     """batch_size auto on the CPU: the probe's measurement is faked (fits up to 64, each doubling
     faster), the device check let through."""
-    import core.training.trainer
-    monkeypatch.setattr(core.training.trainer, "probe_supported", lambda device: True)
-    monkeypatch.setattr(Trainer, "measure_batch", lambda self, b: None if b > 64 else float(b))
+    import core.training.batch_size
+    monkeypatch.setattr(core.training.batch_size, "probe_supported", lambda device: True)
+    monkeypatch.setattr(core.training.batch_size, "measure_batch", lambda trainer, b: None if b > 64 else float(b))
 
 
 def out_of_memory_above(monkeypatch, limit: int):
@@ -180,7 +182,8 @@ def test_a_resumed_auto_run_keeps_its_batch_size(store, fake_probe, monkeypatch)
     run_id = store.create_run(tiny_digits(epochs=2, batch_size="auto"))
     stop = AtStep(3, lambda t: store.stop_path(run_id).write_text("stop"))
     assert run_training(store, run_id, [stop], handle_signals=False) == "stopped"
-    monkeypatch.setattr(Trainer, "measure_batch", lambda self, b: float(b))     # would now say more
+    import core.training.batch_size
+    monkeypatch.setattr(core.training.batch_size, "measure_batch", lambda trainer, b: float(b))   # would now say more
     assert run_training(store, run_id, handle_signals=False) == "completed"
     assert store.read_status(run_id)["setup"]["batch_size"] == 64
 
@@ -210,8 +213,8 @@ def test_compile_auto_compiles_on_cuda_only():
 
 
 def test_a_compiled_run_saves_the_plain_modules_weights(store, monkeypatch):
-    import core.training.trainer
-    monkeypatch.setattr(core.training.trainer, "COMPILE_BACKEND", "eager")    # dynamo's wrapping, no compiler
+    import core.training.accelerator
+    monkeypatch.setattr(core.training.accelerator, "COMPILE_BACKEND", "eager")    # dynamo's wrapping, no compiler
     run_id = store.create_run(tiny_digits(epochs=1, compile="default", probe_interval=0))
     assert run_training(store, run_id, handle_signals=False) == "completed"
     assert store.read_status(run_id)["setup"]["compile"] == "default"
@@ -246,7 +249,7 @@ def test_the_onecycle_warm_up_share_is_the_settings():
 
 
 def test_a_short_onecycle_never_divides_by_zero():
-    from core.training.trainer import make_scheduler
+    from core.training.optimizers import make_scheduler
     for total in range(1, 12):         # 25% of 4 steps ended torch's warm-up on step 0
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
         scheduler, _ = make_scheduler(RunConfig(scheduler="onecycle", warmup_fraction=0.25, epochs=1),

@@ -83,7 +83,8 @@ def test_a_frozen_backbone_keeps_the_files_weights_and_grayscale_feeds_three_cha
 
 def test_head_first_then_everything_with_a_lower_backbone_lr(cached, image_folder):
     from core.data.datasets import load_dataset
-    from core.training.trainer import Callback, Trainer
+    from core.training.hooks import Callback
+    from core.training.trainer import Trainer
     config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
                                    image_size=32, epochs=2, batch_size=8, finetune_head_epochs=1,
                                    backbone_lr_factor=0.1, scheduler="none", probe_interval=0)

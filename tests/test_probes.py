@@ -12,7 +12,7 @@ from conftest import tiny_digits
 from core.analysis.insight import read_probes
 from core.training.probes import BINS, ProbeRecorder, histogram_edges, is_probed, tensor_stats
 from core.runs.streams import JsonLinesWriter, truncate_probes
-from core.training.trainer import LoopState
+from core.training.hooks import LoopState
 from core.training.worker import run_training
 from crash_points import train_until_killed
 

@@ -4,7 +4,7 @@ import torch
 
 from conftest import tiny_digits
 from core.runs.checkpoint import load_checkpoint
-from core.training.trainer import Callback
+from core.training.hooks import Callback
 from core.training.worker import run_training
 
 

@@ -9,7 +9,6 @@ The cache is core.runs.derived's evaluation_files(store, run_id, checkpoint, spl
 from __future__ import annotations
 
 import io
-import json
 import os
 
 import numpy as np
@@ -24,7 +23,7 @@ from core.analysis.gallery import Tile
 from core.analysis.metrics import classification_report
 from core.runs.derived import evaluation_files
 from core.runs.store import RunStore
-from core.training.trainer import resolve_device
+from core.training.accelerator import resolve_device
 
 
 @torch.inference_mode()

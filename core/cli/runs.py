@@ -53,7 +53,7 @@ def _progress_callback():
 
 def _tqdm_bar():
     from tqdm import tqdm
-    from core.training.trainer import Callback
+    from core.training.hooks import Callback
 
     class TqdmProgress(Callback):
         """A tqdm bar over optimizer steps, the latest loss in its postfix."""
@@ -83,7 +83,7 @@ def _tqdm_bar():
 
 
 def _epoch_lines():
-    from core.training.trainer import Callback
+    from core.training.hooks import Callback
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)      # flushed: someone may be following the log

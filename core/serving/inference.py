@@ -15,7 +15,7 @@ from core.config import read_config_values
 from core.data.images import ImageRefused, decode
 from core.runs.derived import SERVING_BACKENDS, export_files
 from core.runs.store import RunStore
-from core.training.trainer import resolve_device
+from core.training.accelerator import resolve_device
 
 BACKENDS = tuple(SERVING_BACKENDS)
 

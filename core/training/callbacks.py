@@ -11,7 +11,8 @@ from core.runs.checkpoint import save_checkpoint
 from core.runs.states import HOST, RUNNING, check_transition
 from core.runs.store import RunStore
 from core.runs.streams import MetricsWriter
-from core.training.trainer import Callback, Monitor, Trainer
+from core.training.hooks import Callback, Monitor
+from core.training.trainer import Trainer
 
 HEARTBEAT_EVERY_S = 2.0
 

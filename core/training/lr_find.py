@@ -15,7 +15,7 @@ import torch
 
 from core.config import RunConfig
 from core.data.datasets import load_dataset
-from core.models.registry import set_backbone_frozen
+from core.training.optimizers import set_lr
 from core.training.trainer import Trainer, epoch_order
 
 MIN_LR, MAX_LR = 1e-7, 10.0
@@ -43,10 +43,7 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
     dataset = load_dataset(config)
     trainer = Trainer(config, dataset, callbacks=[])     # a fresh model: nothing of a run is touched
     trainer.model.train()
-    if trainer.pretrained:     # as the run's first epoch trains: a frozen backbone stays frozen
-        set_backbone_frozen(trainer.model, config.model, trainer.backbone_frozen)
-    # Each group keeps its share of the lr (a pretrained backbone learns at backbone_lr_factor x lr).
-    shares = [group["lr"] / config.lr for group in trainer.optimizer.param_groups]
+    trainer.emit("on_train_epoch_start")     # as the run's first epoch trains: a frozen backbone stays frozen
     split, device = trainer.train_split, trainer.device
     lrs, losses, average, best = [], [], 0.0, math.inf
     epoch, batches = 0, iter(())
@@ -58,8 +55,7 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
             epoch += 1
             images, labels = next(batches)
         lr = lr_at(step, steps, min_lr, max_lr)
-        for group, share in zip(trainer.optimizer.param_groups, shares):
-            group["lr"] = lr * share
+        set_lr(trainer.optimizer, lr, trainer.lr)    # each group keeps its share (a backbone its factor)
         loss, _ = trainer.train_step((images.to(device), labels.to(device)))
         value = loss.item()                       # one sync per step: the curve needs every value
         if not math.isfinite(value):
@@ -81,7 +77,7 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
             "steps": len(losses), "stopped_early": len(losses) < steps}
 
 
-# --- the child process behind the Train form's button (core.jobs.manager.LrFindJob) ------------------------
+# --- the child process behind the Train form's button (core.jobs.manager.LrFindJob) ---------------
 def main(argv: list[str]) -> int:
     """python -m core.training.lr_find FOLDER: reads FOLDER/config.json, keeps FOLDER/progress.json current
     and writes FOLDER/result.json (the result, or {"error"})."""
@@ -100,4 +96,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from core.jobs.launcher import report_exit
+    sys.exit(report_exit(main(sys.argv[1:])))

@@ -39,7 +39,7 @@ from torch import nn
 
 from core.runs.checkpoint import plain_module
 from core.runs.streams import JsonLinesWriter
-from core.training.trainer import Callback
+from core.training.hooks import Callback
 
 PROBE_FORMAT = 1
 BINS = 32

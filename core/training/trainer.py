@@ -1,8 +1,11 @@
 """The training loop: per epoch train then validate; callbacks publish metrics, checkpoints and stops.
 
-The loop itself knows nothing of files: MetricsLogger, StatusReporter, Checkpointer, EarlyStopping
-and StopFileWatcher (core.training.callbacks) do the publishing. The loop checks `state.should_stop` after every
-batch, which is how Stop and early stopping end a run cleanly.
+The loop itself knows nothing of files, devices' tricks or fine-tuning: callbacks publish
+(core.training.callbacks), probe (core.training.probes) and freeze a backbone
+(core.training.finetune); the device, precision and compile choices come from
+core.training.accelerator, the optimizer and schedule from core.training.optimizers, batch_size auto
+from core.training.batch_size. The loop checks `state.should_stop` after every batch, which is how
+Stop and early stopping end a run cleanly.
 
 `train_step(batch)` is one optimisation step and nothing else, for the loop, an LR finder or a sweep
 to share. Loss and accuracy stay on the device and reach the host once per log interval (a `.item()`
@@ -10,41 +13,23 @@ per step stalls a GPU's queue); a non-finite loss is still caught, and named, wi
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import gc
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from core.data.augment import BatchPreprocessor, predict_logits
-from core.runs.checkpoint import plain_module
 from core.config import RunConfig
+from core.data.augment import BatchPreprocessor, predict_logits
 from core.data.datasets import Dataset
-from core.models.registry import build_model, input_normalisation, model_spec, parameter_groups, set_backbone_frozen
-
-# batch_size auto: the probe doubles from PROBE_START while a doubling gains GAIN in samples/s, within
-# the GPU's memory (peak under MEMORY_HEADROOM of it) and at most an eighth of the training split, then
-# takes the smallest batch within NEAR_PEAK of the best rate measured.
-PROBE_START, PROBE_GAIN, PROBE_NEAR_PEAK, PROBE_MEMORY_HEADROOM = 64, 1.10, 0.90, 0.90
-PROBE_WARMUP_STEPS, PROBE_TIMED_STEPS, MIN_STEPS_PER_EPOCH = 3, 5, 8
-MAX_BATCH = 65_536
-# compile auto: CUDA graphs (reduce-overhead) pay off where a step is launch-bound: a small model at a
-# small batch (resnet18 at batch 128 on an H100: ~13 ms per step, mostly kernel launches).
-CUDA_GRAPHS_MAX_PARAMS, CUDA_GRAPHS_MAX_BATCH = 30_000_000, 512
-COMPILE_BACKEND = "inductor"        # tests swap in "eager": the wrapping and unwrapping without a compiler
-
-
-class BatchTooLarge(RuntimeError):
-    """CUDA ran out of memory at `batch_size`; `fits` is a smaller batch measured to fit (None: none did)."""
-
-    def __init__(self, message: str, batch_size: int, fits: int | None):
-        super().__init__(message)
-        self.batch_size, self.fits = batch_size, fits
+from core.models.registry import build_model, input_normalisation, model_spec
+from core.runs.checkpoint import plain_module
+from core.training.accelerator import (compile_mode, compiled, free_cuda_memory, place_model, precision_name,
+                                       resolve_device, resolve_precision)
+from core.training.batch_size import probe_batch_size
+from core.training.finetune import BackboneFinetuning
+from core.training.hooks import Callback, LoopState, Monitor
+from core.training.optimizers import make_optimizer, make_scheduler, optimizer_groups, scaled_lr, set_lr
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,163 +40,10 @@ class TrainingDiverged(RuntimeError):
         self.step = step
 
 
-class Callback:
-    """Every hook is an optional no-op; a callback implements only what it needs.
-
-    Epoch ends come in two steps so no callback depends on another's order: on_validation_end is
-    where callbacks update what they track (their own best value, patience), on_epoch_end is where
-    they publish (files, status), by which time every callback's state is final for the epoch.
-    A callback with state that a resume needs returns it from state_dict(); it is saved in the
-    checkpoint under its class name.
-    """
-
-    def on_fit_start(self, trainer: "Trainer") -> None: ...
-    def on_before_optimizer_step(self, trainer: "Trainer") -> None: ...   # gradients ready, unscaled
-    def on_batch_end(self, trainer: "Trainer") -> None: ...
-    def on_log_interval(self, trainer: "Trainer", row: dict) -> None: ...
-    def on_validation_end(self, trainer: "Trainer", val_row: dict) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", rows: list[dict]) -> None: ...
-    def on_fit_end(self, trainer: "Trainer", outcome: str) -> None: ...
-    def on_exception(self, trainer: "Trainer", error: BaseException) -> None: ...
-
-    def state_dict(self) -> dict | None:
-        return None
-
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-@dataclass
-class Monitor:
-    """The best value of one validation metric ("val_acc" is maximised, "val_loss" minimised) and the
-    epochs since it improved. Each callback that needs one owns its own."""
-    metric: str = "val_acc"
-    best: float | None = None
-    best_epoch: int | None = None       # its epoch number, counted from 1
-    since_best: int = 0
-
-    def update(self, val_row: dict, epoch: int) -> bool:
-        """Record an epoch's validation row; True when it is a new best."""
-        value = val_row[self.metric.removeprefix("val_")]
-        better = math.isfinite(value) and (
-            self.best is None or (value > self.best if self.metric == "val_acc" else value < self.best))
-        if better:
-            self.best, self.best_epoch, self.since_best = value, epoch, 0
-        else:
-            self.since_best += 1
-        return better
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "since_best": self.since_best}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.best_epoch, self.since_best = state["best"], state["best_epoch"], state["since_best"]
-
-
-@dataclass
-class LoopState:
-    epoch: int = 0               # 0-based index of the epoch in progress (or next to run)
-    batch_in_epoch: int = 0      # batches of `epoch` already done (non-zero after a mid-epoch stop)
-    step: int = 0                # optimizer steps done since the run began
-    total_steps: int = 0
-    steps_per_epoch: int = 0
-    should_stop: bool = False
-    stop_reason: str | None = None    # "stop" (asked) or "early" (patience ran out)
-    last_val: dict = field(default_factory=dict)
-    grad_norm: float | None = None    # total gradient norm at the last log interval (before clipping)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device cuda was asked for, but no CUDA GPU is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     """The sample order of one epoch, a pure function of (seed, epoch): a resumed run replays it."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=generator).to(device)
-
-
-def resolve_precision(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of mixed_precision on this device; None: full float32.
-    auto: bf16 on GPUs that support it, fp16 (with loss scaling) on older ones, off on CPU."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if device.type != "cuda":
-        raise RuntimeError(f"mixed_precision {setting} needs a CUDA GPU; this run trains on {device}: "
-                           "choose auto or off")
-    if setting == "fp16" or (setting == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    if not torch.cuda.is_bf16_supported():
-        raise RuntimeError(f"mixed_precision bf16: {torch.cuda.get_device_name()} does not support bfloat16; "
-                           "choose auto or fp16")
-    return torch.bfloat16
-
-
-def compile_mode(setting: str, device: torch.device, parameters: int, batch_size: int) -> str | None:
-    """The torch.compile mode of the compile setting; None: not compiled. auto compiles on CUDA only:
-    on a CPU compiling took 70 s for a run of 20 (simple-cnn on digits), and the kernels it makes
-    there gain little over eager ones."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if setting != "auto":
-        return setting
-    small = parameters <= CUDA_GRAPHS_MAX_PARAMS and batch_size <= CUDA_GRAPHS_MAX_BATCH
-    return "reduce-overhead" if small else "default"
-
-
-def find_batch_size(measure: Callable[[int], float | None], start: int = PROBE_START, limit: int = MAX_BATCH,
-                    gain: float = PROBE_GAIN, near_peak: float = PROBE_NEAR_PEAK) -> tuple[int, list[dict]]:
-    """(batch size, trials) for batch_size auto. `measure(b)` trains a few steps at batch b and returns
-    samples/s, or None when b does not fit in memory. From `start` (halved until one fits), the batch
-    doubles while it fits, stays within `limit` and a doubling gains at least `gain`; the answer is the
-    smallest batch within `near_peak` of the best rate seen (a larger batch costs steps per epoch for
-    little speed). BatchTooLarge when not even a batch of 1 fits."""
-    trials: list[dict] = []
-
-    def trial(b: int) -> float | None:
-        rate = measure(b)
-        trials.append({"batch_size": b, "samples_per_s": rate})
-        return rate
-
-    batch = max(1, min(start, limit))
-    rate = trial(batch)
-    while rate is None:
-        if batch == 1:
-            raise BatchTooLarge("not even a batch of 1 fits in GPU memory: choose a smaller model or image "
-                                "size", 1, None)
-        batch //= 2
-        rate = trial(batch)
-    if len(trials) == 1:        # the start fitted: grow
-        while batch * 2 <= limit:
-            bigger = trial(batch * 2)
-            if bigger is None:
-                break
-            batch, grew, rate = batch * 2, bigger >= gain * rate, bigger
-            if not grew:
-                break
-    fitted = [t for t in trials if t["samples_per_s"] is not None]
-    best = max(t["samples_per_s"] for t in fitted)
-    return min(t["batch_size"] for t in fitted if t["samples_per_s"] >= near_peak * best), trials
-
-
-def largest_fitting_batch(measure: Callable[[int], float | None], below: int) -> int | None:
-    """The largest of below/2, below/4, ... that `measure` finds fits in memory; None when not even 1 does."""
-    batch = below // 2
-    while batch >= 1:
-        if measure(batch) is not None:
-            return batch
-        batch //= 2
-    return None
-
-
-def scaled_lr(config: RunConfig, effective_batch: int) -> float:
-    """The lr for batch_size auto: lr is meant for lr_reference_batch samples per step; sgd scales it
-    linearly with the batch (Goyal et al., 2017), adam and adamw with its square root."""
-    ratio = effective_batch / config.lr_reference_batch
-    return config.lr * (ratio if config.optimizer == "sgd" else math.sqrt(ratio))
 
 
 def micro_batches(n: int, size: int) -> list[slice]:
@@ -221,52 +53,6 @@ def micro_batches(n: int, size: int) -> list[slice]:
     if len(parts) > 1 and parts[-1].stop - parts[-1].start == 1:
         parts[-2:] = [slice(parts[-2].start, n)]
     return parts
-
-
-def probe_supported(device: torch.device) -> bool:
-    """batch_size auto measures GPU memory: CUDA only (tests fake a probe on the CPU)."""
-    return device.type == "cuda"
-
-
-def has_convolutions(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-
-
-def make_optimizer(config: RunConfig, params, fused: bool = False) -> torch.optim.Optimizer:
-    """fused: one kernel for all parameters' updates (CUDA)."""
-    extra = {"fused": True} if fused else {}
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay, nesterov=config.momentum > 0, **extra)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
-
-
-def onecycle_warmup(fraction: float, total_steps: int) -> float:
-    """OneCycleLR's pct_start for a warm-up of about `fraction` of the steps, in whole steps (at least
-    one, leaving one to decay): torch divides by zero when the warm-up ends on step 0, as 25% of 4
-    steps does."""
-    if total_steps < 2:
-        return fraction
-    steps = min(max(round(fraction * total_steps), 1), total_steps - 1)
-    return (steps if steps >= 2 else 1.5) / total_steps
-
-
-def make_scheduler(config: RunConfig, optimizer, steps_per_epoch: int):
-    """(scheduler, steps_per_batch): onecycle steps every batch, the others every epoch."""
-    s = torch.optim.lr_scheduler
-    if config.scheduler == "step":
-        return s.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), False
-    if config.scheduler == "cosine":
-        return s.CosineAnnealingLR(optimizer, T_max=config.epochs), False
-    if config.scheduler == "onecycle":
-        return s.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
-                            epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                            pct_start=onecycle_warmup(config.warmup_fraction, config.epochs * steps_per_epoch)), True
-    if config.scheduler == "plateau":
-        return s.ReduceLROnPlateau(optimizer, factor=config.gamma, patience=2), False
-    return None, False
 
 
 class IntervalMeter:
@@ -311,7 +97,6 @@ class Trainer:
                  batch_size: int | None = None):
         self.config = config
         self.dataset = dataset
-        self.callbacks = list(callbacks)
         self.device = device or resolve_device(config.device)
         cuda = self.device.type == "cuda"
         torch.manual_seed(config.seed)
@@ -321,15 +106,12 @@ class Trainer:
         if self.pretrained and checkpoint is None:     # a resume's checkpoint holds the weights
             from core.models.pretrained import load_imagenet_weights
             load_imagenet_weights(config.model, model)
+        # The settings' own callbacks first: the backbone's schedule is the model's, whoever runs it.
+        self.callbacks = ([BackboneFinetuning(config)] if self.pretrained else []) + list(callbacks)
         self.amp_dtype = resolve_precision(config.mixed_precision, self.device)
         self.amp = self.amp_dtype is not None
-        # GPU settings that cost nothing in accuracy: NHWC convolutions, cuDNN's autotuner, fused updates.
-        self.channels_last = cuda and has_convolutions(model)
-        if cuda:
-            torch.backends.cudnn.benchmark = True
-        self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last \
-            else model.to(self.device)
-        self.optimizer = make_optimizer(config, self._parameters(), fused=cuda)
+        self.model, self.channels_last = place_model(model, self.device)
+        self.optimizer = make_optimizer(config, optimizer_groups(self.model, config, self.pretrained), fused=cuda)
         self.train_split = dataset.splits["train"].to(self.device) if cuda else dataset.splits["train"]
         self.val_split = dataset.splits["val"].to(self.device) if cuda else dataset.splits["val"]
         # ImageNet's statistics for ImageNet weights; best.pt records them for inference and export.
@@ -343,11 +125,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_forward = self.model    # the compiled module, when compiled (set below)
         self.base_lr = config.lr
-        self.batch_probe: dict | None = None
+        self.batch_probe: dict | None = None     # what batch_size auto measured (status.json shows it)
         self.batch_size = self._choose_batch_size(checkpoint, batch_size)
         self.effective_batch = self.batch_size * config.accumulate_steps
         if config.batch_size == "auto":
-            self._scale_lr(scaled_lr(config, self.effective_batch))
+            self.base_lr = scaled_lr(config, self.effective_batch)
+            set_lr(self.optimizer, self.base_lr, config.lr)
         n_train = len(self.train_split)
         # A last batch of one sample breaks BatchNorm in training mode: drop that one sample.
         self.train_size = n_train - 1 if n_train % self.effective_batch == 1 and n_train > 1 else n_train
@@ -358,8 +141,7 @@ class Trainer:
         if self.compile_mode:
             # Only the training forward is compiled; self.model stays the plain module that checkpoints,
             # probes, freezing and validation use, so no `_orig_mod.` key ever reaches a file.
-            options = {"mode": self.compile_mode} if COMPILE_BACKEND == "inductor" else {}
-            self.train_forward = torch.compile(self.model, backend=COMPILE_BACKEND, **options)
+            self.train_forward = compiled(self.model, self.compile_mode)
         self.best = Monitor(config.best_metric)     # the run's best, for its status
         self.state = LoopState(steps_per_epoch=steps_per_epoch,
                                total_steps=steps_per_epoch * config.epochs)
@@ -367,7 +149,6 @@ class Trainer:
         self._grad_norm = None     # measured by train_step at each logged step
         self.data_wait_s = 0.0     # time the last epoch waited for its batches (a streamed folder's decoding)
 
-    # --- batch size ------------------------------------------------------------------------
     def _choose_batch_size(self, checkpoint: dict | None, asked: int | None) -> int:
         """The batch a resumed run started with, the one asked for (a retry), the setting's, or for
         auto the probe's (recorded in self.batch_probe)."""
@@ -377,92 +158,12 @@ class Trainer:
             return asked
         if self.config.batch_size != "auto":
             return self.config.batch_size
-        if not probe_supported(self.device):
-            raise RuntimeError("batch_size auto needs a CUDA GPU (it probes the GPU's memory and speed); "
-                               f"this run trains on {self.device}: choose a number")
-        limit = max(1, min(MAX_BATCH, len(self.train_split) // (MIN_STEPS_PER_EPOCH * self.config.accumulate_steps)))
-        started = time.perf_counter()
-        with self._probing():
-            chosen, trials = find_batch_size(self.measure_batch, limit=limit)
-        self.batch_probe = {"chosen": chosen, "limit": limit, "trials": trials,
-                            "seconds": round(time.perf_counter() - started, 2)}
+        chosen, self.batch_probe = probe_batch_size(self)
         return chosen
-
-    def _scale_lr(self, lr: float) -> None:
-        """Every parameter group keeps its share of the lr (a pretrained backbone its factor)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] *= lr / self.config.lr
-        self.base_lr = lr
-
-    def measure_batch(self, batch_size: int) -> float | None:
-        """Training samples/s at `batch_size` (a few warm-up steps, then timed ones, on random pixels:
-        speed and memory do not depend on them); None when it does not fit: CUDA ran out of memory,
-        or the peak took more than PROBE_MEMORY_HEADROOM of the GPU, which later steps may exceed."""
-        c, h, w = self.dataset.input_shape
-        cuda = self.device.type == "cuda"
-        try:
-            images = torch.randint(0, 256, (batch_size, c, h, w), dtype=torch.uint8, device=self.device)
-            labels = torch.randint(0, len(self.dataset.classes), (batch_size,), device=self.device)
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(self.device)
-            for _ in range(PROBE_WARMUP_STEPS):
-                self.train_step((images, labels))
-            if cuda:
-                torch.cuda.synchronize(self.device)
-            started = time.perf_counter()
-            for _ in range(PROBE_TIMED_STEPS):
-                loss, _ = self.train_step((images, labels))
-            float(loss)          # the sync: every step has run
-            elapsed = time.perf_counter() - started
-        except torch.cuda.OutOfMemoryError:
-            return None
-        finally:
-            images = labels = loss = None
-            self.optimizer.zero_grad(set_to_none=True)
-            free_cuda_memory()
-        if cuda and torch.cuda.max_memory_allocated(self.device) > \
-                PROBE_MEMORY_HEADROOM * torch.cuda.get_device_properties(self.device).total_memory:
-            return None
-        return batch_size * PROBE_TIMED_STEPS / max(elapsed, 1e-9)
-
-    @contextlib.contextmanager
-    def _probing(self):
-        """While measuring: no callbacks, and the weights, optimizer, scaler and RNG are put back
-        after, so the run goes on exactly as if no probe had been."""
-        saved = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
-                 self.scaler.state_dict(), torch.get_rng_state(),
-                 torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-        callbacks, state, forward = self.callbacks, getattr(self, "state", None), self.train_forward
-        self.callbacks, self.train_forward = [], self.model      # eager: no compiling for each size tried
-        self.state = LoopState(steps_per_epoch=1, total_steps=1)     # probe steps count for nothing
-        was_training = self.model.training
-        self.model.train()
-        try:
-            yield
-        finally:
-            weights, optimizer, scaler, rng, cuda_rng = saved
-            self.model.load_state_dict(weights)
-            self.optimizer.load_state_dict(optimizer)
-            if scaler:
-                self.scaler.load_state_dict(scaler)
-            torch.set_rng_state(rng)
-            if cuda_rng:
-                torch.cuda.set_rng_state_all(cuda_rng)
-            self.callbacks, self.train_forward = callbacks, forward
-            self.model.train(was_training)
-            if state is None:
-                del self.state
-            else:
-                self.state = state
-
-    def batch_after_oom(self, failed: int) -> int | None:
-        """After CUDA ran out of memory at `failed`: the largest smaller batch measured to fit now."""
-        with self._probing():
-            return largest_fitting_batch(self.measure_batch, failed)
 
     def setup(self) -> dict:
         """How this run uses its device, for status.json."""
-        facts = {"precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "off"),
+        facts = {"precision": precision_name(self.amp_dtype),
                  "channels_last": self.channels_last, "cudnn_benchmark": self.device.type == "cuda",
                  "fused_optimizer": self.device.type == "cuda", "compile": self.compile_mode,
                  "batch_size": self.batch_size, "accumulate_steps": self.config.accumulate_steps,
@@ -471,21 +172,6 @@ class Trainer:
         if self.device.type == "cuda":
             facts["gpu"] = torch.cuda.get_device_name(self.device)
         return facts
-
-    def _parameters(self):
-        """A pretrained backbone learns at lr x backbone_lr_factor. The head's group comes first, so
-        the lr logged (group 0's) is the one the form asked for."""
-        if not self.pretrained:
-            return self.model.parameters()
-        groups = parameter_groups(self.model, self.config.model)
-        return [{"params": groups["head"]},
-                {"params": groups["backbone"], "lr": self.config.lr * self.config.backbone_lr_factor}]
-
-    @property
-    def backbone_frozen(self) -> bool:
-        """Frozen throughout (freeze_backbone) or during the first finetune_head_epochs epochs."""
-        c = self.config
-        return self.pretrained and (c.freeze_backbone or self.state.epoch < c.finetune_head_epochs)
 
     # --- checkpoint state ------------------------------------------------------------------
     def state_dict(self, for_inference: bool = False) -> dict:
@@ -540,14 +226,17 @@ class Trainer:
     @property
     def backbone_lr(self) -> float | None:
         """A pretrained backbone's own lr while it trains (None while frozen, or without a backbone)."""
-        return None if not self.pretrained or self.backbone_frozen else self.optimizer.param_groups[1]["lr"]
+        groups = self.optimizer.param_groups
+        trains = len(groups) > 1 and any(p.requires_grad for p in groups[1]["params"])
+        return groups[1]["lr"] if trains else None
 
     def _lrs(self) -> dict:
         """The lr fields of a metrics row: the head's (the form's lr) and, while it trains, the backbone's."""
         backbone = self.backbone_lr
         return {"lr": self.lr} if backbone is None else {"lr": self.lr, "backbone_lr": backbone}
 
-    def _emit(self, hook: str, *args) -> None:
+    def emit(self, hook: str, *args) -> None:
+        """Call `hook` on every callback (the LR finder starts its steps as an epoch does)."""
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
@@ -557,12 +246,12 @@ class Trainer:
         try:
             return self._fit()
         except BaseException as error:
-            self._emit("on_exception", error)
+            self.emit("on_exception", error)
             raise
 
     def _fit(self) -> str:
         config, s = self.config, self.state
-        self._emit("on_fit_start")
+        self.emit("on_fit_start")
         while s.epoch < config.epochs and not s.should_stop:
             train_row = self._train_epoch()
             if s.should_stop and s.batch_in_epoch < s.steps_per_epoch:
@@ -575,12 +264,12 @@ class Trainer:
                 else:
                     self.scheduler.step()
             self.best.update(val_row, s.epoch + 1)
-            self._emit("on_validation_end", val_row)
+            self.emit("on_validation_end", val_row)
             s.epoch += 1
             s.batch_in_epoch = 0
-            self._emit("on_epoch_end", [train_row, val_row])
+            self.emit("on_epoch_end", [train_row, val_row])
         outcome = "stopped" if s.should_stop and s.stop_reason == "stop" else "completed"
-        self._emit("on_fit_end", outcome)
+        self.emit("on_fit_end", outcome)
         return outcome
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -617,7 +306,7 @@ class Trainer:
                     [p.grad for p in self.model.parameters() if p.grad is not None])
             if logging_step:
                 self._grad_norm = norm
-        self._emit("on_before_optimizer_step")
+        self.emit("on_before_optimizer_step")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss_sum, correct
@@ -625,8 +314,7 @@ class Trainer:
     def _train_epoch(self) -> dict:
         config, s = self.config, self.state
         self.model.train()
-        if self.pretrained:
-            set_backbone_frozen(self.model, config.model, self.backbone_frozen)
+        self.emit("on_train_epoch_start")
         order = epoch_order(len(self.train_split), config.seed, s.epoch)[:self.train_size]
         order = order[s.batch_in_epoch * self.effective_batch:]
         epoch_start = interval_start = time.perf_counter()
@@ -652,13 +340,13 @@ class Trainer:
                 total, right, seen = self.meter.read(s.step)
                 s.grad_norm = float(self._grad_norm)
                 now = time.perf_counter()
-                self._emit("on_log_interval", {
+                self.emit("on_log_interval", {
                     "step": s.step, "epoch": s.epoch + 1, "split": "train", "kind": "step",
                     "loss": total / seen, "acc": right / seen, **self._lrs(),
                     "grad_norm": s.grad_norm, "samples_per_s": seen / max(now - interval_start, 1e-9)})
                 epoch_loss, epoch_correct, epoch_seen = epoch_loss + total, epoch_correct + right, epoch_seen + seen
                 interval_start = now
-            self._emit("on_batch_end")
+            self.emit("on_batch_end")
             if s.should_stop:
                 break
         # The steps since the last log line count for the epoch (and are checked for NaN) too.
@@ -701,10 +389,3 @@ class Trainer:
             total_loss += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
         return total_loss, correct
-
-
-def free_cuda_memory() -> None:
-    """Give back what a failed or finished allocation left cached (after an out-of-memory error)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
