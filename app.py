@@ -1,7 +1,7 @@
 """Trainboard: train, inspect and serve PyTorch image classifiers from the browser."""
 import streamlit as st
 
-from pages.common import shared
+from pages.common import selection, shared
 
 st.set_page_config(page_title="Trainboard", page_icon=":material/monitoring:", layout="wide")
 
@@ -28,8 +28,8 @@ with st.sidebar:
     shared.remember_store_signature()
     if navigation.url_path != "train":      # the Train page checks the runs folder itself
         shared.watch_store()
-    shared.selection_from_url()
+    selection.selection_from_url()
     shared.run_picker()
-    shared.write_selection_to_url()
+    selection.write_selection_to_url()
 
 navigation.run()

@@ -244,13 +244,12 @@ class RunConfig:
                                help="for folders too large for memory, streamed from disk")
 
     @classmethod
-    def for_dataset(cls, dataset: str, **overrides) -> "RunConfig":
-        """A config with the sensible defaults of `dataset` (for a folder, its images' own size and
-        channels, read from a few file headers), then `overrides` on top."""
+    def for_dataset(cls, dataset: str, shape: dict | None = None, **overrides) -> "RunConfig":
+        """A config with the sensible defaults of `dataset`, the image size and channels its data
+        proposes (`shape`: core.data.folders.proposed_config reads them from a folder), then
+        `overrides` on top."""
         values = dict(DATASET_DEFAULTS.get(dataset, {}))
-        if dataset in FOLDER_DATASETS and overrides.get("data_path"):
-            from core.data.folders import proposed_shape     # here, not at the top: core.data.folders imports this
-            values.update(proposed_shape(dataset, overrides["data_path"], overrides.get("labels_csv", "")))
+        values.update(shape or {})
         # A pretrained network's own input size beats the data's: its weights were trained at it.
         spec = MODEL_SPECS.get(overrides.get("model", values.get("model", cls.model)))
         if spec is not None and spec.natural_size:

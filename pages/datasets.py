@@ -12,7 +12,7 @@ from core.analysis import plots
 from core.data import imports, uploads
 from core.config import SETTINGS, RunConfig
 from core.data.datasets import DatasetError
-from pages.common import forms, shared
+from pages.common import forms, selection, shared
 
 shared.ensure_app_navigation()
 
@@ -107,10 +107,10 @@ def _delete_dataset(root) -> None:
     st.session_state.pop(UPLOAD_RESULT, None)         # it may describe what was just deleted
     dataset_view.clear()
     thumbnails.clear()
-    kept = st.session_state.setdefault(forms.KEPT, {})
+    kept = st.session_state.setdefault(selection.KEPT, {})
     if part == WHOLE_DATASET and any(uploads.holds(dataset.path, where.get("ds_path", ""))
                                      for where in (st.session_state, kept)):
-        forms.choose_dataset(SETTINGS["dataset"].default)
+        selection.choose_dataset(SETTINGS["dataset"].default)
         st.session_state["ds_path"] = kept["ds_path"] = ""
 
 

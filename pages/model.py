@@ -7,7 +7,7 @@ from core.config import SETTINGS
 from core.data.datasets import DatasetError, class_count
 from core.models.registry import MODEL_SPECS, model_input_shape, set_backbone_frozen
 from core.runs.layout import CHECKPOINTS
-from pages.common import forms, shared
+from pages.common import forms, selection, shared
 
 shared.ensure_app_navigation()
 
@@ -66,13 +66,13 @@ def weights_table(made_of: tuple, _model) -> list[dict]:
 
 if source == "Fresh model":
     model_setting = SETTINGS["model"]
-    shared_choice = forms.chosen_model()      # the model picked on the Train page (or in a link)
+    shared_choice = selection.chosen_model()      # the model picked on the Train page (or in a link)
     if shared_choice and st.session_state.get("m_arch_shown") != shared_choice:
         st.session_state["m_arch"] = shared_choice
     name = cols[1].selectbox("Architecture", model_setting.choices, index=model_setting.choices.index(
         model_setting.default), key="m_arch", help=model_setting.help)
     if name != shared_choice:
-        forms.choose_model(name)              # and the one picked here is the Train page's
+        selection.choose_model(name)              # and the one picked here is the Train page's
     st.session_state["m_arch_shown"] = name
     with st.sidebar.expander("Input data", expanded=False):
         data_config = forms.dataset_picker(model=name)      # an ImageNet network proposes its 224

@@ -147,7 +147,7 @@ def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, ser
     to a run with as many classes but other names, the picker kept the last run's choice and the
     browser its label (Fashion-MNIST's cell shown as digits' '9')."""
     from conftest import write_png
-    from core.config import RunConfig
+    from core.data.folders import proposed_config
     from core.analysis.evaluate import evaluate_run, most_confused_cell
     from core.runs.store import RunStore
     from core.training.worker import run_training
@@ -159,7 +159,7 @@ def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, ser
             (root / label).mkdir(parents=True)
             for i in range(12):
                 write_png(root / label / f"{i}.png", value + i % 5, size=(12, 12))
-        runs[name] = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(root), image_size=8,
+        runs[name] = store.create_run(proposed_config("image-folder", data_path=str(root), image_size=8,
                                                             model="mlp", epochs=1, batch_size=8, name=name))
         assert run_training(store, runs[name], handle_signals=False) == "completed"
     report, _ = evaluate_run(store, runs["browser-tones"])

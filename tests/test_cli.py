@@ -176,12 +176,6 @@ def test_a_failure_the_worker_does_not_print_is_said_once_on_stderr(tmp_path, cl
     assert result.stderr.splitlines()[-1] == "error: loss became nan at step 3; try a lower lr or gradient clipping"
 
 
-def test_core_never_imports_streamlit():
-    for path in (ROOT / "core").rglob("*.py"):
-        text = path.read_text()
-        assert "import streamlit" not in text and "from streamlit" not in text, path
-
-
 def test_a_dataset_that_cannot_be_loaded_is_rejected_before_any_run_folder_exists(tmp_path, cli):
     runs, data = tmp_path / "runs", tmp_path / "data"
     result = cli("train", "--dataset", "fashion-mnist", "--data", data, "--epochs", "1", runs=runs)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core.config import RunConfig
+from core.data.folders import proposed_config
 from core.data.datasets import (DatasetError, check_data, load_dataset, stratified_split,
                        validate_run_config)
 from test_pages import app  # noqa: F401  (the AppTest fixture)
@@ -36,7 +37,7 @@ def test_split_is_stratified_disjoint_and_seeded():
 
 
 def test_image_folder_resizes_mixed_sizes(image_folder):
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=16,
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=16,
                                    batch_size=4, val_fraction=0.25, test_fraction=0.25)
     data = load_dataset(config)
     assert data.classes == ["dark", "light", "mid"]
@@ -48,7 +49,7 @@ def test_image_folder_resizes_mixed_sizes(image_folder):
 def test_unreadable_images_are_skipped_and_counted(image_folder):
     (image_folder / "dark" / "broken.png").write_bytes(b"not a png at all")
     (image_folder / "mid" / "truncated.png").write_bytes((image_folder / "mid" / "1.png").read_bytes()[:40])
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, batch_size=4)
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset(config)
@@ -73,7 +74,7 @@ def _add_odd_files(image_folder) -> dict[str, str]:
 def test_odd_files_are_skipped_and_named_with_their_reason(image_folder, monkeypatch):
     import core.data.datasets
     expected = _add_odd_files(image_folder)
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, batch_size=4)
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, batch_size=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_dataset(config)
@@ -92,7 +93,7 @@ def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
     expected = _add_odd_files(image_folder)
     monkeypatch.setattr(core.data.datasets, "IN_MEMORY_LIMIT_BYTES", 10)
     monkeypatch.setattr(core.data.datasets, "decode_sample", lambda files, *args: ([], []))   # found while streaming
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8,
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8,
                                    batch_size=4, num_workers=0, val_fraction=0.25, test_fraction=0.25)
     data = load_dataset(config)
     assert data.streaming and data.info()["skipped"] == 0
@@ -109,7 +110,7 @@ def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
 def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_folder, store, app):
     from core.training.worker import run_training
     expected = _add_odd_files(image_folder)
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8)
     run_id = store.create_run(config)
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -138,12 +139,12 @@ def test_datasets_page_names_odd_files_instead_of_crashing(app, image_folder):
 
 
 def test_grayscale_folder(image_folder):
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, channels=1)
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, channels=1)
     assert load_dataset(config).input_shape == (1, 8, 8)
 
 
 def test_csv_folder(csv_folder):
-    config = RunConfig.for_dataset("csv-folder", data_path=str(csv_folder), image_size=8, batch_size=4)
+    config = proposed_config("csv-folder", data_path=str(csv_folder), image_size=8, batch_size=4)
     data = load_dataset(config)
     assert data.classes == ["cat", "dog"]
     assert sum(sum(c) for c in data.counts().values()) == 20
@@ -151,7 +152,7 @@ def test_csv_folder(csv_folder):
 
 def test_csv_rows_cannot_escape_the_folder(csv_folder):
     (csv_folder / "labels.csv").write_text("filename,label\n../../etc/passwd,cat\nimg/dog1.png,dog\n")
-    config = RunConfig.for_dataset("csv-folder", data_path=str(csv_folder), batch_size=1)
+    config = proposed_config("csv-folder", data_path=str(csv_folder), batch_size=1)
     with pytest.raises(DatasetError, match="points outside"):
         load_dataset(config)
 
@@ -159,7 +160,7 @@ def test_csv_rows_cannot_escape_the_folder(csv_folder):
 def test_large_folders_stream_through_a_dataloader(image_folder, monkeypatch):
     import core.data.datasets
     monkeypatch.setattr(core.data.datasets, "IN_MEMORY_LIMIT_BYTES", 10)
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8,
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8,
                                    batch_size=4, num_workers=0)
     data = load_dataset(config)
     assert data.streaming
@@ -169,7 +170,7 @@ def test_large_folders_stream_through_a_dataloader(image_folder, monkeypatch):
 
 
 def _problems(tmp_path, **values):
-    return validate_run_config(RunConfig.for_dataset(values.pop("dataset", "image-folder"), **values))
+    return validate_run_config(proposed_config(values.pop("dataset", "image-folder"), **values))
 
 
 def test_bad_data_gets_clear_messages(tmp_path, image_folder):
@@ -206,12 +207,12 @@ def _gray_folder(root, side=28, per_class=6):
 
 def test_a_folder_of_small_grayscale_images_is_proposed_at_its_own_size(tmp_path, image_folder):
     gray = _gray_folder(tmp_path / "gray")
-    assert (RunConfig.for_dataset("image-folder", data_path=str(gray)).image_size,
-            RunConfig.for_dataset("image-folder", data_path=str(gray)).channels) == (28, 1)
-    assert RunConfig.for_dataset("image-folder", data_path=str(gray), image_size=12).image_size == 12   # asked for
+    assert (proposed_config("image-folder", data_path=str(gray)).image_size,
+            proposed_config("image-folder", data_path=str(gray)).channels) == (28, 1)
+    assert proposed_config("image-folder", data_path=str(gray), image_size=12).image_size == 12   # asked for
     big = _gray_folder(tmp_path / "big", side=300)
-    assert RunConfig.for_dataset("image-folder", data_path=str(big)).image_size == 64      # the default caps it
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder))   # 12x12 RGB, one 20x16
+    assert proposed_config("image-folder", data_path=str(big)).image_size == 64      # the default caps it
+    config = proposed_config("image-folder", data_path=str(image_folder))   # 12x12 RGB, one 20x16
     assert (config.image_size, config.channels) == (12, 3)
 
 
@@ -275,7 +276,7 @@ def test_stray_non_image_and_empty_class_files_are_counted_and_named(app, image_
     (image_folder / "dark" / "broken.png").write_bytes(b"not a png")
     (image_folder / "light" / ".DS_Store").write_bytes(b"hidden: not ours to name")
     from core.data.folders import list_folder
-    listing = list_folder(RunConfig.for_dataset("image-folder", data_path=str(image_folder)))
+    listing = list_folder(proposed_config("image-folder", data_path=str(image_folder)))
     assert listing.classes == ["dark", "light", "mid"] and len(listing.files) == 37
     app.run().switch_page("pages/datasets.py").run()
     app.selectbox(key="ds_name").set_value("image-folder").run()

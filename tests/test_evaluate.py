@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_digits
+from core.data.folders import proposed_config
 from core.analysis.evaluate import evaluate_run
 from core.runs.derived import evaluation_files
 from core.training.worker import run_training
@@ -45,8 +46,7 @@ def test_bad_requests(store, trained):
 
 def test_a_run_whose_data_is_gone_says_so_and_what_still_works(image_folder, store, cli):
     import shutil
-    from core.config import RunConfig
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8)
     run_id = store.create_run(config)
     assert run_training(store, run_id, handle_signals=False) == "completed"
@@ -75,11 +75,10 @@ def test_predictions_on_a_streamed_folder_keep_to_their_files(image_folder, stor
     its own sample's position, so tiles show and name the right image."""
     import core.data.datasets
     from core.data.datasets import load_dataset
-    from core.config import RunConfig
     from test_data import _add_odd_files
     refused = _add_odd_files(image_folder)
     monkeypatch.setattr(core.data.datasets, "IN_MEMORY_LIMIT_BYTES", 10)
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8, num_workers=0, val_fraction=0.3, test_fraction=0.3)
     run_id = store.create_run(config)
     assert run_training(store, run_id, handle_signals=False) == "completed", store.read_status(run_id).get("error")

@@ -4,6 +4,7 @@ import time
 import pytest
 
 from conftest import tiny_digits
+from core.data.folders import proposed_config
 from core.jobs.manager import JobManager
 
 
@@ -83,8 +84,7 @@ def test_stop_a_queued_run_never_starts_it(store, jobs):
 def test_a_crashing_child_is_recorded_as_failed(store, jobs, image_folder):
     for png in image_folder.rglob("*.png"):
         png.write_bytes(b"garbage")    # passes the quick check, fails when decoded
-    from core.config import RunConfig
-    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(image_folder), batch_size=2))
+    run_id = store.create_run(proposed_config("image-folder", data_path=str(image_folder), batch_size=2))
     jobs.submit(run_id)
     assert jobs.wait_idle(60)
     status = store.read_status(run_id)

@@ -2,6 +2,7 @@
 import json
 import shutil
 
+from core.data.folders import proposed_config
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -269,8 +270,7 @@ def test_switching_the_dataset_applies_its_defaults(app, tmp_path):
     from core.runs.store import RunStore
     [run_id] = RunStore(tmp_path / "runs").run_ids()
     launched = json.loads((tmp_path / "runs" / run_id / "config.json").read_text())
-    from core.config import RunConfig
-    expected = RunConfig.for_dataset("image-folder", data_path=str(folder)).to_dict()
+    expected = proposed_config("image-folder", data_path=str(folder)).to_dict()
     assert {k: launched[k] for k in expected} == expected
 
 

@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from core.data.folders import proposed_config
 from core.config import RunConfig
 
 FILE = "resnet18-f37072fd.pth"      # torchvision's name for ResNet18_Weights.IMAGENET1K_V1
@@ -85,7 +86,7 @@ def test_head_first_then_everything_with_a_lower_backbone_lr(cached, image_folde
     from core.data.datasets import load_dataset
     from core.training.hooks import Callback
     from core.training.trainer import Trainer
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
+    config = proposed_config("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
                                    image_size=32, epochs=2, batch_size=8, finetune_head_epochs=1,
                                    backbone_lr_factor=0.1, scheduler="none", probe_interval=0)
     original = torch.load(cached, weights_only=True)
@@ -197,7 +198,7 @@ def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app)
 def test_a_resume_does_not_read_the_weights_file_again(store, cached, image_folder):
     from core.training.worker import run_training
     from test_trainer import AtStep
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
+    config = proposed_config("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
                                    image_size=32, epochs=2, batch_size=8, probe_interval=0)
     run_id = store.create_run(config)
     stop = AtStep(2, lambda t: store.stop_path(run_id).write_text("stop"))

@@ -6,6 +6,7 @@ import io
 import re
 
 import numpy as np
+from core.data.folders import proposed_config
 import pytest
 from PIL import Image
 
@@ -79,10 +80,9 @@ def test_cells_and_mistakes_most_confident_first():
 
 
 def test_tiles_show_file_names_of_a_folder_and_indices_of_digits(image_folder):
-    from core.config import RunConfig
     from core.data.datasets import decode_file, load_dataset
     from core.analysis.evaluate import prediction_tiles, sample_image, sample_name
-    config = RunConfig.for_dataset("image-folder", data_path=str(image_folder), image_size=12, val_fraction=0.3)
+    config = proposed_config("image-folder", data_path=str(image_folder), image_size=12, val_fraction=0.3)
     split = load_dataset(config).splits["val"]
     assert len(split.files) == len(split)
     for position in range(len(split)):

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from core.data import imports, uploads
+from core.data.folders import proposed_config
 from core.data.imports import add_images, import_zip
 from core.data.uploads import (DatasetRefused, UploadRefused, datasets_dir, delete_dataset, list_datasets, remove_class,
                                remove_images)
@@ -324,11 +325,10 @@ def test_a_deletion_that_cannot_rename_changes_nothing(tmp_path, root, monkeypat
 
 def test_a_dataset_a_queued_or_running_run_trains_on_is_not_deleted(tmp_path, root, store):
     import time
-    from core.config import RunConfig
     from core.runs.states import HOST
     pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
     import_zip(class_zip(tmp_path / "b.zip"), root, "other")
-    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets / "cat" / ".."), name="on-pets"))
+    run_id = store.create_run(proposed_config("image-folder", data_path=str(pets / "cat" / ".."), name="on-pets"))
     store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
     with pytest.raises(DatasetRefused, match=f"pets is the data of on-pets · {run_id} \\(running\\): stop it"):
         delete_dataset(root, "pets", store)
@@ -360,13 +360,12 @@ def test_a_class_the_dataset_does_not_have_is_refused_and_nothing_changes(tmp_pa
 
 def test_the_last_class_or_a_class_a_run_trains_on_is_not_removed(tmp_path, root, store):
     import time
-    from core.config import RunConfig
     from core.runs.states import HOST
     import_zip(class_zip(tmp_path / "a.zip", classes=("cat",)), root, "solo")
     with pytest.raises(DatasetRefused, match="cat is the only class of solo: delete the dataset instead"):
         remove_class(root, "solo", "cat")
     pets = import_zip(class_zip(tmp_path / "b.zip"), root, "pets").path
-    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), name="on-pets"))
+    run_id = store.create_run(proposed_config("image-folder", data_path=str(pets), name="on-pets"))
     store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
     before = files_under(root)
     with pytest.raises(DatasetRefused, match="pets is the data of on-pets .* stop it before removing a class"):
@@ -419,11 +418,10 @@ def test_a_deletion_of_images_that_fails_midway_puts_back_what_moved(tmp_path, r
 
 def test_a_run_trained_on_a_deleted_dataset_keeps_its_record_and_says_why_it_cannot_be_evaluated(tmp_path, root,
                                                                                                  store):
-    from core.config import RunConfig
     from core.analysis.evaluate import evaluate_run
     from core.training.worker import run_training
     pets = import_zip(class_zip(tmp_path / "a.zip", classes=("dark", "light"), per_class=8), root, "pets").path
-    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), model="mlp", epochs=1,
+    run_id = store.create_run(proposed_config("image-folder", data_path=str(pets), model="mlp", epochs=1,
                                                     image_size=8))
     assert run_training(store, run_id, handle_signals=False) == "completed"
     delete_dataset(root, "pets", store)
@@ -639,7 +637,6 @@ def test_datasets_page_deletes_images_picked_in_the_samples_grid(app, bugs_and_p
 def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_deletion_elsewhere(
         app, tmp_path, monkeypatch):
     import time
-    from core.config import RunConfig
     from core.runs.states import HOST
     from core.runs.store import RunStore
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
@@ -647,7 +644,7 @@ def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_del
     pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
     import_zip(class_zip(tmp_path / "b.zip", classes=("ant", "bee")), root, "bugs")
     store = RunStore(tmp_path / "runs")
-    run_id = store.create_run(RunConfig.for_dataset("image-folder", data_path=str(pets), name="on-pets"))
+    run_id = store.create_run(proposed_config("image-folder", data_path=str(pets), name="on-pets"))
     store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
     app.run().switch_page("pages/datasets.py").run()
     app.selectbox(key="up_delete_name").select("pets").run()

@@ -22,13 +22,14 @@ def launch_config(args) -> RunConfig:
     """The RunConfig that --dataset, the shortcuts and --set describe, checked as a launch is
     (settings and data); Rejected with every problem."""
     from core.data.datasets import validate_run_config
+    from core.data.folders import proposed_config
     overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs), ("lr", args.lr),
                                    ("data_path", args.data), ("name", getattr(args, "name", None)))
                  if v is not None}
     # --batch-size takes what --set batch_size= takes: a number or "auto".
     updates = ([f"batch_size={args.batch_size}"] if args.batch_size is not None else []) + (args.set or [])
     try:
-        config = RunConfig.for_dataset(args.dataset, **overrides).with_updates(updates)
+        config = proposed_config(args.dataset, **overrides).with_updates(updates)
     except (ConfigError, TypeError) as error:
         raise Rejected(getattr(error, "problems", [str(error)]))
     problems = validate_run_config(config)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from core.config import DATASET_DEFAULTS, DATASET_LABELS, SETTINGS
+from core.config import DATASET_DEFAULTS, DATASET_LABELS, FOLDER_DATASETS, SETTINGS, RunConfig
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLIT_FOLDER_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
@@ -283,3 +283,12 @@ def proposed_shape(dataset: str, data_path: str, labels_csv: str = "") -> dict:
     side = max(shape.width, shape.height)
     default = DATASET_DEFAULTS[dataset]["image_size"]
     return {"image_size": max(int(SETTINGS["image_size"].low), min(side, default)), "channels": shape.channels}
+
+
+def proposed_config(dataset: str, **overrides) -> RunConfig:
+    """RunConfig.for_dataset, with a folder's own image size and channels (proposed_shape, read from
+    a few file headers) when `dataset` is a folder and data_path names it."""
+    data_path = overrides.get("data_path")
+    shape = proposed_shape(dataset, data_path, overrides.get("labels_csv", "")) \
+        if dataset in FOLDER_DATASETS and data_path else None
+    return RunConfig.for_dataset(dataset, shape=shape, **overrides)

@@ -13,9 +13,9 @@ import streamlit as st
 
 from core.data import uploads
 from core.config import FOLDER_DATASETS, GROUPS, RECIPES, SETTINGS, RunConfig, Setting
-from core.data.folders import native_shape
+from core.data.folders import native_shape, proposed_config
 from core.models.registry import MODEL_SPECS
-from pages.common import shared
+from pages.common import selection, shared
 
 COLUMNS = 4
 # What the picker above the form sets: the data, and the model (outside the form, so that choosing
@@ -78,29 +78,6 @@ def settings_form(config: RunConfig, key_prefix: str) -> dict:
     return {name: value.strip() if isinstance(value, str) else value for name, value in values.items()}
 
 
-def chosen_dataset() -> str | None:
-    """The dataset picked on a page with the picker, or from a link (None before either: the address
-    bar then names none, rather than the default digits beside a run of another dataset)."""
-    return st.session_state.get("ds_name", st.session_state.get(KEPT, {}).get("ds_name"))
-
-
-def choose_dataset(dataset: str) -> None:
-    """Make `dataset` the picker's choice on every page (from a link); an unknown name is ignored."""
-    if dataset in SETTINGS["dataset"].choices:
-        st.session_state["ds_name"] = st.session_state.setdefault(KEPT, {})["ds_name"] = dataset
-
-
-def chosen_model() -> str | None:
-    """The model picked beside the data or on the Model page (None before either was drawn)."""
-    return st.session_state.get("ds_model", st.session_state.get(KEPT, {}).get("ds_model"))
-
-
-def choose_model(model: str) -> None:
-    """Make `model` the choice on every page (from a link or the Model page); unknown names are ignored."""
-    if model in SETTINGS["model"].choices:
-        st.session_state["ds_model"] = st.session_state.setdefault(KEPT, {})["ds_model"] = model
-
-
 def dataset_picker(container=None, pick_model: bool = False, model: str | None = None) -> RunConfig:
     """Dataset + its options; the choice is kept in session_state and shared by the pages. Returns
     the dataset's default config with the picked data settings. With `pick_model` the model is picked
@@ -135,7 +112,7 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
                                   help=model_setting.help)
         cols = cols[1:]
     chosen = {"model": model} if model else {}
-    defaults = RunConfig.for_dataset(dataset, data_path=data_path, labels_csv=labels_csv, **chosen)
+    defaults = proposed_config(dataset, data_path=data_path, labels_csv=labels_csv, **chosen)
     native = native_shape(dataset, data_path, labels_csv) if dataset in FOLDER_DATASETS else None
     note = box.empty()      # above the size, written once the size shown is known
     size, channels = SETTINGS["image_size"], SETTINGS["channels"]
@@ -151,8 +128,8 @@ def dataset_picker(container=None, pick_model: bool = False, model: str | None =
         note.caption(caption)
     for key in ("ds_name", "ds_path", "ds_csv", "ds_model", size_key, channels_key):
         if key in st.session_state:
-            st.session_state[KEPT][key] = st.session_state[key]
-    shared.write_selection_to_url()       # app.py wrote the address before this page drew the picker
+            st.session_state[selection.KEPT][key] = st.session_state[key]
+    selection.write_selection_to_url()       # app.py wrote the address before this page drew the picker
     return dataclasses.replace(defaults, image_size=int(image_size), channels=int(picked_channels))
 
 
@@ -219,13 +196,12 @@ def _use_uploaded(paths: dict[str, str]) -> None:
         st.session_state["ds_path"] = paths[name]
 
 
-KEPT = "dataset_choice"     # the picker's values, kept where a page switch does not clear them
 
 
 def _restore(key: str, arrived: bool = False) -> None:
     """Streamlit drops a widget's value when a page without that widget runs; the picker's values
     live on in a plain key, so the dataset chosen on one page is the one on the next."""
-    kept = st.session_state.setdefault(KEPT, {})
+    kept = st.session_state.setdefault(selection.KEPT, {})
     if (arrived or key not in st.session_state) and key in kept:
         st.session_state[key] = kept[key]
 

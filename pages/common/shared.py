@@ -171,39 +171,6 @@ def any_run_active() -> bool:
     return any(s.state in ACTIVE_STATES for s in store().list_runs())
 
 
-URL_WRITTEN = "_url_written"    # the query parameters this session last put in the address bar
-URL_KEYS = ("run", "dataset", "model")
-
-
-def selection_from_url() -> None:
-    """A link names the run, dataset and model (?run=ID&dataset=NAME&model=NAME): adopt what the address
-    bar says when it differs from what this session last wrote there (a link opened, an address typed).
-    A page switch clears the parameters; write_selection_to_url then puts them back."""
-    params, written = st.query_params, st.session_state.get(URL_WRITTEN, {})
-    run_id = params.get("run")
-    if run_id and run_id != written.get("run") and store().exists(run_id):
-        select_run(run_id)
-    from pages.common.forms import choose_dataset, choose_model
-    for key, choose in (("dataset", choose_dataset), ("model", choose_model)):
-        value = params.get(key)
-        if value and value != written.get(key):
-            choose(value)
-
-
-def write_selection_to_url() -> None:
-    """The chosen run, dataset and model in the address bar, so the URL opens the same page and choices."""
-    from pages.common.forms import chosen_dataset, chosen_model
-    wanted = {key: value for key, value in (("run", selected_run()), ("dataset", chosen_dataset()),
-                                            ("model", chosen_model())) if value}
-    if {key: st.query_params.get(key) for key in URL_KEYS} != {**dict.fromkeys(URL_KEYS), **wanted}:
-        for key in URL_KEYS:
-            if key in wanted:
-                st.query_params[key] = wanted[key]
-            elif key in st.query_params:
-                del st.query_params[key]
-    st.session_state[URL_WRITTEN] = wanted
-
-
 def run_name(run_id: str) -> str:
     try:
         return store().summary(run_id).name or run_id
