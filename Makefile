@@ -1,6 +1,6 @@
 # Two commands: `make run` starts the app, `make test` runs the tests. Both set up .venv first and
 # reinstall only when requirements.txt changed (the stamp file is older than it); `make test` also
-# installs Debian's Chromium for the browser tests when it is missing.
+# installs Debian's Chromium for the browser tests when it is missing. Both test targets run ruff first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-requirements
 PORT ?= 8501
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup browser run test bench clean
+.PHONY: setup browser run lint test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -34,8 +34,15 @@ browser:
 run: setup
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: setup browser
+lint: setup
+	$(PY) -m ruff check .
+
+test: lint browser
 	$(PY) -m pytest
+
+# What runs in about a minute: no browser, no training run (the markers come from each test's fixtures).
+test-fast: lint
+	$(PY) -m pytest -m "not browser and not trains"
 
 bench: setup
 	$(PY) bench/train_overhead.py

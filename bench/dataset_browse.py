@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core.data.browse import view_dataset  # noqa: E402
 from core.config import RunConfig  # noqa: E402
+from core.data.browse import view_dataset  # noqa: E402
 from core.data.datasets import load_dataset  # noqa: E402
 
 

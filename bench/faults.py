@@ -27,7 +27,7 @@ import pytest  # noqa: E402  (its MonkeyPatch undoes the injected faults)
 from conftest import tiny_digits  # noqa: E402
 from core.data.images import ImageRefused, decode  # noqa: E402
 from core.runs.files import DISK_ERRORS  # noqa: E402
-from core.runs.store import RunStore
+from core.runs.store import RunStore  # noqa: E402
 from core.training.worker import run_training  # noqa: E402
 from crash_points import KILL_SITES, check_intact, train_until_killed  # noqa: E402
 
@@ -111,7 +111,8 @@ def injected_disk_errors(root: Path) -> dict:
 def real_full_disk() -> str:
     """A 3 MB tmpfs, filled so that epoch 2's checkpoint does not fit (needs root)."""
     mount = Path(tempfile.mkdtemp(prefix="trainboard-full-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
     if done.returncode:
         mount.rmdir()
         return f"skipped (cannot mount a tmpfs here: {done.stderr.strip() or done.returncode})"

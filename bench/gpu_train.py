@@ -38,16 +38,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.data.augment import BatchPreprocessor  # noqa: E402
-from core.runs.checkpoint import load_checkpoint  # noqa: E402
-from core.config import RECIPES, RunConfig  # noqa: E402
-from core.data.datasets import load_dataset  # noqa: E402
 from core.analysis.evaluate import predict_split  # noqa: E402
+from core.config import RECIPES, RunConfig  # noqa: E402
+from core.data.augment import BatchPreprocessor  # noqa: E402
+from core.data.datasets import load_dataset  # noqa: E402
 from core.models.registry import build_model  # noqa: E402
+from core.runs.checkpoint import load_checkpoint  # noqa: E402
 from core.runs.store import RunStore  # noqa: E402
 from core.training.trainer import epoch_order  # noqa: E402
 from core.training.worker import run_training  # noqa: E402
-
 
 PARTS = ("overhead", "batch-sizes", "recipe")
 

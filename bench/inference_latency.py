@@ -17,14 +17,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.serving.export import _write_onnx, onnx_session  # noqa: E402
 from core.models.registry import build_model  # noqa: E402
+from core.serving.export import _write_onnx, onnx_session  # noqa: E402
 
 SHAPE = (3, 32, 32)
 
 
 def quantize_static_random(path: Path, folder: str) -> Path:
     import logging
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     logging.getLogger().setLevel(logging.ERROR)
@@ -69,14 +70,14 @@ def main() -> None:
             session = onnx_session(path)
             int8 = onnx_session(quantize_static_random(path, folder))
 
-            def run_torch(x):
+            def run_torch(x, model=model):
                 with torch.inference_mode():
                     return model(torch.from_numpy(x)).numpy()
 
-            def run_onnx(x):
+            def run_onnx(x, session=session):
                 return session.run(None, {"input": x})[0]
 
-            def run_int8(x):
+            def run_int8(x, int8=int8):
                 return int8.run(None, {"input": x})[0]
 
             one = np.random.default_rng(0).normal(size=(1, *SHAPE)).astype(np.float32)

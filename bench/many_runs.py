@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from bench.app_server import CHROMIUM, CHROMIUM_ARGS, running_app  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.runs.files import atomic_write_bytes, atomic_write_json  # noqa: E402
-from core.runs.store import RunStore
+from core.runs.store import RunStore  # noqa: E402
 
 
 def make_runs(root: Path, count: int) -> list[str]:

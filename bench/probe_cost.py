@@ -46,9 +46,9 @@ def side(model: str, epochs: int, probes: bool, out: Path) -> None:
 
     from core.config import RunConfig
     from core.data.datasets import load_dataset
-    from core.training.probes import ProbeRecorder
     from core.runs.streams import JsonLinesWriter
     from core.training.hooks import Callback
+    from core.training.probes import ProbeRecorder
     from core.training.trainer import Trainer
 
     class EpochClock(Callback):

@@ -35,9 +35,9 @@ from bench.app_server import free_port  # noqa: E402
 def serve_mode(runs: str, run_id: str, port: int, unlimited: bool) -> None:
     """The child: one service on 127.0.0.1:port, with its limits or without them."""
     from core.data.images import MAX_PIXELS
+    from core.runs.store import RunStore
     from core.serving.inference import Predictor
     from core.serving.service import Limits, listen, serve
-    from core.runs.store import RunStore
     limits = Limits(max_pixels=MAX_PIXELS, concurrency=10_000, waiting=0) if unlimited else Limits()
     listener = listen("127.0.0.1", port)
     serve(Predictor(RunStore(runs), run_id, backend="onnx"), run_id, listener, limits)
@@ -139,9 +139,9 @@ def main() -> None:
 
     from core.config import RunConfig
     from core.data.images import MAX_PIXELS
+    from core.runs.store import RunStore
     from core.serving.inference import ensure_export
     from core.serving.service import MAX_SERVE_PIXELS, Limits
-    from core.runs.store import RunStore
     from core.training.worker import run_training
     with tempfile.TemporaryDirectory() as folder:
         store = RunStore(Path(folder) / "runs")

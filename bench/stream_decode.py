@@ -122,7 +122,8 @@ def main() -> None:
         root = Path(folder) / "photos"
         start = time.perf_counter()
         make_folder(root, args.images)
-        print(f"made {args.images:,} {PHOTO_SIDE}x{PHOTO_SIDE} JPEGs in {time.perf_counter() - start:.1f} s", flush=True)
+        print(f"made {args.images:,} {PHOTO_SIDE}x{PHOTO_SIDE} JPEGs in {time.perf_counter() - start:.1f} s",
+              flush=True)
         decoding(root, args.size, args.workers, args.rounds)
         training(root, args.size, args.device)
 

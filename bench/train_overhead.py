@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.data.augment import BatchPreprocessor  # noqa: E402
 from core.config import RunConfig  # noqa: E402
+from core.data.augment import BatchPreprocessor  # noqa: E402
 from core.data.datasets import load_dataset  # noqa: E402
 from core.jobs.manager import JobManager  # noqa: E402
 from core.models.registry import build_model  # noqa: E402

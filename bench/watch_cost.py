@@ -169,15 +169,18 @@ def main() -> None:
     base = statistics.median(w["rate"] for w in results[0])
     ratios = {n: statistics.median(w["rate"] / unwatched["rate"] for w, unwatched in zip(windows, results[0]))
               for n, windows in results.items()}
-    print(f"\n{args.dataset}, default settings{''.join(' ' + e for e in args.trainer_env)}; {args.rounds} rounds of {args.window:.0f} s windows "
+    print(f"\n{args.dataset}, default settings{''.join(' ' + e for e in args.trainer_env)}; "
+          f"{args.rounds} rounds of {args.window:.0f} s windows "
           f"({args.settle:.0f} s settling left out)")
     print("| tabs | samples/s | ratio: rounds' median (of the medians) | server (cores) | browser (cores) |")
     print("|---|---|---|---|---|")
     for n, windows in results.items():
         rate = statistics.median(w["rate"] for w in windows)
-        print(f"| {n} | {rate:,.0f} | {ratios[n]:.3f} ({rate / base:.3f}) | {statistics.median(w['server'] for w in windows):.3f} "
+        print(f"| {n} | {rate:,.0f} | {ratios[n]:.3f} ({rate / base:.3f}) "
+              f"| {statistics.median(w['server'] for w in windows):.3f} "
               f"| {statistics.median(w['browser'] for w in windows):.3f} |")
-    print(f"| idle page (1 tab, run paused: its files unchanged) | – | – | {idle['server']:.3f} | {idle['browser']:.3f} |")
+    print(f"| idle page (1 tab, run paused: its files unchanged) | – | – | {idle['server']:.3f} "
+          f"| {idle['browser']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis import plots
-
-from core.data import imports, uploads
 from core.config import SETTINGS, RunConfig
+from core.data import imports, uploads
 from core.data.datasets import DatasetError
 from pages.common import forms, selection, shared
 

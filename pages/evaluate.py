@@ -6,10 +6,10 @@ import streamlit as st
 
 from core.analysis import plots
 from core.analysis.evaluate import cell_rows, misclassified_rows, most_confused_cell, prediction_tiles
-from core.serving.export import export_is_current, read_export_report
 from core.analysis.report import REPORT_MISTAKES
 from core.runs.derived import EVAL_SPLITS, export_files
 from core.runs.layout import CHECKPOINTS
+from core.serving.export import export_is_current, read_export_report
 from pages.common import gallery, shared
 
 shared.ensure_app_navigation()

@@ -4,8 +4,8 @@ download its metrics as CSV."""
 import pandas as pd
 import streamlit as st
 
-from core.runs.states import SHOWN_STATES
 from core.runs.annotations import MAX_NOTE_LENGTH, BadAnnotation, annotate
+from core.runs.states import SHOWN_STATES
 from core.runs.status import UnreadableRun
 from pages.common import shared
 
@@ -50,7 +50,8 @@ def runs_table() -> bool:
     version = st.session_state.setdefault("runs_table_version", 0)
     # A click on a cell selects that cell, on the row's box the row: either opens the run.
     table = st.dataframe(frame, hide_index=True, key=f"runs_table_{version}", column_config=shared.RUNS_COLUMNS,
-                         placeholder=shared.MISSING, column_order=COLUMN_ORDER, on_select="rerun", selection_mode=["single-row", "single-cell"])
+                         placeholder=shared.MISSING, column_order=COLUMN_ORDER, on_select="rerun",
+                         selection_mode=["single-row", "single-cell"])
     clicked = table.selection.rows or [row for row, _ in table.selection.cells]
     if clicked:
         st.session_state["runs_table_version"] = version + 1

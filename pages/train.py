@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis import plots
+from core.analysis.diagnosis import diagnose
 from core.config import SETTINGS, RunConfig, read_config_values
 from core.data.datasets import validate_run_config
-from core.analysis.diagnosis import diagnose
 from core.runs.live import LiveMetrics
 from core.runs.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
 from core.runs.status import UnreadableRun

@@ -28,10 +28,10 @@ def _install(site: str, nth: int) -> None:
     """Patch the write site so that its nth call dies (in this process only: a forked child)."""
     import torch
 
-    import core.training.callbacks
     import core.runs.files
     import core.runs.layout
     import core.runs.streams
+    import core.training.callbacks
 
     calls = [0]
 
@@ -141,7 +141,8 @@ def _parsed_lines(path: Path, what: str, problems: list[str]) -> list[dict]:
 def check_intact(store, run_id: str, epochs: int) -> list[str]:
     """What a finished run's files get wrong after any number of kills and resumes (empty: nothing).
     Every metrics and probes line parses; each epoch has exactly one train and one val row, in order;
-    step rows and probe records never repeat, each epoch has one epoch-end probe; best.pt is the epoch status.json calls best, with the best val row's value."""
+    step rows and probe records never repeat, each epoch has one epoch-end probe; best.pt is the epoch
+    status.json calls best, with the best val row's value."""
     from core.runs.checkpoint import load_checkpoint
     problems = []
     rows = _parsed_lines(store.metrics_path(run_id), "metrics", problems)

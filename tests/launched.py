@@ -6,7 +6,8 @@ import time
 
 from core.jobs.launcher import report_exit
 
-print(f"rank {os.environ.get('RANK', '-')} of {os.environ.get('WORLD_SIZE', '-')}: {' '.join(sys.argv[1:])}", flush=True)
+print(f"rank {os.environ.get('RANK', '-')} of {os.environ.get('WORLD_SIZE', '-')}: {' '.join(sys.argv[1:])}",
+      flush=True)
 if sys.argv[1] == "sleep":
     time.sleep(60)
 sys.exit(report_exit(int(sys.argv[1]) if os.environ.get("RANK", "0") == "0" else 0))

@@ -2,99 +2,19 @@
 
 A missing /usr/bin/chromium fails these tests: `make test` installs it.
 """
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from conftest import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 FIRST_RENDER_MS = 60_000
 # expect() waits 5 s unless told: on one busy core a page rerun with its charts took 9 s (CI is such a
 # machine at times). Waiting longer costs a passing test nothing.
 expect.set_options(timeout=20_000)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("browser") / "runs"
-    port = free_port()
-    env = dict(os.environ, TRAINBOARD_RUNS=str(runs))
-    log = open(runs.parent / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            if time.time() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError((runs.parent / "streamlit.log").read_text())
-            time.sleep(0.3)
-    yield {"url": url, "runs": runs}
-    # The server and its training children share a process group of their own: end them all.
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: apt-get install chromium (make test does)"
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-@pytest.fixture
-def page(browser, server, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    report = getattr(request.node, "report_call", None)
-    if report is not None and report.failed:
-        print_what_the_page_showed(page, server)
-    context.close()
-
-
-def print_what_the_page_showed(page, server) -> None:
-    """A failure on a machine we cannot watch (CI): what the page showed and what the server logged."""
-    print(f"--- the page at {page.url}:")
-    try:
-        print(page.locator("[data-testid='stMain']").aria_snapshot(timeout=5_000)[:4000])
-    except Exception as error:          # a page that is gone still gets its server log printed
-        print(f"(no snapshot: {error})")
-    log = (server["runs"].parent / "streamlit.log").read_text(errors="replace").splitlines()
-    print("--- the end of the server's log:", *log[-40:], sep="\n")
 
 
 def open_page(page, server, path: str):
@@ -194,13 +114,12 @@ def test_a_run_started_from_the_cli_appears_in_an_open_tab(page, server):
     no_exception(page)
 
 
-def test_a_link_opens_the_run_it_names_and_keeps_naming_it(page, server, finished):
+def test_a_link_opens_the_run_it_names_and_keeps_naming_it(page, server, finished, train):
     from conftest import tiny_digits
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(server["runs"])
     newest = store.create_run(tiny_digits(image_size=8, epochs=1, name="newer-than-the-link"))
-    assert run_training(store, newest, handle_signals=False) == "completed"
+    assert train(store, newest) == "completed"
     page.goto(f"{server['url']}/train?run={finished}")         # not the newest: the picker's default
     expect(page.get_by_role("heading", name=re.compile("Run browser-finished"))).to_be_visible(
         timeout=FIRST_RENDER_MS)
@@ -222,14 +141,13 @@ def test_datasets_page_shows_balance_and_samples(page, server):
 
 
 @pytest.fixture(scope="module")
-def finished(server):
+def finished(server, train):
     """A finished run made straight in the server's run store (pages open it by its link)."""
     from conftest import tiny_digits
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(server["runs"])
     run_id = store.create_run(tiny_digits(image_size=16, epochs=3, batch_size=32, name="browser-finished"))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     return run_id
 
 

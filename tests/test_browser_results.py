@@ -8,7 +8,7 @@ import pytest
 import torch
 from playwright.sync_api import expect
 
-from test_browser import FIRST_RENDER_MS, browser, no_exception, open_page, page, server  # noqa: F401
+from test_browser import FIRST_RENDER_MS, no_exception, open_page
 from test_results import weak_digits
 
 # Each word of every caption line in one line box: a word broken across lines has rects on two rows.
@@ -29,13 +29,12 @@ BROKEN_WORDS_JS = """() => {
 
 
 @pytest.fixture(scope="module")
-def weak(server):
+def weak(server, train):
     """A barely trained run (~20% accuracy): its most confused cell holds more than one page of samples."""
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(server["runs"])
     run_id = store.create_run(weak_digits(name="browser-weak"))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     return store, run_id
 
 
@@ -77,8 +76,8 @@ def test_a_confusion_cell_pages_through_all_its_samples(page, server, weak):
 def test_download_best_pt_onnx_and_the_report(page, server, weak, tmp_path):
     import onnxruntime as ort
 
-    from core.runs.checkpoint import load_model
     from core.data.datasets import load_dataset
+    from core.runs.checkpoint import load_model
     store, run_id = weak
     open_page(page, server, "evaluate")
     settled(page)
@@ -142,15 +141,14 @@ def test_captions_wrap_between_words_never_inside_one(page):
     assert page.evaluate(BROKEN_WORDS_JS)
 
 
-def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, server, tmp_path):
+def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, server, tmp_path, train):
     """The cell pickers are keyed by what is evaluated. With fixed keys, after a switch in the sidebar
     to a run with as many classes but other names, the picker kept the last run's choice and the
     browser its label (Fashion-MNIST's cell shown as digits' '9')."""
     from conftest import write_png
-    from core.data.folders import proposed_config
     from core.analysis.evaluate import evaluate_run, most_confused_cell
+    from core.data.folders import proposed_config
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(server["runs"])
     runs = {}
     for name, classes in (("browser-shades", ("dark", "mid", "light")), ("browser-tones", ("low", "middle", "high"))):
@@ -161,7 +159,7 @@ def test_switching_runs_shows_the_new_runs_classes_in_the_cell_pickers(page, ser
                 write_png(root / label / f"{i}.png", value + i % 5, size=(12, 12))
         runs[name] = store.create_run(proposed_config("image-folder", data_path=str(root), image_size=8,
                                                             model="mlp", epochs=1, batch_size=8, name=name))
-        assert run_training(store, runs[name], handle_signals=False) == "completed"
+        assert train(store, runs[name]) == "completed"
     report, _ = evaluate_run(store, runs["browser-tones"])
     true, predicted = (report["classes"][i] for i in most_confused_cell(report["confusion_matrix"]))
     open_page(page, server, f"evaluate?run={runs['browser-shades']}")

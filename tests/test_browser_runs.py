@@ -4,7 +4,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from test_browser import FIRST_RENDER_MS, browser, no_exception, open_page, page, server  # noqa: F401
+from test_browser import FIRST_RENDER_MS, no_exception, open_page
 from test_charts import written_run
 
 

@@ -6,8 +6,7 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import expect
 
-from test_browser import FIRST_RENDER_MS, browser, no_exception, open_page, page, server  # noqa: F401
-
+from test_browser import FIRST_RENDER_MS, no_exception, open_page
 
 SETTLED_MS = 30_000       # expect() waits 5 s by default: too little on two busy cores
 

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from conftest import no_errors
 from core.analysis import plots
 from core.analysis.series import XAxis, ema_smooth, steps_per_epoch, time_unit, x_values
-from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 
 # --- smoothing -------------------------------------------------------------------------------------
@@ -261,6 +261,7 @@ def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
 
 def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_controls_change(tmp_path):
     import streamlit as st
+
     from core.runs.live import LiveMetrics
     from core.runs.store import RunStore
     from core.runs.streams import MetricsWriter
@@ -291,6 +292,7 @@ def test_live_figures_are_rebuilt_only_when_the_run_has_new_lines_or_the_control
 
 def test_the_lr_chart_shows_a_fine_tuned_backbones_own_lr_once_it_trains(tmp_path):
     import streamlit as st
+
     from core.runs.live import LiveMetrics
     from core.runs.store import RunStore
     from core.runs.streams import MetricsWriter

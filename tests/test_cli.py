@@ -187,8 +187,8 @@ def test_a_dataset_that_cannot_be_loaded_is_rejected_before_any_run_folder_exist
 
 
 def test_stop_a_queued_or_running_run_and_refuse_a_finished_one(tmp_path, cli, trained):
-    from core.runs.store import RunStore
     from conftest import tiny_digits
+    from core.runs.store import RunStore
     store = RunStore(tmp_path / "runs")
     queued = store.create_run(tiny_digits())
     store.transition(queued, "queued", pid=os.getpid(), host=HOST)
@@ -235,6 +235,7 @@ def test_runs_into_a_closed_pipe_ends_quietly(tmp_path, trained):
 def test_import_data_exits_0_when_all_imported_3_when_some_files_refused_2_when_refused(tmp_path, cli,
                                                                                       monkeypatch):
     import zipfile
+
     from test_uploads import class_zip
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
     runs, good = tmp_path / "runs", class_zip(tmp_path / "good.zip")

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from core.config import RunConfig
+from core.data.datasets import DatasetError, check_data, load_dataset, stratified_split, validate_run_config
 from core.data.folders import proposed_config
-from core.data.datasets import (DatasetError, check_data, load_dataset, stratified_split,
-                       validate_run_config)
-from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 
 def test_digits_loads_offline_with_counts_shape_and_stats():
@@ -99,7 +97,7 @@ def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
     assert data.streaming and data.info()["skipped"] == 0
     streamed = 0
     for split in data.splits.values():
-        for images, labels in split.batches(torch.arange(len(split)), 4):
+        for _images, labels in split.batches(torch.arange(len(split)), 4):
             streamed += len(labels)
     assert streamed == 36
     info = data.info()
@@ -107,13 +105,12 @@ def test_a_streamed_folder_skips_and_names_odd_files(image_folder, monkeypatch):
     assert all(expected[row["file"]] in row["reason"] for row in info["skipped_files"])
 
 
-def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_folder, store, app):
-    from core.training.worker import run_training
+def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_folder, store, app, train):
     expected = _add_odd_files(image_folder)
     config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8)
     run_id = store.create_run(config)
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     status = store.read_status(run_id)
     assert status["skipped_images"] == 4
     assert all(expected[row["file"]] in row["reason"] for row in status["skipped_files"])
@@ -130,7 +127,8 @@ def test_datasets_page_names_odd_files_instead_of_crashing(app, image_folder):
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
     assert not app.exception, [e.value for e in app.exception]
-    assert [e.label for e in app.expander if "left out" in e.label] == ["4 files left out of training: 4 cannot be read"]
+    assert [e.label for e in app.expander if "left out" in e.label] == [
+        "4 files left out of training: 4 cannot be read"]
     [skipped] = [frame.value for frame in app.dataframe if "reason" in frame.value]
     assert sorted(skipped["file"]) == sorted(expected)
     assert all(expected[path] in reason for path, reason in zip(skipped["file"], skipped["reason"]))
@@ -282,8 +280,9 @@ def test_stray_non_image_and_empty_class_files_are_counted_and_named(app, image_
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
     assert not app.exception, [e.value for e in app.exception]
-    assert [e.label for e in app.expander if "left out" in e.label] == ["5 files left out of training: 1 cannot be read, 1 empty class folder, "
-                                               "2 not an image file, 1 outside the class folders"]
+    assert [e.label for e in app.expander if "left out" in e.label] == [
+        "5 files left out of training: 1 cannot be read, 1 empty class folder, "
+        "2 not an image file, 1 outside the class folders"]
     [table] = [frame.value for frame in app.dataframe if "reason" in frame.value]
     named = dict(zip(table["file"], table["reason"]))
     assert named[str(image_folder / "notes.txt")].startswith("not an image file (only .png, .jpg")

@@ -7,8 +7,6 @@ import pytest
 
 from conftest import tiny_digits
 from core.analysis.diagnosis import ERROR, WARNING, diagnose
-from core.training.worker import run_training
-from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 CONFIG = {"lr": 1e-3, "class_weighted_loss": False}
 STATUS = {"classes": [str(i) for i in range(10)]}
@@ -108,8 +106,8 @@ def test_small_batch_noise_after_a_fast_drop_is_not_lr_too_high():
 
 def test_lr_too_low_when_the_loss_falls_slowly_but_surely():
     losses = [2.0 * 0.97 ** e for e in range(8)]
-    rows = run_rows(losses, [l + 0.05 for l in losses], train_accs=[0.4] * 8,
-                    step_losses=[l for l in losses for _ in range(4)])
+    rows = run_rows(losses, [loss + 0.05 for loss in losses], train_accs=[0.4] * 8,
+                    step_losses=[loss for loss in losses for _ in range(4)])
     assert "lr_too_low" in codes(rows)
 
 
@@ -168,7 +166,8 @@ def probe(step, grads, dead=None):
 def test_per_layer_gradients_that_fade_towards_the_input_are_vanishing():
     probes = [probe(10, {"conv1": 1e-9, "conv2": 1e-3, "fc": 0.5})]
     [finding] = diagnose(HEALTHY, STATUS, CONFIG, probes)
-    assert finding.code == "vanishing_gradients" and [l["layer"] for l in finding.evidence["layers"]] == ["conv1"]
+    assert (finding.code == "vanishing_gradients"
+            and [layer["layer"] for layer in finding.evidence["layers"]] == ["conv1"])
     assert diagnose(HEALTHY, STATUS, CONFIG, [probe(10, {"conv1": 0.01, "conv2": 0.1, "fc": 0.5})]) == []
 
 
@@ -188,9 +187,9 @@ def test_empty_and_one_epoch_runs_have_nothing_to_say_yet():
     (dict(epochs=2, optimizer="sgd", lr=5.0), "diverged"),
     (dict(epochs=3, lr=1e-7), "not_learning"),
 ])
-def test_real_runs_show_their_condition(store, cli, settings, expected):
+def test_real_runs_show_their_condition(store, cli, settings, expected, train):
     run_id = store.create_run(tiny_digits(**settings))
-    run_training(store, run_id, handle_signals=False)
+    train(store, run_id)
     result = cli("diagnose", run_id, runs=store.root)
     assert result.returncode == 0
     report = json.loads(result.stdout)
@@ -198,26 +197,26 @@ def test_real_runs_show_their_condition(store, cli, settings, expected):
     assert set(report["findings"][0]) == {"code", "severity", "message", "advice", "evidence"}
 
 
-def test_a_healthy_real_run_has_no_warning(store, cli):
+def test_a_healthy_real_run_has_no_warning(store, cli, train):
     run_id = store.create_run(tiny_digits(image_size=16, epochs=6, batch_size=32))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert json.loads(cli("diagnose", run_id, runs=store.root).stdout)["findings"] == []
 
 
-def test_memorising_a_tiny_split_is_overfitting(store, cli):
+def test_memorising_a_tiny_split_is_overfitting(store, cli, train):
     # One batch per epoch: the same numbers on one core as on two. Batches of 16 trained differently on
     # one core (torch's thread count), and the train loss ended too noisy there to call it overfitting.
     run_id = store.create_run(tiny_digits(image_size=16, model="mlp", epochs=80, val_fraction=0.9, lr=0.005,
                                           test_fraction=0.0, batch_size=256, weight_decay=0.0, scheduler="none"))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     codes_found = [f["code"] for f in json.loads(cli("diagnose", run_id, runs=store.root).stdout)["findings"]]
     assert "overfitting" in codes_found
 
 
-def test_the_train_page_shows_the_findings_beside_the_curves(store, app):
+def test_the_train_page_shows_the_findings_beside_the_curves(store, app, train):
     from test_pages import no_errors
     run_id = store.create_run(tiny_digits(epochs=3, lr=1e-7))
-    run_training(store, run_id, handle_signals=False)
+    train(store, run_id)
     app.run().switch_page("pages/train.py").run()
     no_errors(app)
     [warning] = [w.value for w in app.warning if "not learning" in w.value]

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_digits
-from core.data.folders import proposed_config
 from core.analysis.evaluate import evaluate_run
+from core.data.folders import proposed_config
 from core.runs.derived import evaluation_files
-from core.training.worker import run_training
 
 
 def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
@@ -25,13 +24,13 @@ def test_evaluation_is_cached_and_matches_the_arrays(store, trained):
     assert again == report and (folder / "report.json").stat().st_mtime_ns == stamp
 
 
-def test_a_new_checkpoint_invalidates_the_cache(store, trained):
+def test_a_new_checkpoint_invalidates_the_cache(store, trained, train):
     first, _ = evaluate_run(store, trained, "latest", "test")
     store.update_status(trained, state="stopped")
     config = store.read_config(trained)
     config.epochs = 4
     (store.run_dir(trained) / "config.json").write_text(config.to_json())
-    assert run_training(store, trained, handle_signals=False) == "completed"   # rewrites latest.pt
+    assert train(store, trained) == "completed"   # rewrites latest.pt
     second, _ = evaluate_run(store, trained, "latest", "test")
     assert second["checkpoint"] != first["checkpoint"] and second["epoch"] == 4
 
@@ -44,12 +43,12 @@ def test_bad_requests(store, trained):
         evaluate_run(store, fresh, "best", "val")
 
 
-def test_a_run_whose_data_is_gone_says_so_and_what_still_works(image_folder, store, cli):
+def test_a_run_whose_data_is_gone_says_so_and_what_still_works(image_folder, store, cli, train):
     import shutil
     config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8)
     run_id = store.create_run(config)
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     shutil.rmtree(image_folder)
     with pytest.raises(ValueError) as error:
         evaluate_run(store, run_id, "best", "val")
@@ -70,7 +69,7 @@ def test_cli_eval(store, trained, cli):
     assert bad.returncode == 2 and bad.stderr.startswith("error: invalid run id")
 
 
-def test_predictions_on_a_streamed_folder_keep_to_their_files(image_folder, store, monkeypatch):
+def test_predictions_on_a_streamed_folder_keep_to_their_files(image_folder, store, monkeypatch, train):
     """Unreadable files left out while streaming do not shift the rest: each prediction's index is
     its own sample's position, so tiles show and name the right image."""
     import core.data.datasets
@@ -81,7 +80,7 @@ def test_predictions_on_a_streamed_folder_keep_to_their_files(image_folder, stor
     config = proposed_config("image-folder", data_path=str(image_folder), image_size=8, model="mlp",
                                    epochs=1, batch_size=8, num_workers=0, val_fraction=0.3, test_fraction=0.3)
     run_id = store.create_run(config)
-    assert run_training(store, run_id, handle_signals=False) == "completed", store.read_status(run_id).get("error")
+    assert train(store, run_id) == "completed", store.read_status(run_id).get("error")
     split = load_dataset(config).splits["val"]
     assert split.__class__.__name__ == "StreamingSplit"
     assert any(path in refused for path in split.files)       # the case where numbering went wrong

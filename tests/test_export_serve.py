@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_digits
-from core.training.worker import run_training
 from test_inference import accepted_kinds
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train):
     from core.runs.store import RunStore
     store = RunStore(tmp_path_factory.mktemp("export") / "runs")
     run_id = store.create_run(tiny_digits(image_size=16, epochs=3, batch_size=32))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     return store, run_id
 
 
@@ -54,6 +53,7 @@ def test_static_int8_is_calibrated_and_close_to_torch(trained):
 
 def test_a_model_that_disagrees_fails_loudly(trained, monkeypatch):
     import torch
+
     import core.serving.export as export
     store, run_id = trained
     real_write = export._write_onnx
@@ -83,9 +83,11 @@ def test_predict_uses_the_runs_test_time_flip_on_every_backend(trained, tmp_path
     """A run trained with tta_flip is evaluated on the mean of each image's and its mirror's logits;
     Predict must answer the same way, or it disagrees with the Evaluate page."""
     import shutil
+
     import torch
-    from core.serving.inference import Predictor
+
     from core.runs.store import RunStore
+    from core.serving.inference import Predictor
     store, run_id = trained
     flipped = RunStore(tmp_path / "runs")
     shutil.copytree(store.run_dir(run_id), flipped.run_dir(run_id))

@@ -19,10 +19,8 @@ import core.runs.layout
 import core.runs.streams
 from conftest import ROOT, tiny_digits
 from core.runs.checkpoint import load_checkpoint
-from core.jobs.manager import JobManager
 from core.runs.lease import LeaseHeld, RunLease, lease_holder
 from core.runs.states import HOST
-from core.training.worker import run_training
 from crash_points import KILL_SITES, check_intact, train_until_killed
 
 # Each kill resumes the run where the previous one left it. Together they land in every kind of
@@ -36,7 +34,7 @@ def temp_files(store, run_id):
     return sorted(p.name for p in store.run_dir(run_id).rglob(f"*{core.runs.files.TEMP_SUFFIX}"))
 
 
-def test_kills_at_every_kind_of_write_lose_and_repeat_nothing(store):
+def test_kills_at_every_kind_of_write_lose_and_repeat_nothing(store, train):
     assert {site for site, _ in KILLS} == set(KILL_SITES)
     epochs = 8
     run_id = store.create_run(tiny_digits(epochs=epochs, log_interval=5))
@@ -44,19 +42,19 @@ def test_kills_at_every_kind_of_write_lose_and_repeat_nothing(store):
         code = train_until_killed(store.root, run_id, site, nth)
         assert code == -signal.SIGKILL, f"the kill {site} #{nth} did not land (exit code {code})"
         assert store.read_status(run_id)["state"] == "interrupted"
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert check_intact(store, run_id, epochs) == []
     # The half-written checkpoints were cleaned up; a status temp this young could be another
     # process's write in progress, so it waits for a later start.
     assert [name for name in temp_files(store, run_id) if not name.startswith(".status.json.")] == []
 
 
-def test_a_kill_between_latest_and_best_is_repaired_before_the_resume(store):
+def test_a_kill_between_latest_and_best_is_repaired_before_the_resume(store, train):
     run_id = store.create_run(tiny_digits(epochs=2))
     # Epoch 1 is always a new best: its latest.pt is written, then the process dies before best.pt.
     assert train_until_killed(store.root, run_id, "after-checkpoint", 1) == -signal.SIGKILL
     assert not store.checkpoint_path(run_id, "best").exists()
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert check_intact(store, run_id, 2) == []
 
 
@@ -114,7 +112,8 @@ def fail_status_write(monkeypatch, code):
     def replace(src, dst, *args, **kwargs):
         # The training thread's writes only: the heartbeat thread's count with the machine's speed, and
         # it leaves a failed write to the training thread's next one, which a one-off fault never fails.
-        if os.path.basename(dst) == core.runs.layout.STATUS_FILE and threading.current_thread() is threading.main_thread():
+        if (os.path.basename(dst) == core.runs.layout.STATUS_FILE
+                and threading.current_thread() is threading.main_thread()):
             calls[0] += 1
             if calls[0] == 5:
                 raise OSError(code, os.strerror(code), str(dst))
@@ -122,17 +121,17 @@ def fail_status_write(monkeypatch, code):
     monkeypatch.setattr(core.runs.files.os, "replace", replace)
 
 
-def test_a_resume_from_a_damaged_latest_checkpoint_fails_saying_so_and_keeps_the_files(store, capfd):
+def test_a_resume_from_a_damaged_latest_checkpoint_fails_saying_so_and_keeps_the_files(store, capfd, train):
     from test_checkpoint import flip_a_byte_in_the_largest_tensor
     run_id = store.create_run(tiny_digits(epochs=2))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     store.write_status(run_id, {**store.read_status(run_id), "state": "interrupted"})   # as after a crash
     latest = store.checkpoint_path(run_id, "latest")
     flip_a_byte_in_the_largest_tensor(latest)
     kept = {path: path.read_bytes() for path in store.run_dir(run_id).rglob("*.pt")}
     lines = store.metrics_path(run_id).read_bytes()
     capfd.readouterr()
-    assert run_training(store, run_id, handle_signals=False) == "failed"
+    assert train(store, run_id) == "failed"
     error = store.read_status(run_id)["error"]
     assert error.startswith(f"cannot resume: {latest} is not a readable Trainboard checkpoint: it is corrupt")
     assert "Traceback" not in capfd.readouterr().err        # a damaged file, not a bug
@@ -145,11 +144,11 @@ def test_a_resume_from_a_damaged_latest_checkpoint_fails_saying_so_and_keeps_the
     (fail_status_write, errno.EROFS, "the file system is read-only"),
 ])
 def test_a_disk_error_fails_the_run_saying_so_and_resume_works_once_fixed(store, monkeypatch, capsys,
-                                                                          inject, code, says):
+                                                                          inject, code, says, train):
     epochs = 3
     run_id = store.create_run(tiny_digits(epochs=epochs, log_interval=5))
     inject(monkeypatch, code)
-    assert run_training(store, run_id, handle_signals=False) == "failed"
+    assert train(store, run_id) == "failed"
     status = store.read_status(run_id)
     assert says in status["error"] and "resume" in status["error"]
     assert f"could not write {store.run_dir(run_id)}/" in status["error"]           # names the file
@@ -160,7 +159,7 @@ def test_a_disk_error_fails_the_run_saying_so_and_resume_works_once_fixed(store,
     if store.checkpoint_path(run_id, "latest").exists():
         load_checkpoint(store.checkpoint_path(run_id, "latest"))
     monkeypatch.undo()                                         # space freed
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert check_intact(store, run_id, epochs) == []
 
 
@@ -174,7 +173,7 @@ def test_a_failed_metrics_write_takes_its_partial_line_back(tmp_path):
     assert path.read_bytes() == b'{"step":1}\n'
 
 
-def test_temp_files_left_by_a_killed_process_are_removed_when_the_run_starts(store):
+def test_temp_files_left_by_a_killed_process_are_removed_when_the_run_starts(store, train):
     run_id = store.create_run(tiny_digits(epochs=1))
     run_dir = store.run_dir(run_id)
     orphan_checkpoint = run_dir / "checkpoints" / ".latest.pt.4242.tmp"
@@ -184,7 +183,7 @@ def test_temp_files_left_by_a_killed_process_are_removed_when_the_run_starts(sto
     os.utime(old_status_temp, (time.time() - 3600,) * 2)
     young_temp = run_dir / ".config.json.efgh.tmp"    # could be another process's write in progress
     young_temp.write_text("{")
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert not orphan_checkpoint.exists() and not old_status_temp.exists()
     assert young_temp.exists()
 
@@ -213,29 +212,26 @@ def snapshot(folder):
             if p.is_file() and p.name != core.runs.layout.LEASE_FILE}
 
 
-def test_a_second_start_fails_naming_the_first_and_changes_nothing(store, cli, lease_holder_process):
+def test_a_second_start_fails_naming_the_first_and_changes_nothing(store, cli, lease_holder_process, train,
+                                                                 job_manager):
     run_id = store.create_run(tiny_digits(epochs=1))
     store.update_status(run_id, state="stopped")        # resumable, as far as status.json knows
     holder = lease_holder_process(run_id)
     before = snapshot(store.run_dir(run_id))
     says = f"run {run_id} is already running on {HOST} pid {holder.pid}"
     with pytest.raises(LeaseHeld, match=says):
-        run_training(store, run_id, handle_signals=False)
+        train(store, run_id)
     result = cli("resume", run_id, runs=store.root)
     assert result.returncode == 2 and says in result.stderr
-    manager = JobManager(store)
-    try:
-        with pytest.raises(LeaseHeld, match=says):
-            manager.submit(run_id)
-    finally:
-        manager.shutdown()
+    with pytest.raises(LeaseHeld, match=says):
+        job_manager().submit(run_id)
     with pytest.raises(LeaseHeld, match=says):
         store.delete_run(run_id)
     assert snapshot(store.run_dir(run_id)) == before
     holder.kill()
     holder.wait()
     assert lease_holder(store.lease_path(run_id)) is None      # the kernel released it
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
 
 
 def test_a_lease_is_exclusive_within_one_process_too(tmp_path):
@@ -246,6 +242,7 @@ def test_a_lease_is_exclusive_within_one_process_too(tmp_path):
     RunLease(tmp_path / "lease", "r1").acquire(wait_s=0).release()
 
 
+@pytest.mark.trains     # in two worker processes started by hand, not through a training fixture
 def test_two_processes_starting_one_run_train_it_once(store):
     """Two servers' children (or two `resume`s) on one run: the second fails and writes nothing."""
     run_id = store.create_run(tiny_digits(epochs=500))
@@ -267,31 +264,25 @@ def test_two_processes_starting_one_run_train_it_once(store):
 
 
 def test_a_supervisor_whose_child_finds_the_lease_taken_leaves_the_status_alone(store, lease_holder_process,
-                                                                                monkeypatch):
+                                                                                monkeypatch, job_manager):
     run_id = store.create_run(tiny_digits(epochs=1))
     lease_holder_process(run_id)
     # The race between two servers: the lease was taken just after this server's check passed.
     monkeypatch.setattr(core.jobs.manager, "check_not_running", lambda *_: None)
-    manager = JobManager(store)
-    try:
-        manager.submit(run_id)
-        assert manager.wait_idle(120)
-    finally:
-        manager.shutdown()
+    manager = job_manager()
+    manager.submit(run_id)
+    assert manager.wait_idle(120)
     status = store.read_raw_status(run_id)
     assert status["state"] == "queued" and status.get("error") is None
     assert "already running on" in store.log_path(run_id).read_text()
 
 
-def test_runs_queued_when_their_server_died_are_queued_again(store):
+def test_runs_queued_when_their_server_died_are_queued_again(store, job_manager):
     dead = subprocess.Popen(["true"])
     dead.wait()
     run_id = store.create_run(tiny_digits(epochs=1))
     store.update_status(run_id, state="queued", pid=dead.pid, host=HOST, attempt="old")
-    manager = JobManager(store)
-    try:
-        assert manager.requeued == [run_id] and manager.recovered == []
-        assert manager.wait_idle(120)
-    finally:
-        manager.shutdown()
+    manager = job_manager()
+    assert manager.requeued == [run_id] and manager.recovered == []
+    assert manager.wait_idle(120)
     assert store.read_status(run_id)["state"] == "completed"

@@ -9,15 +9,14 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_digits
-from core.runs.checkpoint import load_checkpoint, load_model
+from conftest import no_errors, tiny_digits
 from core.config import RECIPES, RunConfig, read_config_values
 from core.data.datasets import load_dataset, validate_run_config
+from core.runs.checkpoint import load_checkpoint, load_model
 from core.training.accelerator import compile_mode, resolve_precision
 from core.training.batch_size import BatchTooLarge, find_batch_size, largest_fitting_batch
 from core.training.optimizers import scaled_lr
 from core.training.trainer import Trainer, micro_batches
-from core.training.worker import run_training
 
 CPU = torch.device("cpu")
 
@@ -90,9 +89,9 @@ def test_accumulating_two_batches_of_16_is_one_step_of_32():
     assert micro_batches(32, 16) == [slice(0, 16), slice(16, 32)]
 
 
-def test_a_run_with_accumulation_counts_optimizer_steps(store):
+def test_a_run_with_accumulation_counts_optimizer_steps(store, train):
     run_id = store.create_run(tiny_digits(epochs=1, batch_size=16, accumulate_steps=4))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     status = store.read_status(run_id)
     train = len(load_dataset(tiny_digits()).splits["train"])
     assert status["steps_per_epoch"] == -(-train // 64)
@@ -161,12 +160,12 @@ def out_of_memory_above(monkeypatch, limit: int):
 
 
 def test_batch_auto_records_its_probe_scales_the_lr_and_retries_smaller_on_oom(store, fake_probe,
-                                                                              monkeypatch, capfd):
+                                                                              monkeypatch, capfd, train):
     out_of_memory_above(monkeypatch, 32)         # the probe said 64 fits; training finds it does not
     config = tiny_digits(epochs=1, batch_size="auto", optimizer="sgd", lr=0.1, lr_reference_batch=128)
     run_id = store.create_run(config)
     assert store.summary(run_id).batch_size is None          # the runs table's number: not known yet
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert store.summary(run_id).batch_size == 32
     status = store.read_status(run_id)
     assert status["batch_probe"]["chosen"] == 64
@@ -177,21 +176,21 @@ def test_batch_auto_records_its_probe_scales_the_lr_and_retries_smaller_on_oom(s
     assert load_checkpoint(store.checkpoint_path(run_id, "latest"))["batch_size"] == 32
 
 
-def test_a_resumed_auto_run_keeps_its_batch_size(store, fake_probe, monkeypatch):
+def test_a_resumed_auto_run_keeps_its_batch_size(store, fake_probe, monkeypatch, train):
     from test_trainer import AtStep
     run_id = store.create_run(tiny_digits(epochs=2, batch_size="auto"))
     stop = AtStep(3, lambda t: store.stop_path(run_id).write_text("stop"))
-    assert run_training(store, run_id, [stop], handle_signals=False) == "stopped"
+    assert train(store, run_id, [stop]) == "stopped"
     import core.training.batch_size
     monkeypatch.setattr(core.training.batch_size, "measure_batch", lambda trainer, b: float(b))   # would now say more
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert store.read_status(run_id)["setup"]["batch_size"] == 64
 
 
-def test_out_of_memory_fails_the_run_naming_the_batch_and_one_that_fits(store, monkeypatch, capfd):
+def test_out_of_memory_fails_the_run_naming_the_batch_and_one_that_fits(store, monkeypatch, capfd, train):
     out_of_memory_above(monkeypatch, 16)
     run_id = store.create_run(tiny_digits(epochs=1, batch_size=64))
-    assert run_training(store, run_id, handle_signals=False) == "failed"
+    assert train(store, run_id) == "failed"
     status = store.read_status(run_id)
     assert status["error"].startswith("CUDA ran out of memory at batch_size 64 (simple-cnn at 8x8, step 0): "
                                       "batch_size 16 fits (measured just now)")
@@ -212,11 +211,11 @@ def test_compile_auto_compiles_on_cuda_only():
     assert compile_mode("auto", cuda, 90_000_000, 128) == "default"
 
 
-def test_a_compiled_run_saves_the_plain_modules_weights(store, monkeypatch):
+def test_a_compiled_run_saves_the_plain_modules_weights(store, monkeypatch, train):
     import core.training.accelerator
     monkeypatch.setattr(core.training.accelerator, "COMPILE_BACKEND", "eager")    # dynamo's wrapping, no compiler
     run_id = store.create_run(tiny_digits(epochs=1, compile="default", probe_interval=0))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert store.read_status(run_id)["setup"]["compile"] == "default"
     for name in ("best", "latest"):
         keys = list(load_checkpoint(store.checkpoint_path(run_id, name))["model"])
@@ -288,9 +287,6 @@ def test_random_crops_shift_by_whole_pixels():
 
 
 # --- the Train form: the model's natural size, the recipe button ------------------------------------
-from test_pages import app, no_errors  # noqa: E402,F401  (the AppTest fixture the page tests use)
-
-
 def test_the_model_picker_proposes_its_natural_image_size(app):
     app.run().switch_page("pages/train.py").run()
     assert app.number_input(key="ds_size_digits").value == 16

@@ -8,9 +8,7 @@ from PIL import Image
 from conftest import tiny_digits
 from core.data.images import MAX_PIXELS, ImageRefused, open_image, to_array
 from core.serving.inference import Predictor
-from core.training.worker import run_training
 from test_images import REAL, REFUSED_FILES
-from test_pages import app, finished_run  # noqa: F401  (AppTest fixtures)
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -43,11 +41,11 @@ def accepted_kinds() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
+def predictor(tmp_path_factory, train):
     from core.runs.store import RunStore
     store = RunStore(tmp_path_factory.mktemp("inference") / "runs")
     run_id = store.create_run(tiny_digits(image_size=16, epochs=4, batch_size=32))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     predictor = Predictor(store, run_id)
     predictor.run_dir = store.run_dir(run_id)      # for the CLI test
     return predictor

@@ -1,10 +1,7 @@
 """The Insight page and the shaping of probe records behind it."""
-import numpy as np
 
+from conftest import no_errors, tiny_digits
 from core.analysis import insight
-from core.training.worker import run_training
-from conftest import tiny_digits
-from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 
 def record(step, layers, activations=None):
@@ -33,9 +30,9 @@ def test_layers_that_move_most_come_first():
     assert insight.movers(probes) == ["b", "a", "c"]
 
 
-def test_the_insight_page_draws_a_runs_probes_and_says_what_is_missing(store, app):
+def test_the_insight_page_draws_a_runs_probes_and_says_what_is_missing(store, app, train):
     run_id = store.create_run(tiny_digits(epochs=2))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     app.run().switch_page("pages/insight.py").run()
     no_errors(app)
     [layers] = app.multiselect

@@ -5,9 +5,9 @@ import pytest
 from torch import nn
 from torchinfo import summary
 
+from conftest import no_errors
 from core.models.inspection import fresh_model, layer_table, weight_stats
 from core.models.registry import parameter_counts
-from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 SMALL = (3, 32, 32)      # small enough to be fast; the imagenet-* models accept 32
 ALL_DEPTHS = 10
@@ -83,7 +83,8 @@ def test_model_page_caption_says_what_an_imagenet_network_reads(app):
     app.selectbox(key="m_arch").set_value("imagenet-resnet18").run()
     no_errors(app)
     captions = [c.value for c in app.caption]
-    assert any(c.startswith("Input 3 x 224 x 224 (grayscale repeated to 3 channels) from digits") for c in captions), captions
+    assert any(c.startswith("Input 3 x 224 x 224 (grayscale repeated to 3 channels) from digits")
+               for c in captions), captions
     app.selectbox(key="m_arch").set_value("simple-cnn").run()
     no_errors(app)
     captions = [c.value for c in app.caption]

@@ -5,7 +5,6 @@ import pytest
 
 from conftest import tiny_digits
 from core.data.folders import proposed_config
-from core.jobs.manager import JobManager
 
 
 def wait_for(predicate, timeout=60.0, every=0.05):
@@ -19,10 +18,8 @@ def wait_for(predicate, timeout=60.0, every=0.05):
 
 
 @pytest.fixture
-def jobs(store):
-    manager = JobManager(store, max_concurrent=1, stop_grace_s=20)
-    yield manager
-    manager.shutdown()
+def jobs(job_manager):
+    return job_manager(max_concurrent=1, stop_grace_s=20)
 
 
 def test_submitted_run_trains_in_a_child_process(store, jobs):
@@ -91,15 +88,12 @@ def test_a_crashing_child_is_recorded_as_failed(store, jobs, image_folder):
     assert status["state"] == "failed" and "could be read" in status["error"]
 
 
-def test_start_up_marks_orphaned_runs_interrupted(store):
+def test_start_up_marks_orphaned_runs_interrupted(store, job_manager):
     run_id = store.create_run(tiny_digits())
     store.update_status(run_id, state="running", pid=None, heartbeat=time.time() - 30)
-    manager = JobManager(store)
-    try:
-        assert manager.recovered == [run_id]
-        assert store.read_raw_status(run_id)["state"] == "interrupted"
-    finally:
-        manager.shutdown()
+    manager = job_manager()
+    assert manager.recovered == [run_id]
+    assert store.read_raw_status(run_id)["state"] == "interrupted"
 
 
 def test_resume_refuses_runs_that_are_not_resumable(store, jobs):

@@ -60,7 +60,8 @@ def test_downsample_keeps_shape_and_last_point():
 
 def test_figures_carry_their_series():
     x = np.arange(5000)
-    fig = plots.training_curves({"loss": {"train (steps)": (x, 1 / (x + 1))}, "acc": {"val (epochs)": ([1, 2], [0.5, 0.9])}})
+    fig = plots.training_curves({"loss": {"train (steps)": (x, 1 / (x + 1))},
+                                 "acc": {"val (epochs)": ([1, 2], [0.5, 0.9])}})
     names = [trace.name for trace in fig.data]
     assert names == ["train (steps)", "val (epochs)"]
     assert len(fig.data[0].x) == plots.MAX_POINTS

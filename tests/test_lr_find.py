@@ -1,11 +1,10 @@
 """The learning-rate range test: its suggestion, its CLI, and that the suggestion trains well."""
 import json
 
-from conftest import tiny_digits
+import pytest
+
 from core.config import RunConfig
 from core.training.lr_find import lr_at, suggest
-from core.training.worker import run_training
-from test_pages import app  # noqa: F401  (the AppTest fixture)
 
 
 def test_the_suggestion_is_a_tenth_of_the_lr_at_the_lowest_smoothed_loss():
@@ -15,7 +14,7 @@ def test_the_suggestion_is_a_tenth_of_the_lr_at_the_lowest_smoothed_loss():
     assert lrs[0] == 1e-6 and abs(lrs[-1] - 1.0) < 1e-12
 
 
-def test_lr_find_suggests_an_lr_that_trains_digits_well(cli, store):
+def test_lr_find_suggests_an_lr_that_trains_digits_well(cli, store, train):
     result = cli("lr-find", "--dataset", "digits", "--model", "simple-cnn", runs=store.root)
     assert result.returncode == 0 and not store.root.exists()          # no run folder: nothing written
     report = json.loads(result.stdout)
@@ -24,7 +23,7 @@ def test_lr_find_suggests_an_lr_that_trains_digits_well(cli, store):
     lowest = min(curve, key=lambda point: point["loss"])
     assert report["min_loss_lr"] == lowest["lr"] and report["suggested_lr"] == lowest["lr"] / 10
     run_id = store.create_run(RunConfig.for_dataset("digits", model="simple-cnn", lr=report["suggested_lr"]))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert store.read_status(run_id)["best"]["value"] >= 0.95
 
 
@@ -34,8 +33,10 @@ def test_lr_find_rejects_a_bad_config_with_every_reason(cli, store):
     assert "lr must be > 0" in result.stderr and "batch_size" in result.stderr and "--steps" in result.stderr
 
 
+@pytest.mark.trains     # in the page's LR finder child, not through a training fixture
 def test_the_train_form_finds_a_learning_rate_and_fills_it_in(app):
     import time
+
     from test_pages import no_errors
     app.run().switch_page("pages/train.py").run()
     [find] = [button for button in app.button if button.label == "Find a learning rate"]

@@ -2,52 +2,13 @@
 import json
 import shutil
 
-from core.data.folders import proposed_config
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, tiny_digits
+from conftest import no_errors, tiny_digits
+from core.data.folders import proposed_config
 
 PAGES = ["pages/home.py", "pages/datasets.py", "pages/model.py", "pages/train.py", "pages/runs.py",
          "pages/insight.py", "pages/evaluate.py", "pages/predict.py"]
-
-
-@pytest.fixture
-def app(tmp_path, monkeypatch):
-    import streamlit as st
-    from streamlit.runtime.pages_manager import PagesManager
-
-    # AppTest re-detects the old `pages/` layout on every run; a real server does so once and
-    # app.py's st.navigation switches it off for good. Do the same here, or each run would be
-    # rerun by shared.ensure_app_navigation() and lose its button clicks.
-    original_init = PagesManager.__init__
-
-    def init_without_pages_dir(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-    monkeypatch.setattr(PagesManager, "__init__", init_without_pages_dir)
-    monkeypatch.setenv("TRAINBOARD_RUNS", str(tmp_path / "runs"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
-    yield at
-    from pages.common import shared
-    shared.jobs().shutdown()
-    st.cache_resource.clear()
-
-
-@pytest.fixture
-def finished_run(tmp_path):
-    from core.runs.store import RunStore
-    from core.training.worker import run_training
-    store = RunStore(tmp_path / "runs")
-    run_id = store.create_run(tiny_digits(name="finished"))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
-    return run_id
-
-
-def no_errors(at):
-    assert not at.exception, [e.value for e in at.exception]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -105,7 +66,8 @@ def test_model_page_summary_of_a_fresh_model_and_a_checkpoint(app, finished_run)
     assert len(app.dataframe) == 2        # the torchinfo table and the weight statistics
     app.radio(key="m_src").set_value("Checkpoint of the chosen run").run()
     no_errors(app)
-    assert any(finished_run in c.value for c in app.caption), ([c.value for c in app.caption], [i.value for i in app.info], [e.value for e in app.error])
+    assert any(finished_run in c.value for c in app.caption), (
+        [c.value for c in app.caption], [i.value for i in app.info], [e.value for e in app.error])
 
 
 def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
@@ -126,6 +88,7 @@ def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
     assert not any("Nothing was launched" in e.value for e in app.error)
 
 
+@pytest.mark.trains     # in the page's JobManager child, not through a training fixture
 def test_launch_creates_a_run_that_trains(app, tmp_path):
     from core.runs.store import RunStore
     app.run().switch_page("pages/train.py").run()
@@ -174,12 +137,11 @@ def test_a_clone_is_proposed_the_first_free_name():
     assert clone_name("", {""}) == ""                              # unnamed runs stay unnamed (the id shows)
 
 
-def test_compare_and_delete(app, finished_run, tmp_path):
+def test_compare_and_delete(app, finished_run, tmp_path, train):
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     other = store.create_run(tiny_digits(name="other", lr=1e-3))
-    run_training(store, other, handle_signals=False)
+    train(store, other)
     app.run().switch_page("pages/train.py").run()
     no_errors(app)
     assert not [w for w in app.multiselect if w.key == "cmp_runs"]     # folded, Compare draws nothing
@@ -371,15 +333,14 @@ def test_the_dataset_chosen_on_one_page_is_the_one_on_the_next(app, image_folder
 
 
 @pytest.fixture
-def two_runs(tmp_path):
+def two_runs(tmp_path, train):
     """Two finished runs; the newer one is what a page picks by default."""
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     ids = []
     for name in ("first", "second"):     # ids start with the time, then the name
         ids.append(store.create_run(tiny_digits(name=name, epochs=1)))
-        assert run_training(store, ids[-1], handle_signals=False) == "completed"
+        assert train(store, ids[-1]) == "completed"
     return ids
 
 
@@ -468,6 +429,7 @@ def test_the_runs_table_changes_only_when_what_it_shows_does(finished_run, tmp_p
     # An unchanged table is not redrawn by the browser: progress is kept to the whole percent shown,
     # an active run's duration to 10 s steps.
     import dataclasses
+
     from core.runs.store import RunStore
     from pages.common import shared
     summary = RunStore(tmp_path / "runs").summary(finished_run)

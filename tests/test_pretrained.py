@@ -10,8 +10,9 @@ import shutil
 import pytest
 import torch
 
-from core.data.folders import proposed_config
+from conftest import no_errors
 from core.config import RunConfig
+from core.data.folders import proposed_config
 
 FILE = "resnet18-f37072fd.pth"      # torchvision's name for ResNet18_Weights.IMAGENET1K_V1
 
@@ -22,7 +23,7 @@ def weights_file(tmp_path_factory):
     import torchvision
     torch.manual_seed(123)
     state = torchvision.models.resnet18(weights=None).state_dict()
-    for key, value in state.items():
+    for _key, value in state.items():
         if value.is_floating_point():
             value.add_(torch.rand_like(value) * 0.01)    # running stats too: a fresh BN has 0 and 1
     path = tmp_path_factory.mktemp("weights") / FILE
@@ -57,8 +58,8 @@ def _train_args(image_folder, *sets):
 def test_a_frozen_backbone_keeps_the_files_weights_and_grayscale_feeds_three_channels(
         tmp_path, cli, cached, image_folder):
     from core.data.augment import BatchPreprocessor
-    from core.runs.checkpoint import load_model
     from core.models.registry import IMAGENET_MEAN, IMAGENET_STD
+    from core.runs.checkpoint import load_model
     runs = tmp_path / "runs"
     done = cli(*_train_args(image_folder, "freeze_backbone=true"), runs=runs)
     assert done.returncode == 0, done.stderr
@@ -152,9 +153,9 @@ def test_a_truncated_or_foreign_file_is_rejected_at_launch_and_a_torn_one_before
 def test_a_weights_file_torch_cannot_read_fails_the_run_with_its_name_not_torchs_advice(torch_home, monkeypatch):
     """Past the launch check (the file changed after it): the run fails naming the file, no traceback,
     and never with torch's advice to load it with weights_only=False."""
-    from core.models.registry import build_model
     import core.models.pretrained
     from core.models.pretrained import PretrainedWeightsError, load_imagenet_weights, weights_path
+    from core.models.registry import build_model
     monkeypatch.setattr(core.models.pretrained, "TRUNCATED_BELOW", 0)     # a small file will do
     path = weights_path("imagenet-resnet18")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +163,8 @@ def test_a_weights_file_torch_cannot_read_fails_the_run_with_its_name_not_torchs
     with pytest.raises(PretrainedWeightsError) as caught:
         load_imagenet_weights("imagenet-resnet18", build_model("imagenet-resnet18", 3, 32, 32, 10))
     message = str(caught.value)
-    assert message.startswith(f"the ImageNet weights file {path} is corrupt or truncated") and "weights_only" not in message
+    assert (message.startswith(f"the ImageNet weights file {path} is corrupt or truncated")
+            and "weights_only" not in message)
 
 
 def test_bad_fine_tune_settings_are_rejected_with_their_reason():
@@ -179,9 +181,6 @@ def test_bad_fine_tune_settings_are_rejected_with_their_reason():
     assert never.validate()[0].startswith("finetune_head_epochs must be < epochs (3)")
 
 
-from test_pages import app, no_errors  # noqa: E402,F401  (the AppTest fixture the page tests use)
-
-
 def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app):
     app.run().switch_page("pages/model.py").run()
     app.number_input(key="ds_size_digits").set_value(32).run()
@@ -195,13 +194,12 @@ def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app)
     assert len(app.dataframe) == 2          # torchinfo read the 1-channel data as the 3 channels it becomes
 
 
-def test_a_resume_does_not_read_the_weights_file_again(store, cached, image_folder):
-    from core.training.worker import run_training
+def test_a_resume_does_not_read_the_weights_file_again(store, cached, image_folder, train):
     from test_trainer import AtStep
     config = proposed_config("image-folder", data_path=str(image_folder), model="imagenet-resnet18",
                                    image_size=32, epochs=2, batch_size=8, probe_interval=0)
     run_id = store.create_run(config)
     stop = AtStep(2, lambda t: store.stop_path(run_id).write_text("stop"))
-    assert run_training(store, run_id, [stop], handle_signals=False) == "stopped"
+    assert train(store, run_id, [stop]) == "stopped"
     cached.unlink()          # the checkpoint holds the weights now
-    assert run_training(store, run_id, handle_signals=False) == "completed", store.read_status(run_id)["error"]
+    assert train(store, run_id) == "completed", store.read_status(run_id)["error"]

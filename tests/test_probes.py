@@ -10,10 +10,9 @@ from torch import nn
 
 from conftest import tiny_digits
 from core.analysis.insight import read_probes
-from core.training.probes import BINS, ProbeRecorder, histogram_edges, is_probed, tensor_stats
 from core.runs.streams import JsonLinesWriter, truncate_probes
 from core.training.hooks import LoopState
-from core.training.worker import run_training
+from core.training.probes import BINS, ProbeRecorder, histogram_edges, is_probed, tensor_stats
 from crash_points import train_until_killed
 
 
@@ -169,7 +168,7 @@ def test_truncate_drops_torn_lines_foreign_lines_and_lost_steps(tmp_path):
     assert path.read_bytes() == good[0] + b"\n" + good[1] + b"\n"
 
 
-def test_a_resume_after_a_kill_records_each_probed_step_once(store):
+def test_a_resume_after_a_kill_records_each_probed_step_once(store, train):
     epochs = 2
     run_id = store.create_run(tiny_digits(epochs=epochs, probe_interval=7))
     # Dies just before epoch 2's latest.pt (the saves: latest 1, best 1, latest 2): that epoch's probes
@@ -177,7 +176,7 @@ def test_a_resume_after_a_kill_records_each_probed_step_once(store):
     assert train_until_killed(store.root, run_id, "before-checkpoint", 3) == -signal.SIGKILL
     steps_per_epoch = store.read_status(run_id)["steps_per_epoch"]
     assert max(r["step"] for r in store.probe_reader(run_id).read_new()) == epochs * steps_per_epoch
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     records, missing = read_probes(store, run_id)
     total = epochs * steps_per_epoch
     expected = sorted(set(range(7, total + 1, 7)) | {steps_per_epoch * e for e in range(1, epochs + 1)})

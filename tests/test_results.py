@@ -6,12 +6,11 @@ import io
 import re
 
 import numpy as np
-from core.data.folders import proposed_config
 import pytest
 from PIL import Image
 
-from conftest import tiny_digits
-from test_pages import app, finished_run, no_errors  # noqa: F401  (fixtures)
+from conftest import no_errors, tiny_digits
+from core.data.folders import proposed_config
 
 THUMBNAIL = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -22,10 +21,9 @@ def weak_digits(**overrides):
 
 
 @pytest.fixture
-def weak_run(store):
-    from core.training.worker import run_training
+def weak_run(store, train):
     run_id = store.create_run(weak_digits(name="weak"))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     return run_id
 
 
@@ -80,8 +78,8 @@ def test_cells_and_mistakes_most_confident_first():
 
 
 def test_tiles_show_file_names_of_a_folder_and_indices_of_digits(image_folder):
-    from core.data.datasets import decode_file, load_dataset
     from core.analysis.evaluate import prediction_tiles, sample_image, sample_name
+    from core.data.datasets import decode_file, load_dataset
     config = proposed_config("image-folder", data_path=str(image_folder), image_size=12, val_fraction=0.3)
     split = load_dataset(config).splits["val"]
     assert len(split.files) == len(split)
@@ -105,6 +103,7 @@ def test_tiles_show_file_names_of_a_folder_and_indices_of_digits(image_folder):
 # --- the report -------------------------------------------------------------------------------
 def test_report_carries_settings_dataset_model_curves_and_mistakes(store, weak_run):
     import plotly.offline
+
     from core.analysis.evaluate import evaluate_run, misclassified_rows
     from core.analysis.report import REPORT_MISTAKES, evaluation_html
     text = evaluation_html(store, weak_run)
@@ -161,12 +160,11 @@ def test_onnx_export_is_current_until_best_changes(store, trained):
 
 # --- the Evaluate page ------------------------------------------------------------------------
 @pytest.fixture
-def weak_app_run(tmp_path):
+def weak_app_run(tmp_path, train):
     from core.runs.store import RunStore
-    from core.training.worker import run_training
     store = RunStore(tmp_path / "runs")
     run_id = store.create_run(weak_digits(name="weak"))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     return store, run_id
 
 

@@ -2,10 +2,9 @@
 filter; editing tags and the note; a click on a row opens that run on the Train page."""
 import pytest
 
-from conftest import tiny_digits
+from conftest import no_errors, tiny_digits
 from core.runs.annotations import annotate, read_annotations
 from test_charts import written_run
-from test_pages import app, no_errors  # noqa: F401  (the AppTest fixture)
 
 
 @pytest.fixture

@@ -21,14 +21,13 @@ from test_inference import accepted_kinds
 
 
 @pytest.fixture(scope="module")
-def served_run(tmp_path_factory):
+def served_run(tmp_path_factory, train):
     """(store, run_id, predictor) of a trained digits run."""
-    from core.serving.inference import Predictor
     from core.runs.store import RunStore
-    from core.training.worker import run_training
+    from core.serving.inference import Predictor
     store = RunStore(tmp_path_factory.mktemp("serve") / "runs")
     run_id = store.create_run(tiny_digits())
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     return store, run_id, Predictor(store, run_id, backend="torch")
 
 
@@ -44,6 +43,7 @@ def served(predictor, **limits):
     """A uvicorn server in a thread on an ephemeral port of 127.0.0.1; yields the port. Its logs
     propagate to the root logger (log_config=None), where caplog sees them."""
     import uvicorn
+
     from core.serving.service import Limits, create_app
     listener = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(predictor, "run", Limits(**limits)), log_config=None))

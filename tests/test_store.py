@@ -128,8 +128,7 @@ def test_an_unreadable_run_is_listed_with_its_reason(store, config_text, status_
     assert store.summary(bad) == summaries[bad]
 
 
-def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cli):
-    from core.jobs.manager import JobManager
+def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cli, job_manager):
     from core.runs.status import UnreadableRun
     run_id = store.create_run(RunConfig(name="edited"))
     store.update_status(run_id, state="stopped")
@@ -145,12 +144,8 @@ def test_a_hand_edited_config_lists_every_problem_and_is_never_resumed(store, cl
         assert problem in summary.error
     result = cli("resume", run_id, runs=store.root)
     assert result.returncode == 2 and "batch_size must be >= 1" in result.stderr and "'tpu'" in result.stderr
-    manager = JobManager(store)
-    try:
-        with pytest.raises(UnreadableRun, match="lr must be a number"):
-            manager.resume(run_id)
-    finally:
-        manager.shutdown()
+    with pytest.raises(UnreadableRun, match="lr must be a number"):
+        job_manager().resume(run_id)
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 

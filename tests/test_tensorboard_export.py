@@ -6,7 +6,6 @@ from tensorboard.plugins.hparams import metadata
 
 from conftest import tiny_digits
 from core.analysis.insight import read_probes
-from core.training.worker import run_training
 
 
 def read_back(folder):
@@ -98,9 +97,9 @@ def test_a_run_without_probes_exports_its_scalars_and_says_what_is_missing(store
     assert events.Tags()["histograms"] == []
 
 
-def test_a_one_epoch_run_has_one_histogram_per_layer(store, cli):
+def test_a_one_epoch_run_has_one_histogram_per_layer(store, cli, train):
     run_id = store.create_run(tiny_digits(epochs=1, probe_interval=0))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     assert cli("tensorboard", run_id, runs=store.root).returncode == 0
     events = read_back(store.tensorboard_dir(run_id))
     steps = store.read_status(run_id)["step"]

@@ -5,7 +5,6 @@ import torch
 from conftest import tiny_digits
 from core.runs.checkpoint import load_checkpoint
 from core.training.hooks import Callback
-from core.training.worker import run_training
 
 
 class AtStep(Callback):
@@ -20,9 +19,9 @@ class AtStep(Callback):
             self.action(trainer)
 
 
-def test_short_digits_run_learns(store):
+def test_short_digits_run_learns(store, train):
     run_id = store.create_run(tiny_digits(image_size=16, epochs=4, batch_size=32))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     status = store.read_status(run_id)
     assert status["state"] == "completed" and status["step"] == status["total_steps"]
     val = [r for r in store.read_metrics(run_id) if r["split"] == "val"]
@@ -32,9 +31,9 @@ def test_short_digits_run_learns(store):
     assert store.checkpoint_path(run_id, "best").exists() and store.checkpoint_path(run_id, "latest").exists()
 
 
-def test_metrics_rows_carry_the_contract_fields(store):
+def test_metrics_rows_carry_the_contract_fields(store, train):
     run_id = store.create_run(tiny_digits(epochs=1, log_interval=3))
-    run_training(store, run_id, handle_signals=False)
+    train(store, run_id)
     rows = store.read_metrics(run_id)
     steps = [r for r in rows if r["kind"] == "step"]
     assert [r["step"] for r in steps] == list(range(3, 20, 3))
@@ -44,10 +43,10 @@ def test_metrics_rows_carry_the_contract_fields(store):
     assert {"lr", "samples_per_s", "epoch_time"} <= set(epoch_train)
 
 
-def test_stop_ends_within_one_batch_and_saves_the_position(store):
+def test_stop_ends_within_one_batch_and_saves_the_position(store, train):
     run_id = store.create_run(tiny_digits(epochs=3))
     stop = AtStep(7, lambda t: store.stop_path(run_id).write_text("stop"))
-    assert run_training(store, run_id, [stop], handle_signals=False) == "stopped"
+    assert train(store, run_id, [stop]) == "stopped"
     status = store.read_status(run_id)
     # Asked after batch 7 (once the watcher had looked): batch 8 is the one in flight, then it ends.
     assert (status["state"], status["step"]) == ("stopped", 8)
@@ -56,15 +55,15 @@ def test_stop_ends_within_one_batch_and_saves_the_position(store):
     assert not store.stop_path(run_id).exists()
 
 
-def test_resume_continues_the_epoch_count_and_the_curve(store):
+def test_resume_continues_the_epoch_count_and_the_curve(store, train):
     config = tiny_digits(epochs=3, log_interval=2)
     straight = store.create_run(config)
-    run_training(store, straight, handle_signals=False)
+    train(store, straight)
 
     resumed = store.create_run(config)
     stop = AtStep(25, lambda t: store.stop_path(resumed).write_text("stop"))   # mid epoch 2
-    assert run_training(store, resumed, [stop], handle_signals=False) == "stopped"
-    assert run_training(store, resumed, handle_signals=False) == "completed"
+    assert train(store, resumed, [stop]) == "stopped"
+    assert train(store, resumed) == "completed"
 
     rows = store.read_metrics(resumed)
     steps = [r["step"] for r in rows if r["kind"] == "step"]
@@ -72,13 +71,14 @@ def test_resume_continues_the_epoch_count_and_the_curve(store):
     assert [r["epoch"] for r in rows if r["split"] == "val"] == [1, 2, 3]
     assert store.read_status(resumed)["step"] == store.read_status(straight)["step"]
     # Same order, same RNG: the resumed run ends where the uninterrupted one does.
-    final = {run: [r for r in store.read_metrics(run) if r["split"] == "val"][-1]["loss"] for run in (straight, resumed)}
+    final = {run: [r for r in store.read_metrics(run) if r["split"] == "val"][-1]["loss"]
+             for run in (straight, resumed)}
     assert abs(final[straight] - final[resumed]) < 1e-4
 
 
-def test_resume_after_a_crash_drops_lost_and_torn_lines(store):
+def test_resume_after_a_crash_drops_lost_and_torn_lines(store, train):
     run_id = store.create_run(tiny_digits(epochs=2, log_interval=2))
-    run_training(store, run_id, handle_signals=False)
+    train(store, run_id)
     latest = store.checkpoint_path(run_id, "latest")
     checkpoint = load_checkpoint(latest)
     checkpoint["loop"].update(epoch=1, step=20)
@@ -86,40 +86,40 @@ def test_resume_after_a_crash_drops_lost_and_torn_lines(store):
     with open(store.metrics_path(run_id), "ab") as handle:
         handle.write(b'{"step": 99, "spl')
     store.update_status(run_id, state="interrupted")
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     raw = store.metrics_path(run_id).read_bytes()
     assert raw.endswith(b"\n") and b'"spl\n' not in raw
     steps = [r["step"] for r in store.read_metrics(run_id) if r["kind"] == "step"]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
-def test_nan_loss_fails_the_run_with_the_step(store):
+def test_nan_loss_fails_the_run_with_the_step(store, train):
     run_id = store.create_run(tiny_digits(epochs=2))
 
     def poison(trainer):
         with torch.no_grad():
             next(trainer.model.parameters()).fill_(float("nan"))
-    assert run_training(store, run_id, [AtStep(3, poison)], handle_signals=False) == "failed"
+    assert train(store, run_id, [AtStep(3, poison)]) == "failed"
     status = store.read_status(run_id)
     assert status["state"] == "failed"
     assert "loss became nan at step 4" in status["error"]
 
 
-def test_early_stopping(store):
+def test_early_stopping(store, train):
     # lr so small the accuracy never improves after the first epoch: patience 1 ends the run at epoch 2.
     run_id = store.create_run(tiny_digits(epochs=10, lr=1e-12, scheduler="none", early_stopping_patience=1))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     status = store.read_status(run_id)
     assert (status["early_stopped_at"], status["epoch"]) == (2, 2)
 
 
-def test_every_optimizer_scheduler_and_augmentation_runs(store):
+def test_every_optimizer_scheduler_and_augmentation_runs(store, train):
     for optimizer, scheduler in (("sgd", "step"), ("adam", "onecycle"), ("adamw", "plateau")):
         config = tiny_digits(epochs=2, optimizer=optimizer, scheduler=scheduler, label_smoothing=0.1,
                              class_weighted_loss=True, grad_clip=1.0, aug_random_crop=True,
                              aug_flip=True, aug_rotation=10.0, aug_color_jitter=0.2)
         run_id = store.create_run(config)
-        assert run_training(store, run_id, handle_signals=False) == "completed", store.read_status(run_id)
+        assert train(store, run_id) == "completed", store.read_status(run_id)
     lrs = [r["lr"] for r in store.read_metrics(run_id) if r["kind"] == "step"]
     assert all(lr > 0 for lr in lrs)
 
@@ -157,10 +157,10 @@ def test_train_step_is_one_step_that_never_waits_for_the_host():
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
 
 
-def test_hooks_and_the_logged_gradient_norm(store):
+def test_hooks_and_the_logged_gradient_norm(store, train):
     recorder = Recorder()
     run_id = store.create_run(tiny_digits(epochs=2, log_interval=4))
-    assert run_training(store, run_id, [recorder], handle_signals=False) == "completed"
+    assert train(store, run_id, [recorder]) == "completed"
     steps = store.read_status(run_id)["step"]
     assert recorder.calls.count("before_step") == steps and all(recorder.grads_present)
     assert recorder.calls[-2:] == ["validation_end", "epoch_end"]
@@ -168,21 +168,21 @@ def test_hooks_and_the_logged_gradient_norm(store):
     assert rows and all(r["grad_norm"] > 0 for r in rows)
 
 
-def test_the_gradient_norm_is_measured_before_clipping(store):
+def test_the_gradient_norm_is_measured_before_clipping(store, train):
     run_id = store.create_run(tiny_digits(epochs=1, log_interval=2, grad_clip=1e-3))
-    run_training(store, run_id, handle_signals=False)
+    train(store, run_id)
     norms = [r["grad_norm"] for r in store.read_metrics(run_id) if r["kind"] == "step"]
     assert min(norms) > 1e-3        # what clipping found, not what it left
 
 
-def test_a_failure_reaches_on_exception(store):
+def test_a_failure_reaches_on_exception(store, train):
     recorder = Recorder()
 
     def poison(trainer):
         with torch.no_grad():
             next(trainer.model.parameters()).fill_(float("nan"))
     run_id = store.create_run(tiny_digits(epochs=1, log_interval=50))
-    assert run_training(store, run_id, [AtStep(2, poison), recorder], handle_signals=False) == "failed"
+    assert train(store, run_id, [AtStep(2, poison), recorder]) == "failed"
     [error] = recorder.errors
     assert "loss became nan at step 3" in str(error)      # found at the epoch's end, step still named
     assert "loss became nan at step 3" in store.read_status(run_id)["error"]
@@ -190,8 +190,8 @@ def test_a_failure_reaches_on_exception(store):
 
 @pytest.mark.parametrize("order", ["checkpointer first", "early stopping first"])
 def test_best_checkpoint_and_early_stopping_do_not_depend_on_order(tmp_path, order):
-    from core.training.callbacks import Checkpointer, EarlyStopping
     from core.data.datasets import load_dataset
+    from core.training.callbacks import Checkpointer, EarlyStopping
     from core.training.trainer import Trainer
     config = tiny_digits(epochs=10, lr=1e-12, scheduler="none")
     checkpointer = Checkpointer(tmp_path / "latest.pt", tmp_path / "best.pt", "val_loss")
@@ -208,8 +208,8 @@ def test_best_checkpoint_and_early_stopping_do_not_depend_on_order(tmp_path, ord
 
 
 def test_a_flip_is_torch_flip_under_a_seeded_generator():
-    from core.data.augment import BatchPreprocessor
     from core.config import RunConfig
+    from core.data.augment import BatchPreprocessor
     images = torch.rand(64, 3, 8, 8)
     prep = BatchPreprocessor([0.5] * 3, [0.25] * 3, RunConfig(aug_flip=True))
     out = prep.augment(images.clone(), generator=torch.Generator().manual_seed(7))
@@ -221,10 +221,11 @@ def test_a_flip_is_torch_flip_under_a_seeded_generator():
     assert torch.equal(prep(pixels, train=False), prep.normalise(pixels.float() / 255))   # none at eval
 
 
-def test_the_heartbeat_carries_the_step_between_log_lines(store, monkeypatch):
+def test_the_heartbeat_carries_the_step_between_log_lines(store, monkeypatch, train):
     """A slow model logs a line every minute or so: status.json's step (the Train page's progress)
     follows each heartbeat, not only the log lines."""
     import time
+
     import core.training.callbacks
     monkeypatch.setattr(core.training.callbacks, "HEARTBEAT_EVERY_S", 0.05)
     seen = []
@@ -238,5 +239,5 @@ def test_the_heartbeat_carries_the_step_between_log_lines(store, monkeypatch):
                 seen.append(store.read_status(run_id).get("step"))
 
     run_id = store.create_run(tiny_digits(epochs=1, log_interval=1000))
-    assert run_training(store, run_id, [SlowBatch()], handle_signals=False) == "completed"
+    assert train(store, run_id, [SlowBatch()]) == "completed"
     assert seen == [3]

@@ -12,11 +12,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import no_errors
 from core.data import imports, uploads
 from core.data.folders import proposed_config
 from core.data.imports import add_images, import_zip
-from core.data.uploads import (DatasetRefused, UploadRefused, datasets_dir, delete_dataset, list_datasets, remove_class,
-                               remove_images)
+from core.data.uploads import (
+    DatasetRefused,
+    UploadRefused,
+    datasets_dir,
+    delete_dataset,
+    list_datasets,
+    remove_class,
+    remove_images,
+)
 
 
 def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
@@ -245,8 +253,8 @@ def test_images_for_a_class_none_readable_writes_nothing(root):
 
 
 def test_the_managed_folder_lives_in_the_runs_folder_and_is_not_a_run(tmp_path, monkeypatch):
-    from core.runs.store import RunStore
     from conftest import tiny_digits
+    from core.runs.store import RunStore
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
     runs = tmp_path / "runs"
     assert datasets_dir(runs) == (runs / ".datasets").resolve()
@@ -325,6 +333,7 @@ def test_a_deletion_that_cannot_rename_changes_nothing(tmp_path, root, monkeypat
 
 def test_a_dataset_a_queued_or_running_run_trains_on_is_not_deleted(tmp_path, root, store):
     import time
+
     from core.runs.states import HOST
     pets = import_zip(class_zip(tmp_path / "a.zip"), root, "pets").path
     import_zip(class_zip(tmp_path / "b.zip"), root, "other")
@@ -348,7 +357,7 @@ def test_a_removed_class_is_gone_with_its_images_and_the_rest_kept(tmp_path, roo
 
 
 @pytest.mark.parametrize("class_name, says", [
-    ("owl", "pets has no class 'owl' \(its classes: cat, dog, fox\)"), ("../pets", "pets has no class"),
+    ("owl", r"pets has no class 'owl' \(its classes: cat, dog, fox\)"), ("../pets", "pets has no class"),
     ("", "pets has no class ''"), (".", "pets has no class '.'")])
 def test_a_class_the_dataset_does_not_have_is_refused_and_nothing_changes(tmp_path, root, class_name, says):
     import_zip(class_zip(tmp_path / "a.zip"), root, "pets")
@@ -360,6 +369,7 @@ def test_a_class_the_dataset_does_not_have_is_refused_and_nothing_changes(tmp_pa
 
 def test_the_last_class_or_a_class_a_run_trains_on_is_not_removed(tmp_path, root, store):
     import time
+
     from core.runs.states import HOST
     import_zip(class_zip(tmp_path / "a.zip", classes=("cat",)), root, "solo")
     with pytest.raises(DatasetRefused, match="cat is the only class of solo: delete the dataset instead"):
@@ -389,7 +399,8 @@ def test_images_that_are_not_the_datasets_are_refused_and_nothing_changes(tmp_pa
     (pets / "cat" / "notes.txt").write_text("not an image")
     first_cat = sorted(os.listdir(pets / "cat"))[0]
     before = files_under(tmp_path)
-    for bad in ("../bugs/ant/" + sorted(os.listdir(bugs / "ant"))[0], bugs / "ant" / sorted(os.listdir(bugs / "ant"))[0],
+    for bad in ("../bugs/ant/" + sorted(os.listdir(bugs / "ant"))[0],
+                bugs / "ant" / sorted(os.listdir(bugs / "ant"))[0],
                 "cat/link.png", "cat/notes.txt", "cat/missing.png", "cat", "owl/1.png", "/etc/passwd"):
         with pytest.raises(DatasetRefused, match="is not an image of pets's classes.*nothing was deleted"):
             remove_images(root, "pets", [f"cat/{first_cat}", bad])          # one bad file refuses them all
@@ -417,13 +428,12 @@ def test_a_deletion_of_images_that_fails_midway_puts_back_what_moved(tmp_path, r
 
 
 def test_a_run_trained_on_a_deleted_dataset_keeps_its_record_and_says_why_it_cannot_be_evaluated(tmp_path, root,
-                                                                                                 store):
+                                                                                                 store, train):
     from core.analysis.evaluate import evaluate_run
-    from core.training.worker import run_training
     pets = import_zip(class_zip(tmp_path / "a.zip", classes=("dark", "light"), per_class=8), root, "pets").path
     run_id = store.create_run(proposed_config("image-folder", data_path=str(pets), model="mlp", epochs=1,
                                                     image_size=8))
-    assert run_training(store, run_id, handle_signals=False) == "completed"
+    assert train(store, run_id) == "completed"
     delete_dataset(root, "pets", store)
     [summary] = store.list_runs()
     assert summary.run_id == run_id and summary.state == "completed" and summary.best_value is not None
@@ -456,9 +466,6 @@ def test_cli_import_data(tmp_path, capsys, monkeypatch):
 
 
 # --- the Datasets page's "Add your own images" -------------------------------------------------------
-from test_pages import app, no_errors  # noqa: E402,F401  (the AppTest fixture, on a fresh runs folder)
-
-
 def _table(at, column):
     """The page's table with this column (AppTest does not expose a dataframe's key)."""
     return next(frame.value for frame in at.dataframe if column in frame.value)
@@ -603,7 +610,8 @@ def test_datasets_page_deletes_one_class_of_the_picked_dataset(app, bugs_and_pet
     assert any("Delete class **fox** of pets and its 4 images" in m.value for m in app.markdown)
     app.button(key="up_delete").click().run()
     no_errors(app)
-    assert app.success[0].value.startswith("Deleted class fox of pets and its 4 images; 2 classes and 8 images are left.")
+    assert app.success[0].value.startswith(
+        "Deleted class fox of pets and its 4 images; 2 classes and 8 images are left.")
     assert sorted(os.listdir(root / "pets")) == ["cat", "dog"]
     # the dataset stays picked, and the page shows it without the class
     assert app.selectbox(key="ds_uploaded").value == "pets"
@@ -637,6 +645,7 @@ def test_datasets_page_deletes_images_picked_in_the_samples_grid(app, bugs_and_p
 def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_deletion_elsewhere(
         app, tmp_path, monkeypatch):
     import time
+
     from core.runs.states import HOST
     from core.runs.store import RunStore
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)

@@ -82,7 +82,8 @@ def diverged(rows, status, config, probes=()) -> Finding | None:
         message = f"The loss became NaN or infinite at step {step}."
         evidence = {"step": step, "lr": config.get("lr")}
     else:
-        message = f"The loss exploded: {exploded['loss']:.3g} at step {exploded['step']}, from {start:.3g} at the start."
+        message = (f"The loss exploded: {exploded['loss']:.3g} at step {exploded['step']}, "
+                   f"from {start:.3g} at the start.")
         evidence = {"step": exploded["step"], "loss": exploded["loss"], "start_loss": start, "lr": config.get("lr")}
     return Finding("diverged", ERROR, message,
                    f"Lower the learning rate (now {config.get('lr'):g}) by 10x, or turn on gradient clipping; "

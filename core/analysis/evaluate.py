@@ -14,13 +14,13 @@ import os
 import numpy as np
 import torch
 
-from core.data.augment import BatchPreprocessor, predict_logits
-from core.runs.checkpoint import load_checkpoint, model_from_checkpoint
-from core.config import read_config_values
-from core.data.datasets import load_dataset
-from core.data.folders import DatasetError
 from core.analysis.gallery import Tile
 from core.analysis.metrics import classification_report
+from core.config import read_config_values
+from core.data.augment import BatchPreprocessor, predict_logits
+from core.data.datasets import load_dataset
+from core.data.folders import DatasetError
+from core.runs.checkpoint import load_checkpoint, model_from_checkpoint
 from core.runs.derived import evaluation_files
 from core.runs.store import RunStore
 from core.training.accelerator import resolve_device

@@ -65,8 +65,8 @@ def _chart_html(figure: go.Figure, with_plotly_js: bool) -> str:
 
 def training_series(metrics_path) -> dict:
     """The loss and accuracy series of a run's metrics.jsonl, as plots.training_curves takes them."""
-    from core.runs.live import LiveMetrics
     from core.analysis.series import training_series as series_of
+    from core.runs.live import LiveMetrics
     live = LiveMetrics(metrics_path)
     live.refresh()
     return series_of(live)
@@ -114,10 +114,10 @@ def evaluation_html(store, run_id: str, checkpoint: str = "best", split: str = "
                     title: str | None = None) -> str:
     """The report as one HTML string. split_data: the split's samples when the caller holds them
     (the Evaluate page), else the dataset is loaded for the thumbnails."""
-    from core.runs.checkpoint import load_model
-    from core.data.datasets import load_dataset
     from core.analysis.evaluate import evaluate_run, misclassified_rows, prediction_tiles
     from core.analysis.metrics import curves
+    from core.data.datasets import load_dataset
+    from core.runs.checkpoint import load_model
     report, arrays = evaluate_run(store, run_id, checkpoint, split)
     config = store.read_config(run_id)
     path = store.checkpoint_path(run_id, checkpoint)

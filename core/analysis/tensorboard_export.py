@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import SETTINGS
 from core.analysis.insight import read_probes
-from core.training.probes import histogram_edges
+from core.config import SETTINGS
 from core.runs.store import RunStore
+from core.training.probes import histogram_edges
 
 EVENT_FILE_PREFIX = "events.out.tfevents"
 NOT_SCALARS = ("step", "epoch", "time", "split", "kind")

@@ -43,7 +43,8 @@ def add_delete_data(sub, parents) -> None:
                                       "one of its classes (not while a queued or running run trains on it)")
     delete_data.add_argument("name", metavar="NAME")
     part = delete_data.add_mutually_exclusive_group()
-    part.add_argument("--class", dest="class_name", metavar="CLASS", help="delete only this class, its folder and images")
+    part.add_argument("--class", dest="class_name", metavar="CLASS",
+                      help="delete only this class, its folder and images")
     part.add_argument("--image", dest="images", action="append", metavar="CLASS/FILE",
                       help="delete only this image (relative to the dataset's folder, e.g. cat/3.png); repeatable")
     delete_data.add_argument("--yes", action="store_true", help="do not ask first")
@@ -51,8 +52,15 @@ def add_delete_data(sub, parents) -> None:
 
 
 def cmd_delete_data(args, store: RunStore) -> int:
-    from core.data.uploads import (DatasetRefused, datasets_dir, delete_dataset, existing_dataset, remove_class,
-                                   remove_images, removable_class)
+    from core.data.uploads import (
+        DatasetRefused,
+        datasets_dir,
+        delete_dataset,
+        existing_dataset,
+        removable_class,
+        remove_class,
+        remove_images,
+    )
     root = datasets_dir(store.root)
     one_class = args.class_name is not None
     try:

@@ -54,6 +54,7 @@ def _progress_callback():
 
 def _tqdm_bar():
     from tqdm import tqdm
+
     from core.training.hooks import Callback
 
     class TqdmProgress(Callback):
@@ -156,6 +157,7 @@ def add_lr_find(sub, parents) -> None:
 
 def cmd_lr_find(args, store: RunStore) -> int:
     from tqdm import tqdm
+
     from core.training.lr_find import find_lr
     problems = [problem for bad, problem in (
         (not 0 < args.min_lr < args.max_lr, f"--min-lr ({args.min_lr:g}) must be above 0 and below --max-lr "
@@ -190,7 +192,8 @@ def cmd_runs(args, store: RunStore) -> int:
     if not runs:
         print(f"no runs in {store.root}")
         return EXIT_OK
-    header = f"{'RUN ID':<44} {'STATE':<11} {'PROGRESS':>8} {'EPOCH':>7} {'BEST':>14} {'DURATION':>9}  {'CREATED':<16}  TAGS"
+    header = (f"{'RUN ID':<44} {'STATE':<11} {'PROGRESS':>8} {'EPOCH':>7} {'BEST':>14} {'DURATION':>9}  "
+              f"{'CREATED':<16}  TAGS")
     print(header)
     for r in runs:
         best = f"{r.best_metric.removeprefix('val_')} {r.best_value:.4f}" if r.best_value is not None else "-"

@@ -14,8 +14,16 @@ import numpy as np
 import torch
 
 from core.config import FOLDER_DATASETS, RunConfig
-from core.data.datasets import (SPLITS, Refusal, decode_file, decode_files, decode_sample, load_dataset,
-                       stats_of_sample, stratified_split)
+from core.data.datasets import (
+    SPLITS,
+    Refusal,
+    decode_file,
+    decode_files,
+    decode_sample,
+    load_dataset,
+    stats_of_sample,
+    stratified_split,
+)
 from core.data.folders import list_folder
 from core.data.images import ImageRefused
 

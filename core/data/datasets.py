@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.data import standard_sets
 from core.config import FOLDER_DATASETS, SETTINGS, RunConfig
+from core.data import standard_sets
 from core.data.folders import DatasetError, Refusal, list_folder
 from core.data.images import ImageRefused, decode, read_image_file
-from core.models.registry import MODEL_SPECS
 from core.data.standard_sets import STANDARD_SETS
+from core.models.registry import MODEL_SPECS
 
 SPLITS = ("train", "val", "test")
 SKIPPED_NAMED_IN_INFO = 20          # info() names this many skipped files; status.json stays small
@@ -251,7 +251,7 @@ def load_dataset(config: RunConfig) -> Dataset:
             keep = [i for i, image in enumerate(decoded) if image is not None]
             if skipped:
                 warnings.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0].path}: "
-                              f"{skipped[0].reason}")
+                              f"{skipped[0].reason}", stacklevel=2)
             if not keep:
                 raise DatasetError(f"none of the {len(files)} images in {config.data_path} could be read "
                                    f"(e.g. {skipped[0].path}: {skipped[0].reason})")

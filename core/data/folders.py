@@ -135,7 +135,7 @@ def _csv_listing(root: Path, labels_csv: Path) -> FolderListing:
 
 
 def _holds_images(folder: str) -> bool:
-    for parent, dirs, names in os.walk(folder):
+    for _parent, dirs, names in os.walk(folder):
         dirs[:] = _visible(dirs)
         if any(_is_image(name) for name in names if not name.startswith(".")):
             return True

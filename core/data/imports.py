@@ -24,8 +24,16 @@ from typing import IO, Iterable
 
 from core.data.folders import Refusal
 from core.data.images import MAX_FILE_BYTES, ImageRefused, decode, preview
-from core.data.uploads import (STAGE_PREFIX, UploadRefused, check_class_name, check_dataset_name, class_counts,
-                               class_name_problem, is_image_name, remove_leftovers)
+from core.data.uploads import (
+    STAGE_PREFIX,
+    UploadRefused,
+    check_class_name,
+    check_dataset_name,
+    class_counts,
+    class_name_problem,
+    is_image_name,
+    remove_leftovers,
+)
 
 # A zip is refused before anything is decompressed when its directory says it is hostile or too big.
 MAX_ZIP_ENTRIES = 100_000            # files and folders listed in the zip

@@ -87,7 +87,8 @@ def _not_found(dataset: str, root: Path, wanted: str) -> DatasetError:
     missing_root = "" if root.is_dir() else f" ({root} does not exist)"
     message = f"{DATASET_LABELS[dataset]}'s files were not found. Looked for {wanted} in {where}{missing_root}."
     below = [] if not root.is_dir() else sorted(
-        child for child in root.iterdir() if child.is_dir() and any((child / n).is_file() for n in _first_file(dataset)))
+        child for child in root.iterdir()
+        if child.is_dir() and any((child / n).is_file() for n in _first_file(dataset)))
     if below:
         return DatasetError(f"{message} {below[0]} seems to hold them: set {folder} to it.")
     return DatasetError(f"{message} Put them in {root}, or set {folder} to the folder that holds them. "

@@ -161,8 +161,8 @@ def runs_training_on(store, dataset_path: Path) -> list[str]:
     """The queued or running runs of `store` (a core.runs.store.RunStore) whose data is in `dataset_path`,
     by label. Only active runs' configs are read: cheap at 10,000 runs."""
     from core.config import FOLDER_DATASETS
-    from core.runs.states import ACTIVE_STATES
     from core.runs.layout import RunNotFound
+    from core.runs.states import ACTIVE_STATES
     from core.runs.status import UnreadableRun
     found = []
     for summary in store.list_runs():

@@ -20,10 +20,17 @@ from pathlib import Path
 
 from core.jobs.launcher import LR_FINDER, WORKER, Launched, launch
 from core.runs.lease import ALREADY_RUNNING_EXIT, check_not_running
-from core.runs.states import (ACTIVE_STATES, FAILED, HOST, INTERRUPTED, QUEUED, RESUMABLE_STATES, STOPPED,
-                         check_transition)
+from core.runs.states import (
+    ACTIVE_STATES,
+    FAILED,
+    HOST,
+    INTERRUPTED,
+    QUEUED,
+    RESUMABLE_STATES,
+    STOPPED,
+    check_transition,
+)
 from core.runs.store import RunStore
-
 
 
 def default_concurrency() -> int:

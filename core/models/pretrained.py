@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.runs.checkpoint import torch_file_damage, unpickler_reason
 from core.models.registry import model_spec
+from core.runs.checkpoint import torch_file_damage, unpickler_reason
 
 DOWNLOAD_ENV = "TRAINBOARD_DOWNLOAD_WEIGHTS"
 TRUNCATED_BELOW = 0.9      # of torchvision's stated file size: a cheap check that catches a cut-off download

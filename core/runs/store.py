@@ -17,13 +17,19 @@ from pathlib import Path
 
 from core.config import ConfigError, RunConfig, read_config_values
 from core.runs.files import atomic_write_bytes, atomic_write_json, remove_temp_files
-from core.runs.layout import (CHECKPOINT_DIR, CONFIG_FILE, RUN_ID_PATTERN, STATUS_FILE, RunLayout,
-                              check_run_id)
+from core.runs.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_ID_PATTERN, STATUS_FILE, RunLayout, check_run_id
 from core.runs.lease import check_not_running
-from core.runs.states import (ACTIVE_STATES, INTERRUPTED, QUEUED, RUNNING, STOPPED, check_transition,
-                              effective_state, owner_gone)
-from core.runs.status import (STATUS_SCHEMA_VERSION, UnreadableRun, new_status, parse_status,
-                              unreadable_status)
+from core.runs.states import (
+    ACTIVE_STATES,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    check_transition,
+    effective_state,
+    owner_gone,
+)
+from core.runs.status import STATUS_SCHEMA_VERSION, UnreadableRun, new_status, parse_status, unreadable_status
 from core.runs.streams import JsonLinesReader, MetricsReader, is_probe_record
 from core.runs.summaries import RunListing, RunSummary
 

@@ -312,7 +312,8 @@ class RunListing:
             for run_id, (folder_key, files_key, fields) in saved["runs"].items():
                 files_key = tuple(tuple(k) if k is not None else None for k in files_key)
                 loaded[run_id] = (tuple(folder_key), files_key,
-                                  RunSummary(**{**fields, "notes": tuple(fields["notes"]), "tags": tuple(fields["tags"])}))
+                                  RunSummary(**{**fields, "notes": tuple(fields["notes"]),
+                                                "tags": tuple(fields["tags"])}))
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return
         self.cache.update(loaded)

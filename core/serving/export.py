@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.augment import BatchPreprocessor
-from core.runs.checkpoint import load_model
 from core.config import read_config_values
+from core.data.augment import BatchPreprocessor
 from core.data.datasets import load_dataset
 from core.models.registry import model_input_shape
+from core.runs.checkpoint import load_model
 from core.runs.derived import QUANTIZE_KINDS, export_files
 from core.runs.store import RunStore
+
 CALIBRATION_SAMPLES = 512
 # Max abs difference allowed between ONNX and torch logits, per unit of the logits' scale (at least
 # 1): float32 keeps ~7 digits, so logits in the millions (an untrained deep net) differ by more than
@@ -69,8 +70,14 @@ def _quantize(onnx_path: Path, target: Path, kind: str, calibration: np.ndarray 
     """int8 ONNX: 'dynamic' quantises weights only; 'static' also activations (QDQ), calibrated on
     training images. Static is the fast one on CPUs (resnet18: 3.6 ms against 7.8 ms fp32 here)."""
     import logging
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     logging.getLogger().setLevel(logging.ERROR)   # quiet its advice to pre-process the graph
     if kind == "dynamic":
         quantize_dynamic(str(onnx_path), str(target), weight_type=QuantType.QInt8)

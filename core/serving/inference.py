@@ -9,10 +9,10 @@ import time
 import numpy as np
 import torch
 
-from core.data.augment import BatchPreprocessor, predict_logits
-from core.runs.checkpoint import load_model
 from core.config import read_config_values
+from core.data.augment import BatchPreprocessor, predict_logits
 from core.data.images import ImageRefused, decode
+from core.runs.checkpoint import load_model
 from core.runs.derived import SERVING_BACKENDS, export_files
 from core.runs.store import RunStore
 from core.training.accelerator import resolve_device

@@ -24,8 +24,15 @@ from core.data.augment import BatchPreprocessor, predict_logits
 from core.data.datasets import Dataset
 from core.models.registry import build_model, input_normalisation, model_spec
 from core.runs.checkpoint import plain_module
-from core.training.accelerator import (compile_mode, compiled, free_cuda_memory, place_model, precision_name,
-                                       resolve_device, resolve_precision)
+from core.training.accelerator import (
+    compile_mode,
+    compiled,
+    free_cuda_memory,
+    place_model,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+)
 from core.training.batch_size import probe_batch_size
 from core.training.finetune import BackboneFinetuning
 from core.training.hooks import Callback, LoopState, Monitor

@@ -9,8 +9,8 @@ import numpy as np
 import streamlit as st
 
 from core.analysis import plots
-from core.runs.live import LiveMetrics
 from core.analysis.series import MAX_SMOOTHING, SMOOTHED_CURVES, X_AXES, XAxis, training_series
+from core.runs.live import LiveMetrics
 from pages.common import shared
 
 DEFAULT_SMOOTHING = 0.6          # TensorBoard's default

@@ -11,8 +11,8 @@ import dataclasses
 
 import streamlit as st
 
-from core.data import uploads
 from core.config import FOLDER_DATASETS, GROUPS, RECIPES, SETTINGS, RunConfig, Setting
+from core.data import uploads
 from core.data.folders import native_shape, proposed_config
 from core.models.registry import MODEL_SPECS
 from pages.common import selection, shared

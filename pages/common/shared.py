@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from core.jobs.manager import JobManager
-from core.runs.states import ACTIVE_STATES
 from core.runs.layout import default_runs_dir
+from core.runs.states import ACTIVE_STATES
 from core.runs.store import RunStore
 from core.runs.summaries import matching_runs
 
@@ -182,7 +182,8 @@ MISSING = "–"      # a table's value a row does not have (no test acc before a
 RUNS_COLUMNS = {
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
     "test acc": st.column_config.NumberColumn(format="%.4f", help="accuracy on the test split, from the "
-                                              "Evaluate page's or `core eval`'s cached report (best.pt, else latest.pt)"),
+                                              "Evaluate page's or `core eval`'s cached report "
+                                              "(best.pt, else latest.pt)"),
     "best val acc": st.column_config.NumberColumn(format="%.4f"),
     "batch size": st.column_config.NumberColumn(format="%d"),
     "lr": st.column_config.NumberColumn(format="%g"),
