@@ -13,8 +13,6 @@ from core.data import imports, uploads
 from core.data.datasets import DatasetError
 from pages.common import forms, selection, shared
 
-shared.ensure_app_navigation()
-
 PER_PAGE = 24
 
 st.title("Datasets")

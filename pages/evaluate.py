@@ -12,8 +12,6 @@ from core.runs.layout import CHECKPOINTS
 from core.serving.export import export_is_current, read_export_report
 from pages.common import gallery, shared
 
-shared.ensure_app_navigation()
-
 st.title("Evaluate")
 run_id = shared.run_with_best_checkpoint()
 store = shared.store()

@@ -2,9 +2,7 @@
 import streamlit as st
 
 from core.runs.states import ACTIVE_STATES, COMPLETED, RESUMABLE_STATES
-from pages.common import shared
-
-shared.ensure_app_navigation()
+from pages.common import shared, site
 
 st.title("Trainboard")
 st.write("Train, inspect and serve PyTorch image classifiers without writing a training script. "
@@ -24,13 +22,10 @@ if shared.jobs().recovered:
 if shared.jobs().requeued:
     st.info(f"{len(shared.jobs().requeued)} run(s) were waiting in the queue when the server last stopped; "
             "they are queued again.")
+if shared.jobs().followed:
+    st.info(f"{len(shared.jobs().followed)} run(s) kept training after the server that started them stopped; "
+            "this server follows them to their end (Stop works on them as on any run).")
 
 st.subheader("Where to start")
-st.page_link("pages/datasets.py", label="Datasets: what is in my data?", icon=":material/photo_library:")
-st.page_link("pages/model.py", label="Model: layers, parameters, weights", icon=":material/account_tree:")
-st.page_link("pages/train.py", label="Train: launch and watch a run", icon=":material/model_training:")
-st.page_link("pages/runs.py", label="Runs: every run, filter, download metrics", icon=":material/table_rows:")
-st.page_link("pages/insight.py", label="Insight: gradient flow, weight histograms, dead units, live",
-             icon=":material/stacked_line_chart:")
-st.page_link("pages/evaluate.py", label="Evaluate: confusion matrix, ROC/PR, report", icon=":material/insights:")
-st.page_link("pages/predict.py", label="Predict: drop images, see the top classes", icon=":material/image_search:")
+for page in site.PAGES[1:]:
+    st.page_link(site.page_path(page.name), label=f"{page.title}: {page.link}", icon=page.icon)

@@ -7,8 +7,6 @@ from core.analysis import insight, plots
 from core.runs.states import ACTIVE_STATES
 from pages.common import shared
 
-shared.ensure_app_navigation()
-
 st.title("Insight")
 store = shared.store()
 run_id = shared.selected_run()

@@ -9,8 +9,6 @@ from core.models.registry import MODEL_SPECS, model_input_shape, set_backbone_fr
 from core.runs.layout import CHECKPOINTS
 from pages.common import forms, selection, shared
 
-shared.ensure_app_navigation()
-
 st.title("Model")
 
 cols = st.columns([2, 2, 1])

@@ -7,8 +7,6 @@ from core.data.images import ImageRefused, preview
 from core.runs.derived import SERVING_BACKENDS
 from pages.common import shared
 
-shared.ensure_app_navigation()
-
 st.title("Predict")
 run_id = shared.run_with_best_checkpoint()
 store = shared.store()

@@ -7,9 +7,7 @@ import streamlit as st
 from core.runs.annotations import MAX_NOTE_LENGTH, BadAnnotation, annotate
 from core.runs.states import SHOWN_STATES
 from core.runs.status import UnreadableRun
-from pages.common import shared
-
-shared.ensure_app_navigation()
+from pages.common import shared, site
 
 SORTS = ("created", "test acc", "best val acc", "duration", "name", "state")
 # What tells runs apart first; the long run id near the end (the run's name leads, its id is in the sidebar).
@@ -56,7 +54,7 @@ def runs_table() -> bool:
     if clicked:
         st.session_state["runs_table_version"] = version + 1
         shared.select_run(frame["run"].iloc[clicked[0]])
-        st.switch_page("pages/train.py")
+        st.switch_page(site.page_path("train"))
     search = st.session_state.get("run_search", "")
     st.caption(f"{len(frame):,} of {len(summaries):,} runs" + (f" matching '{search}'" if search.strip() else "")
                + (f" tagged {', '.join(wanted_tags)}" if wanted_tags else "")

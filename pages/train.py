@@ -15,8 +15,6 @@ from core.runs.status import UnreadableRun
 from core.runs.summaries import clone_name
 from pages.common import compare, curves, forms, shared
 
-shared.ensure_app_navigation()
-
 # How often each part of the live view refreshes while a run is active. Each refresh costs a watching
 # browser a redraw of what it re-sends, unchanged or not, and CPU the browser takes on a small machine
 # is CPU a run on it does not get (bench/watch_cost.py, bench/chart_redraw.py).

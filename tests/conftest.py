@@ -155,24 +155,15 @@ def cli(capsys):
 # --- the pages through AppTest --------------------------------------------------------------------
 @pytest.fixture
 def app(tmp_path, monkeypatch):
-    """app.py in AppTest, on a fresh runs folder (tmp_path/runs), its caches and job manager its own."""
+    """The app's frame in AppTest (app.py's st.App serves it), on a fresh runs folder (tmp_path/runs),
+    its caches and job manager its own."""
     import streamlit as st
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    # AppTest re-detects the old `pages/` layout on every run; a real server does so once and
-    # app.py's st.navigation switches it off for good. Do the same here, or each run would be
-    # rerun by shared.ensure_app_navigation() and lose its button clicks.
-    original_init = PagesManager.__init__
-
-    def init_without_pages_dir(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-    monkeypatch.setattr(PagesManager, "__init__", init_without_pages_dir)
     monkeypatch.setenv("TRAINBOARD_RUNS", str(tmp_path / "runs"))
     st.cache_resource.clear()
     st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at = AppTest.from_file(str(ROOT / "pages" / "common" / "frame.py"), default_timeout=90)
     yield at
     from pages.common import shared
     shared.jobs().shutdown()

@@ -11,6 +11,7 @@ import pytest
 from conftest import no_errors
 from core.analysis import plots
 from core.analysis.series import XAxis, ema_smooth, steps_per_epoch, time_unit, x_values
+from pages.common.site import page_path
 
 
 # --- smoothing -------------------------------------------------------------------------------------
@@ -209,7 +210,7 @@ def two_runs(tmp_path):
 
 def test_train_page_chart_controls_apply_and_survive_a_page_switch(app, two_runs):
     store, run_id, _ = two_runs
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     no_errors(app)
     spec = chart(app, f"curves_{run_id}")
     assert spec["layout"]["xaxis"]["title"]["text"] == "step"
@@ -231,8 +232,8 @@ def test_train_page_chart_controls_apply_and_survive_a_page_switch(app, two_runs
     spec = chart(app, f"curves_{run_id}")
     assert spec["layout"]["xaxis"]["title"]["text"] == "wall time (s)"          # 60 s of metrics
 
-    app.switch_page("pages/runs.py").run()      # a page without the controls clears their widget state
-    app.switch_page("pages/train.py").run()
+    app.switch_page(page_path("runs")).run()      # a page without the controls clears their widget state
+    app.switch_page(page_path("train")).run()
     no_errors(app)
     assert app.radio(key="chart_x").value == "time" and app.slider(key="chart_smoothing").value == 0.0
     assert app.toggle(key="chart_log").value is True
@@ -240,7 +241,7 @@ def test_train_page_chart_controls_apply_and_survive_a_page_switch(app, two_runs
 
 def test_compare_overlays_train_and_val_of_a_one_epoch_run(app, two_runs):
     store, three, one_epoch = two_runs
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     app.session_state["compare_open"] = True          # the Compare expander unfolded
     app.run()
     assert sorted(app.multiselect(key="cmp_runs").value) == sorted([three, one_epoch])

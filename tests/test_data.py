@@ -8,6 +8,7 @@ import torch
 from core.config import RunConfig
 from core.data.datasets import DatasetError, check_data, load_dataset, stratified_split, validate_run_config
 from core.data.folders import proposed_config
+from pages.common.site import page_path
 
 
 def test_digits_loads_offline_with_counts_shape_and_stats():
@@ -115,7 +116,7 @@ def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_fold
     assert status["skipped_images"] == 4
     assert all(expected[row["file"]] in row["reason"] for row in status["skipped_files"])
     assert {row["file"] for row in status["skipped_files"]} == set(expected)
-    app.run().switch_page("pages/train.py").run()          # the run's live view names them too
+    app.run().switch_page(page_path("train")).run()          # the run's live view names them too
     [expander] = [e for e in app.expander if "left out of training" in e.label]
     assert expander.label.startswith("4 image file(s)")
     assert set(expander.dataframe[0].value["file"]) == set(expected)
@@ -123,7 +124,7 @@ def test_training_on_a_folder_with_odd_files_completes_and_names_them(image_fold
 
 def test_datasets_page_names_odd_files_instead_of_crashing(app, image_folder):
     expected = _add_odd_files(image_folder)
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
     assert not app.exception, [e.value for e in app.exception]
@@ -216,7 +217,7 @@ def test_a_folder_of_small_grayscale_images_is_proposed_at_its_own_size(tmp_path
 
 def test_datasets_page_proposes_the_folders_size_and_keeps_a_chosen_one(app, tmp_path):
     gray = _gray_folder(tmp_path / "gray")
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(gray)).run()
     assert not app.exception, [e.value for e in app.exception]
@@ -276,7 +277,7 @@ def test_stray_non_image_and_empty_class_files_are_counted_and_named(app, image_
     from core.data.folders import list_folder
     listing = list_folder(proposed_config("image-folder", data_path=str(image_folder)))
     assert listing.classes == ["dark", "light", "mid"] and len(listing.files) == 37
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
     assert not app.exception, [e.value for e in app.exception]

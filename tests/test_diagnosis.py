@@ -7,6 +7,7 @@ import pytest
 
 from conftest import tiny_digits
 from core.analysis.diagnosis import ERROR, WARNING, diagnose
+from pages.common.site import page_path
 
 CONFIG = {"lr": 1e-3, "class_weighted_loss": False}
 STATUS = {"classes": [str(i) for i in range(10)]}
@@ -217,7 +218,7 @@ def test_the_train_page_shows_the_findings_beside_the_curves(store, app, train):
     from test_pages import no_errors
     run_id = store.create_run(tiny_digits(epochs=3, lr=1e-7))
     train(store, run_id)
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     no_errors(app)
     [warning] = [w.value for w in app.warning if "not learning" in w.value]
     assert "still near its starting value" in warning and "Raise the learning rate (now 1e-07)" in warning

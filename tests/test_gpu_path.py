@@ -17,6 +17,7 @@ from core.training.accelerator import compile_mode, resolve_precision
 from core.training.batch_size import BatchTooLarge, find_batch_size, largest_fitting_batch
 from core.training.optimizers import scaled_lr
 from core.training.trainer import Trainer, micro_batches
+from pages.common.site import page_path
 
 CPU = torch.device("cpu")
 
@@ -288,7 +289,7 @@ def test_random_crops_shift_by_whole_pixels():
 
 # --- the Train form: the model's natural size, the recipe button ------------------------------------
 def test_the_model_picker_proposes_its_natural_image_size(app):
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     assert app.number_input(key="ds_size_digits").value == 16
     app.selectbox(key="ds_model").set_value("imagenet-resnet18").run()
     no_errors(app)
@@ -310,7 +311,7 @@ def test_the_model_picker_proposes_its_natural_image_size(app):
 
 
 def test_one_click_fills_the_form_with_the_fast_recipe(app):
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     [button] = [b for b in app.button if b.label == "Recipe: Fast Fashion-MNIST"]
     button.click().run()
     no_errors(app)

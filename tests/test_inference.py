@@ -8,6 +8,7 @@ from PIL import Image
 from conftest import tiny_digits
 from core.data.images import MAX_PIXELS, ImageRefused, open_image, to_array
 from core.serving.inference import Predictor
+from pages.common.site import page_path
 from test_images import REAL, REFUSED_FILES
 
 
@@ -142,7 +143,7 @@ def test_predict_page_refuses_odd_files_and_predicts_the_rest(app, finished_run)
                ("texture.dds", REFUSED_FILES["dds-unknown-pixel-format"][0]),
                ("stack.spi", REAL["spider"]), ("scan.tif", REAL["tiff-lab"]),       # st.image fails on these two
                ("cut.psd", REFUSED_FILES["psd-truncated"][0]), ("zero.jpg", accepted_kinds()["jpeg"])]
-    app.run().switch_page("pages/predict.py").run()
+    app.run().switch_page(page_path("predict")).run()
     app.file_uploader(key="pr_files").set_value([(name, data, "image/png") for name, data in uploads]).run()
     assert not app.exception, [e.value for e in app.exception]
     warnings = [w.value for w in app.warning]

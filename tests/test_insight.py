@@ -2,6 +2,7 @@
 
 from conftest import no_errors, tiny_digits
 from core.analysis import insight
+from pages.common.site import page_path
 
 
 def record(step, layers, activations=None):
@@ -33,7 +34,7 @@ def test_layers_that_move_most_come_first():
 def test_the_insight_page_draws_a_runs_probes_and_says_what_is_missing(store, app, train):
     run_id = store.create_run(tiny_digits(epochs=2))
     assert train(store, run_id) == "completed"
-    app.run().switch_page("pages/insight.py").run()
+    app.run().switch_page(page_path("insight")).run()
     no_errors(app)
     [layers] = app.multiselect
     assert len(layers.value) == 3 and layers.options[0] in layers.value
@@ -42,6 +43,6 @@ def test_the_insight_page_draws_a_runs_probes_and_says_what_is_missing(store, ap
     assert sum("over time" in t for t in titles) == 6            # weights and gradients of 3 layers
     assert any("Dead ReLU units" in t for t in titles)
     store.probes_path(run_id).unlink()                          # a run from before probes
-    app.switch_page("pages/insight.py").run()
+    app.switch_page(page_path("insight")).run()
     no_errors(app)
     assert any("has no probes" in i.value and "before" in i.value for i in app.info)

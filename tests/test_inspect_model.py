@@ -8,6 +8,7 @@ from torchinfo import summary
 from conftest import no_errors
 from core.models.inspection import fresh_model, layer_table, weight_stats
 from core.models.registry import parameter_counts
+from pages.common.site import page_path
 
 SMALL = (3, 32, 32)      # small enough to be fast; the imagenet-* models accept 32
 ALL_DEPTHS = 10
@@ -79,7 +80,7 @@ def test_simple_cnn_table():
 
 
 def test_model_page_caption_says_what_an_imagenet_network_reads(app):
-    app.run().switch_page("pages/model.py").run()
+    app.run().switch_page(page_path("model")).run()
     app.selectbox(key="m_arch").set_value("imagenet-resnet18").run()
     no_errors(app)
     captions = [c.value for c in app.caption]
@@ -129,7 +130,7 @@ def test_model_page_makes_the_layer_table_once_per_network(app, monkeypatch):
         calls.append(input_shape)
         return layer_table(model, input_shape, depth)
     monkeypatch.setattr(core.models.inspection, "layer_table", counted)
-    app.run().switch_page("pages/model.py").run()
+    app.run().switch_page(page_path("model")).run()
     app.selectbox(key="m_arch").set_value("simple-cnn").run()
     app.run()
     app.slider(key="m_depth").set_value(4).run()        # a shallower or deeper table: the same one
@@ -152,7 +153,7 @@ def test_model_page_makes_the_weight_statistics_once_per_model(app, monkeypatch)
         calls.append(weight_stats(state_dict))
         return calls[-1]
     monkeypatch.setattr(core.models.inspection, "weight_stats", counted)
-    app.run().switch_page("pages/model.py").run()
+    app.run().switch_page(page_path("model")).run()
     app.selectbox(key="m_arch").set_value("simple-cnn").run()
     app.run()
     app.slider(key="m_depth").set_value(4).run()

@@ -100,3 +100,18 @@ def test_resume_refuses_runs_that_are_not_resumable(store, jobs):
     run_id = store.create_run(tiny_digits())
     with pytest.raises(RuntimeError, match="only failed, interrupted, stopped runs can be resumed"):
         jobs.resume(run_id)
+
+
+def test_health_reports_the_queue_and_a_shut_down_manager_is_not_ok(store, jobs):
+    first, second = store.create_run(tiny_digits(epochs=200)), store.create_run(tiny_digits(epochs=1))
+    jobs.submit(first)
+    jobs.submit(second)
+    health = wait_for(lambda: (h := jobs.health())["running"] == 1 and h)
+    assert health["ok"] and health["running_runs"] == [first] and health["queued_runs"] == [second]
+    assert (health["workers"], health["workers_alive"]) == (1, 1)
+    jobs.stop(second)                           # stopped while it waited: no longer counted as queued
+    assert wait_for(lambda: jobs.health()["queued"] == 0)
+    jobs.shutdown()
+    health = jobs.health()
+    assert not health["ok"] and health["workers_alive"] == 0 and health["running"] == 0
+    assert store.read_status(first)["state"] == "stopped"     # asked to stop at a batch, and waited for

@@ -5,6 +5,7 @@ import pytest
 
 from core.config import RunConfig
 from core.training.lr_find import lr_at, suggest
+from pages.common.site import page_path
 
 
 def test_the_suggestion_is_a_tenth_of_the_lr_at_the_lowest_smoothed_loss():
@@ -38,7 +39,7 @@ def test_the_train_form_finds_a_learning_rate_and_fills_it_in(app):
     import time
 
     from test_pages import no_errors
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     [find] = [button for button in app.button if button.label == "Find a learning rate"]
     find.click().run()
     deadline = time.time() + 240

@@ -6,16 +6,17 @@ import pytest
 
 from conftest import no_errors, tiny_digits
 from core.data.folders import proposed_config
+from pages.common import site
+from pages.common.site import page_path
 
-PAGES = ["pages/home.py", "pages/datasets.py", "pages/model.py", "pages/train.py", "pages/runs.py",
-         "pages/insight.py", "pages/evaluate.py", "pages/predict.py"]
+PAGES = [page.name for page in site.PAGES]
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_on_an_empty_store(app, page):
     app.run()
     no_errors(app)
-    app.switch_page(page).run()
+    app.switch_page(page_path(page)).run()
     no_errors(app)
 
 
@@ -23,12 +24,12 @@ def test_page_renders_on_an_empty_store(app, page):
 def test_page_renders_with_a_finished_run(app, finished_run, page):
     app.run()
     assert app.sidebar.selectbox(key="run_id").value == finished_run
-    app.switch_page(page).run()
+    app.switch_page(page_path(page)).run()
     no_errors(app)
 
 
 def test_datasets_page_shows_summary_and_balance(app):
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     no_errors(app)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Classes"] == "10" and metrics["Input shape"] == "1 x 16 x 16"
@@ -38,7 +39,7 @@ def test_datasets_page_shows_summary_and_balance(app):
 
 
 def test_datasets_page_explains_a_missing_folder(app, tmp_path):
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").set_value("image-folder").run()
     app.text_input(key="ds_path").input(str(tmp_path / "nowhere")).run()
     no_errors(app)
@@ -48,7 +49,7 @@ def test_datasets_page_explains_a_missing_folder(app, tmp_path):
 def test_the_augmentation_preview_starts_from_each_datasets_own_defaults(app, image_folder):
     def shown():
         return {t.label: t.value for t in app.toggle if t.label in ("Random crop", "Horizontal flip")}
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     assert shown() == {"Random crop": False, "Horizontal flip": False}          # digits: neither
     app.selectbox(key="ds_name").select("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
@@ -59,7 +60,7 @@ def test_the_augmentation_preview_starts_from_each_datasets_own_defaults(app, im
 
 
 def test_model_page_summary_of_a_fresh_model_and_a_checkpoint(app, finished_run):
-    app.run().switch_page("pages/model.py").run()
+    app.run().switch_page(page_path("model")).run()
     no_errors(app)
     params = {m.label: m.value for m in app.metric}["Parameters"]
     assert int(params.replace(",", "")) > 0
@@ -71,7 +72,7 @@ def test_model_page_summary_of_a_fresh_model_and_a_checkpoint(app, finished_run)
 
 
 def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     version = app.session_state["form_version"]
     app.number_input(key=f"tf_digits_{version}_epochs").set_value(0)
     app.number_input(key=f"tf_digits_{version}_lr").set_value(-1.0)
@@ -91,7 +92,7 @@ def test_train_form_rejects_bad_values_and_launches_nothing(app, tmp_path):
 @pytest.mark.trains     # in the page's JobManager child, not through a training fixture
 def test_launch_creates_a_run_that_trains(app, tmp_path):
     from core.runs.store import RunStore
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     version = app.session_state["form_version"]
     app.number_input(key=f"tf_digits_{version}_epochs").set_value(1)
     app.text_input(key=f"tf_digits_{version}_name").input("from the form")
@@ -114,7 +115,7 @@ def test_launch_creates_a_run_that_trains(app, tmp_path):
 def test_clone_prefills_the_form(app, finished_run):
     def form_widgets():
         return [w for w in app.number_input if str(w.key).startswith("tf_")]
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     assert not form_widgets()              # with runs, the form starts folded and is not drawn folded
     [clone] = [b for b in app.button if b.label == "Clone"]
     clone.click().run()
@@ -142,7 +143,7 @@ def test_compare_and_delete(app, finished_run, tmp_path, train):
     store = RunStore(tmp_path / "runs")
     other = store.create_run(tiny_digits(name="other", lr=1e-3))
     train(store, other)
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     no_errors(app)
     assert not [w for w in app.multiselect if w.key == "cmp_runs"]     # folded, Compare draws nothing
     app.session_state["compare_open"] = True                          # unfolded
@@ -159,7 +160,7 @@ def test_compare_and_delete(app, finished_run, tmp_path, train):
 
 
 def test_runs_page_filters_and_offers_csv(app, finished_run):
-    app.run().switch_page("pages/runs.py").run()
+    app.run().switch_page(page_path("runs")).run()
     no_errors(app)
     [table] = [frame.value for frame in app.dataframe]
     assert table["run"].tolist() == [finished_run] and table["state"].tolist() == ["completed"]
@@ -170,7 +171,7 @@ def test_runs_page_filters_and_offers_csv(app, finished_run):
 
 
 def test_evaluate_page_shows_the_report_of_the_chosen_run(app, finished_run, tmp_path):
-    app.run().switch_page("pages/evaluate.py").run()
+    app.run().switch_page(page_path("evaluate")).run()
     no_errors(app)
     metrics = {m.label: m.value for m in app.metric}
     report_path = tmp_path / "runs" / finished_run / "eval" / "best-val" / "report.json"
@@ -194,7 +195,7 @@ def test_predict_page_predicts_and_refuses(app, finished_run):
     digits = load_digits()
     buffer = io.BytesIO()
     Image.fromarray((digits.images[0] * 255 / 16).astype(np.uint8)).resize((32, 32)).save(buffer, "PNG")
-    app.run().switch_page("pages/predict.py").run()
+    app.run().switch_page(page_path("predict")).run()
     no_errors(app)
     app.file_uploader(key="pr_files").set_value([("zero.png", buffer.getvalue(), "image/png"),
                                                   ("notes.txt", b"not a picture", "text/plain")]).run()
@@ -217,7 +218,7 @@ def test_switching_the_dataset_applies_its_defaults(app, tmp_path):
         (folder / label).mkdir(parents=True)
         for i in range(40):
             write_png(folder / label / f"{i}.png", value + i % 7)
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     version = app.session_state["form_version"]
     app.number_input(key=f"tf_digits_{version}_epochs").set_value(3)      # a digits choice, then...
     app.selectbox(key="ds_name").set_value("image-folder").run()
@@ -244,11 +245,11 @@ def test_pages_show_an_unreadable_run_without_crashing(app, finished_run, tmp_pa
     app.run()
     assert app.sidebar.selectbox(key="run_id").value == broken.name       # the newest, still offered
     for page in PAGES:
-        app.switch_page(page).run()
+        app.switch_page(page_path(page)).run()
         no_errors(app)
-    app.switch_page("pages/train.py").run()
+    app.switch_page(page_path("train")).run()
     assert any("cannot be read" in e.value and "config.json" in e.value for e in app.error)
-    app.switch_page("pages/runs.py").run()
+    app.switch_page(page_path("runs")).run()
     [table] = [frame.value for frame in app.dataframe]
     assert set(table["state"]) == {"unreadable", "completed"}
 
@@ -281,9 +282,9 @@ def test_every_page_survives_run_folders_broken_in_every_way(app, finished_run, 
     for name, run_id in broken.items():
         app.sidebar.selectbox(key="run_id").select(run_id).run()
         for page in PAGES:
-            app.switch_page(page).run()
+            app.switch_page(page_path(page)).run()
             assert not app.exception, (name, page, [e.value for e in app.exception])
-    app.switch_page("pages/runs.py").run()
+    app.switch_page(page_path("runs")).run()
     [table] = [frame.value for frame in app.dataframe if "state" in frame.value]
     states = dict(zip(table["run_id"], table["state"])) if "run_id" in table else None
     assert len(table) == len(BREAKAGES) + 1 and "completed" in set(table["state"])
@@ -320,12 +321,12 @@ def test_the_run_picker_is_searchable_past_its_limit(app, tmp_path, monkeypatch)
 
 
 def test_the_dataset_chosen_on_one_page_is_the_one_on_the_next(app, image_folder):
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").select("image-folder").run()
     app.text_input(key="ds_path").input(str(image_folder)).run()
     app.number_input(key="ds_size_image-folder").set_value(20).run()
-    app.switch_page("pages/runs.py").run()          # a page without the picker clears its widgets' state
-    app.switch_page("pages/train.py").run()
+    app.switch_page(page_path("runs")).run()          # a page without the picker clears its widgets' state
+    app.switch_page(page_path("train")).run()
     no_errors(app)
     assert app.selectbox(key="ds_name").value == "image-folder"
     assert app.text_input(key="ds_path").value == str(image_folder)
@@ -347,7 +348,7 @@ def two_runs(tmp_path, train):
 def test_a_link_opens_its_run_and_dataset(app, two_runs):
     older, newer = two_runs
     app.query_params = {"run": older, "dataset": "mnist"}
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     no_errors(app)
     assert app.sidebar.selectbox(key="run_id").value == older
     assert any("first" in (h.value or "") for h in app.subheader)
@@ -363,10 +364,10 @@ def test_the_address_bar_names_the_chosen_run_and_dataset(app, two_runs):
     assert app.query_params["run"] == newer and "dataset" not in app.query_params
     app.sidebar.selectbox(key="run_id").set_value(older).run()
     assert app.query_params["run"] == older
-    app.switch_page("pages/evaluate.py").run()       # a page switch clears the parameters: put back
+    app.switch_page(page_path("evaluate")).run()       # a page switch clears the parameters: put back
     no_errors(app)
     assert app.query_params["run"] == older and "dataset" not in app.query_params
-    app.switch_page("pages/datasets.py").run()       # the picker drawn: its dataset is a choice now
+    app.switch_page(page_path("datasets")).run()       # the picker drawn: its dataset is a choice now
     assert app.query_params["run"] == older and app.query_params["dataset"] == "digits"
 
 
@@ -387,7 +388,7 @@ def test_the_form_starts_from_the_settings_the_cli_uses(app, dataset, monkeypatc
     from core.config import SETTINGS
     monkeypatch.setattr(core.data.datasets, "validate_run_config", lambda config: [])    # no data files needed here
     cli = launch_config(build_parser().parse_args(["train", "--dataset", dataset]))
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     app.selectbox(key="ds_name").set_value(dataset).run()
     no_errors(app)
     version = app.session_state["form_version"]
@@ -406,21 +407,21 @@ def test_the_form_starts_from_the_settings_the_cli_uses(app, dataset, monkeypatc
 
 
 def test_the_model_picked_on_one_page_is_the_one_on_the_other_and_in_the_link(app):
-    app.run().switch_page("pages/model.py").run()
+    app.run().switch_page(page_path("model")).run()
     app.selectbox(key="m_arch").set_value("mlp").run()
     no_errors(app)
-    app.switch_page("pages/train.py").run()
+    app.switch_page(page_path("train")).run()
     no_errors(app)
     assert app.selectbox(key="ds_model").value == "mlp"
     assert app.query_params["model"] == "mlp"
     app.selectbox(key="ds_model").set_value("resnet18").run()
-    app.switch_page("pages/model.py").run()
+    app.switch_page(page_path("model")).run()
     assert app.selectbox(key="m_arch").value == "resnet18"
 
 
 def test_a_link_names_the_model(app):
     app.query_params = {"model": "resnet18", "dataset": "digits"}
-    app.run().switch_page("pages/train.py").run()
+    app.run().switch_page(page_path("train")).run()
     no_errors(app)
     assert app.selectbox(key="ds_model").value == "resnet18"
 
@@ -444,5 +445,5 @@ def test_home_links_every_other_page(app):
     app.run()
     no_errors(app)
     linked = {element.proto.page for element in app.get("page_link")}
-    assert {page.removeprefix("pages/").removesuffix(".py") for page in PAGES[1:]} <= \
+    assert set(PAGES[1:]) <= \
         {page.rsplit("/", 1)[-1].removesuffix(".py") for page in linked}, linked

@@ -13,6 +13,7 @@ import torch
 from conftest import no_errors
 from core.config import RunConfig
 from core.data.folders import proposed_config
+from pages.common.site import page_path
 
 FILE = "resnet18-f37072fd.pth"      # torchvision's name for ResNet18_Weights.IMAGENET1K_V1
 
@@ -182,7 +183,7 @@ def test_bad_fine_tune_settings_are_rejected_with_their_reason():
 
 
 def test_model_page_counts_frozen_parameters_and_summarises_grayscale_input(app):
-    app.run().switch_page("pages/model.py").run()
+    app.run().switch_page(page_path("model")).run()
     app.number_input(key="ds_size_digits").set_value(32).run()
     app.selectbox(key="m_arch").set_value("imagenet-resnet18").run()
     app.checkbox(key="m_freeze").check().run()

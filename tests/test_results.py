@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import no_errors, tiny_digits
 from core.data.folders import proposed_config
+from pages.common.site import page_path
 
 THUMBNAIL = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -175,7 +176,7 @@ def summaries(at) -> list[str]:
 def test_evaluate_page_pages_through_a_cell_and_the_mistakes(app, weak_app_run):  # noqa: F811
     from core.analysis.evaluate import cell_rows, evaluate_run, misclassified_rows, most_confused_cell
     store, run_id = weak_app_run
-    app.run().switch_page("pages/evaluate.py").run()
+    app.run().switch_page(page_path("evaluate")).run()
     no_errors(app)
     report, arrays = evaluate_run(store, run_id)
     true, predicted = most_confused_cell(report["confusion_matrix"])
@@ -205,7 +206,7 @@ def test_evaluate_page_pages_through_a_cell_and_the_mistakes(app, weak_app_run):
 
 
 def test_evaluate_page_offers_best_pt_and_exports_onnx_on_a_click(app, finished_run, tmp_path):  # noqa: F811
-    app.run().switch_page("pages/evaluate.py").run()
+    app.run().switch_page(page_path("evaluate")).run()
     no_errors(app)
     labels = [b.proto.label for b in app.get("download_button")]
     assert "Download report (HTML)" in labels and any(label.startswith("best.pt (") for label in labels)
@@ -225,7 +226,7 @@ def test_a_failed_export_says_why_and_offers_nothing(app, finished_run, tmp_path
     def disagree(*args, **kwargs):
         raise ExportError("ONNX and torch disagree: max abs difference 3.0e-01 > 0.0001")
     monkeypatch.setattr(core.serving.export, "export_run", disagree)
-    app.run().switch_page("pages/evaluate.py").run()
+    app.run().switch_page(page_path("evaluate")).run()
     app.button(key="ev_export").click().run()
     no_errors(app)
     assert any("ONNX export failed, nothing to download: ONNX and torch disagree" in e.value for e in app.error)

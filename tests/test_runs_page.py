@@ -4,6 +4,7 @@ import pytest
 
 from conftest import no_errors, tiny_digits
 from core.runs.annotations import annotate, read_annotations
+from pages.common.site import page_path
 from test_charts import written_run
 
 
@@ -24,7 +25,7 @@ def table(app):
 
 def test_runs_table_shows_settings_tags_note_and_filters_by_tag(app, runs):
     store, plain, tagged = runs
-    app.run().switch_page("pages/runs.py").run()
+    app.run().switch_page(page_path("runs")).run()
     no_errors(app)
     frame = table(app).set_index("run")
     for column in ("test acc", "best val acc", "model", "dataset", "batch size", "lr", "optimizer", "augmentation",
@@ -51,7 +52,7 @@ def test_tags_and_note_are_edited_for_the_chosen_run(app, runs):
     store, plain, tagged = runs
     app.run()
     app.sidebar.selectbox(key="run_id").set_value(plain).run()
-    app.switch_page("pages/runs.py").run()
+    app.switch_page(page_path("runs")).run()
     app.multiselect(key=f"tags_{plain}").set_value(["baseline"])
     app.text_area(key=f"note_{plain}").input("the reference")
     [save] = [b for b in app.button if b.label == "Save tags and note"]
@@ -71,7 +72,7 @@ def test_clicking_a_row_opens_the_run_on_the_train_page(app, runs, clicked):
     store, plain, tagged = runs
     app.run()
     assert app.session_state["run_id"] == tagged                     # the newest run is chosen
-    app.switch_page("pages/runs.py").run()
+    app.switch_page(page_path("runs")).run()
     position = table(app)["run"].tolist().index(plain)
     # What the browser sends when a row is clicked: the table's selection (tests/test_browser_runs.py clicks).
     selection = {"rows": [position]} if clicked == "row box" else {"cells": [[position, "name"]]}
@@ -80,6 +81,6 @@ def test_clicking_a_row_opens_the_run_on_the_train_page(app, runs, clicked):
     no_errors(app)
     assert app.session_state["run_id"] == plain
     assert any(h.value.startswith("Run plain") for h in app.subheader)        # the Train page's run header
-    app.switch_page("pages/runs.py").run()                                    # back: no row still selected
+    app.switch_page(page_path("runs")).run()                                    # back: no row still selected
     no_errors(app)
     assert app.session_state["run_id"] == plain and table(app)["run"].tolist()

@@ -64,7 +64,9 @@ def test_stale_running_runs_become_interrupted(store):
     assert store.read_status(b)["state"] == "interrupted"
     assert store.read_status(c)["state"] == "running"
     assert json.loads((store.run_dir(a) / "status.json").read_text())["state"] == "running"
-    assert sorted(store.orphaned_runs()) == sorted([(a, "running"), (b, "running")])
+    # What a starting server recovers: every run written active, the living one included.
+    assert sorted(run_id for run_id, status in store.active_runs()) == sorted([a, b, c])
+    assert {status["state"] for _, status in store.active_runs()} == {"running"}
 
 
 def test_delete_refuses_active_runs(store):

@@ -101,8 +101,7 @@ def test_core_never_imports_streamlit():
 
 
 def test_pages_lists_the_pages_only():
-    """Helpers live in pages/common/; every file of pages/ is a page app.py's navigation lists."""
-    listed = {node.args[0].value for node in ast.walk(ast.parse((ROOT / "app.py").read_text()))
-              if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page"}
-    pages = {f"pages/{path.name}" for path in (ROOT / "pages").glob("*.py") if path.name != "__init__.py"}
-    assert pages == listed
+    """Helpers live in pages/common/; every file of pages/ is a page the navigation lists."""
+    from pages.common.site import PAGES
+    pages = {path.stem for path in (ROOT / "pages").glob("*.py") if path.name != "__init__.py"}
+    assert pages == {page.name for page in PAGES}

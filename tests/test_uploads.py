@@ -25,6 +25,7 @@ from core.data.uploads import (
     remove_class,
     remove_images,
 )
+from pages.common.site import page_path
 
 
 def png(value: int, size=(10, 10), fmt="PNG") -> bytes:
@@ -480,7 +481,7 @@ def test_datasets_page_imports_a_zip_and_picks_it(app, tmp_path, monkeypatch):
     source = class_zip(tmp_path / "My Pets.zip", per_class=6)
     with zipfile.ZipFile(source, "a") as archive:
         archive.writestr("cat/notes.txt", "a note, not a picture")
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     no_errors(app)
     assert "MB each" in " ".join(c.value for c in app.caption)          # the upload limit is stated
     _uploader(app, "Zip").set_value(("My Pets.zip", source.read_bytes(), "application/zip"))
@@ -507,7 +508,7 @@ def test_datasets_page_imports_a_zip_and_picks_it(app, tmp_path, monkeypatch):
 
 def test_datasets_page_adds_images_per_class(app, tmp_path, monkeypatch):
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.text_input(key="up_class_dataset").set_value("faces")
     for class_name, value in (("happy", 20), ("sad", 200)):
         app.text_input(key="up_class").set_value(class_name)
@@ -520,7 +521,7 @@ def test_datasets_page_adds_images_per_class(app, tmp_path, monkeypatch):
     assert {m.label: m.value for m in app.metric}["Classes"] == "2"
     assert app.selectbox(key="ds_uploaded").options == ["faces"]
     # straight to another page with the picker: the dataset picked by the import is picked there
-    app.switch_page("pages/model.py").run()
+    app.switch_page(page_path("model")).run()
     no_errors(app)
     assert app.selectbox(key="ds_name").value == "image-folder"
     assert app.text_input(key="ds_path").value == str(datasets_dir(tmp_path / "runs") / "faces")
@@ -529,7 +530,7 @@ def test_datasets_page_adds_images_per_class(app, tmp_path, monkeypatch):
 
 def test_datasets_page_says_what_is_missing(app, monkeypatch):
     monkeypatch.delenv("TRAINBOARD_DATASETS", raising=False)
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.button(key="up_import").click().run()
     assert app.error[0].value == "Choose a zip file first."
     app.button(key="up_add_images").click().run()
@@ -554,7 +555,7 @@ def bugs_and_pets(tmp_path, monkeypatch):
 
 def test_the_picker_offers_uploaded_datasets_as_the_folder(app, bugs_and_pets):
     root = bugs_and_pets
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     assert "ds_uploaded" not in [s.key for s in app.selectbox]      # digits needs no folder
     app.selectbox(key="ds_name").select("image-folder").run()
     assert app.selectbox(key="ds_uploaded").options == ["bugs", "pets"]
@@ -570,7 +571,7 @@ def test_the_picker_offers_uploaded_datasets_as_the_folder(app, bugs_and_pets):
 
 def test_datasets_page_deletes_a_dataset_after_asking(app, bugs_and_pets):
     root = bugs_and_pets
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").select("image-folder").run()
     app.selectbox(key="ds_uploaded").select("pets").run()
     assert app.button(key="up_delete").disabled                 # nothing chosen: nothing to confirm
@@ -592,14 +593,14 @@ def test_datasets_page_deletes_a_dataset_after_asking(app, bugs_and_pets):
     assert os.listdir(root) == [] and "up_delete" not in [b.key for b in app.button]
     assert app.selectbox(key="ds_name").value == "digits"
     assert {m.label: m.value for m in app.metric}["Classes"] == "10"
-    app.switch_page("pages/model.py").run()
+    app.switch_page(page_path("model")).run()
     no_errors(app)
     assert app.selectbox(key="ds_name").value == "digits"
 
 
 def test_datasets_page_deletes_one_class_of_the_picked_dataset(app, bugs_and_pets):
     root = bugs_and_pets
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="ds_name").select("image-folder").run()
     app.selectbox(key="ds_uploaded").select("pets").run()
     assert {m.label: m.value for m in app.metric}["Classes"] == "3"
@@ -624,7 +625,7 @@ def test_datasets_page_deletes_images_picked_in_the_samples_grid(app, bugs_and_p
 
     def picker():
         return [m for m in app.multiselect if m.key.startswith("up_delete_images_picked")]
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     assert picker() == []                                   # digits is no uploaded dataset
     app.selectbox(key="ds_name").select("image-folder").run()
     app.selectbox(key="ds_uploaded").select("pets").run()
@@ -655,7 +656,7 @@ def test_datasets_page_refuses_to_delete_what_a_run_trains_on_and_survives_a_del
     store = RunStore(tmp_path / "runs")
     run_id = store.create_run(proposed_config("image-folder", data_path=str(pets), name="on-pets"))
     store.update_status(run_id, state="running", pid=os.getpid(), host=HOST, heartbeat=time.time())
-    app.run().switch_page("pages/datasets.py").run()
+    app.run().switch_page(page_path("datasets")).run()
     app.selectbox(key="up_delete_name").select("pets").run()
     app.button(key="up_delete").click().run()
     no_errors(app)

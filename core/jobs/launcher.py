@@ -17,6 +17,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXIT_FILE_ENV = "TRAINBOARD_EXIT_FILE"
+SUPERVISOR_ENV = "TRAINBOARD_SUPERVISOR"   # the pid of the server that started a run's process
 WORKER = "core.training.worker"          # trains one run: WORKER RUN_DIR
 LR_FINDER = "core.training.lr_find"      # the LR range test behind the Train form: LR_FINDER FOLDER
 
@@ -61,14 +62,14 @@ class Launched:
         return self.returncode
 
 
-def launch(module: str, args: list[str], log: Path, processes: int = 1) -> Launched:
+def launch(module: str, args: list[str], log: Path, processes: int = 1, env: dict | None = None) -> Launched:
     """Start MODULE with ARGS, its stdout and stderr appended to `log` (unbuffered, so the log holds its
-    last words even when it is killed)."""
+    last words even when it is killed); `env` adds to the environment."""
     fd, exit_file = tempfile.mkstemp(prefix="trainboard-exit-")
     os.close(fd)
     os.unlink(exit_file)        # written by the process at its end, read once by Launched
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{EXIT_FILE_ENV: exit_file}, PYTHONPATH=os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(os.environ, **(env or {}), PYTHONUNBUFFERED="1", **{EXIT_FILE_ENV: exit_file},
+               PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p))
     with open(log, "ab") as handle:
         process = subprocess.Popen(command(module, [str(a) for a in args], processes), stdout=handle,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -85,3 +86,9 @@ def report_exit(code: int) -> int:
         except OSError:
             pass         # the launcher then reports the process's own code
     return code
+
+
+def supervisor_pid() -> int | None:
+    """In a launched process: the pid of the server that started it (None: started by hand, the CLI)."""
+    value = os.environ.get(SUPERVISOR_ENV, "")
+    return int(value) if value.isdigit() else None

@@ -19,16 +19,7 @@ from core.config import ConfigError, RunConfig, read_config_values
 from core.runs.files import atomic_write_bytes, atomic_write_json, remove_temp_files
 from core.runs.layout import CHECKPOINT_DIR, CONFIG_FILE, RUN_ID_PATTERN, STATUS_FILE, RunLayout, check_run_id
 from core.runs.lease import check_not_running
-from core.runs.states import (
-    ACTIVE_STATES,
-    INTERRUPTED,
-    QUEUED,
-    RUNNING,
-    STOPPED,
-    check_transition,
-    effective_state,
-    owner_gone,
-)
+from core.runs.states import ACTIVE_STATES, INTERRUPTED, QUEUED, RUNNING, STOPPED, check_transition, effective_state
 from core.runs.status import STATUS_SCHEMA_VERSION, UnreadableRun, new_status, parse_status, unreadable_status
 from core.runs.streams import JsonLinesReader, MetricsReader, is_probe_record
 from core.runs.summaries import RunListing, RunSummary
@@ -176,10 +167,11 @@ class RunStore(RunLayout):
             names = None
         return self.listing.journal.key(), names
 
-    def orphaned_runs(self) -> list[tuple[str, str]]:
-        """(run id, state written) of active runs whose owner is gone: read at start-up. Only runs that
-        listings show as active or interrupted are looked at: not 10,000 status files."""
-        orphans = []
+    def active_runs(self) -> list[tuple[str, dict]]:
+        """(run id, status as written) of the runs whose status.json says queued or running, alive or
+        not: what a starting server recovers. Only runs that listings show as active or interrupted
+        are read: not 10,000 status files."""
+        found = []
         for summary in self.list_runs():
             if summary.state not in ACTIVE_STATES | {INTERRUPTED}:
                 continue
@@ -187,9 +179,9 @@ class RunStore(RunLayout):
                 status = parse_status(self.read_raw_status(summary.run_id))
             except UnreadableRun:
                 continue
-            if status["state"] in ACTIVE_STATES and owner_gone(status):
-                orphans.append((summary.run_id, status["state"]))
-        return orphans
+            if status["state"] in ACTIVE_STATES:
+                found.append((summary.run_id, status))
+        return found
 
     # --- stop and delete -----------------------------------------------------------------------
     def request_stop(self, run_id: str) -> str | None:

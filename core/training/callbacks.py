@@ -55,9 +55,11 @@ class StatusReporter(Callback):
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
         self.trainer: Trainer | None = None        # set at fit start: the heartbeat reads its progress
 
-    def start(self) -> None:
+    def start(self, supervisor: int | None = None) -> None:
+        """The run is this process's now. `supervisor`: the pid of the server that started it (a server
+        that restarts follows the children of one that died), None from the command line."""
         check_transition(self.status["state"], RUNNING, self.run_id)
-        self.write(state=RUNNING, announce=True, pid=os.getpid(), host=HOST,
+        self.write(state=RUNNING, announce=True, pid=os.getpid(), host=HOST, supervisor=supervisor,
                    started_at=self.status.get("started_at") or time.time(), ended_at=None, error=None)
         self.thread.start()
 

@@ -20,7 +20,7 @@ import torch
 
 from core.config import RunConfig
 from core.data.datasets import Dataset, DatasetError, load_dataset
-from core.jobs.launcher import report_exit
+from core.jobs.launcher import report_exit, supervisor_pid
 from core.models.pretrained import PretrainedWeightsError
 from core.runs.checkpoint import UnreadableCheckpoint, load_checkpoint, restore_best_from_latest
 from core.runs.files import disk_error_message
@@ -38,11 +38,12 @@ from core.training.trainer import Trainer, TrainingDiverged
 
 
 def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] = (),
-                 handle_signals: bool = True) -> str:
+                 handle_signals: bool = True, supervisor: int | None = None) -> str:
     """Train (or resume) a run; returns its final state: completed, stopped or failed. A failure's
     reason is in status.json's error, for the caller to say (once); only a bug's traceback is printed.
     Raises UnreadableRun (config or status cannot be used), LeaseHeld (another process trains it) or
-    InvalidTransition (the run is not in a state that may start) before writing anything."""
+    InvalidTransition (the run is not in a state that may start) before writing anything. `supervisor`:
+    the pid of the server whose child this process is."""
     config = store.runnable_config(run_id)
     # Taken before anything is written, held until this process ends: a second start fails here.
     lease = RunLease(store.lease_path(run_id), run_id).acquire()
@@ -53,7 +54,7 @@ def run_training(store: RunStore, run_id: str, extra_callbacks: list[Callback] =
         reporter = StatusReporter(store, run_id, status)
         stop_watcher = StopFileWatcher(store.stop_path(run_id))
         with _signals_ask_to_stop(stop_watcher, handle_signals):
-            reporter.start()
+            reporter.start(supervisor)
             store.remove_temp_files(run_id)      # left by a process killed mid-write
             try:
                 start = _prepare(store, run_id, config)
@@ -239,7 +240,7 @@ def main(argv: list[str]) -> int:
     run_dir = Path(argv[0])
     store = RunStore(run_dir.parent)
     try:
-        state = run_training(store, run_dir.name)
+        state = run_training(store, run_dir.name, supervisor=supervisor_pid())
     except LeaseHeld as error:
         print(f"error: {error}", file=sys.stderr)
         return ALREADY_RUNNING_EXIT

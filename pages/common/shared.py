@@ -24,18 +24,6 @@ if TYPE_CHECKING:
 RUN_KEY = "run_id"
 
 
-def ensure_app_navigation() -> None:
-    """Every page calls this first. The design card names the page folder `pages/`, which Streamlit
-    also reads as its old multipage layout until app.py's st.navigation has run once in the server
-    (and AppTest on every run). A page opened that way runs without app.py (no sidebar, no run
-    picker): flip the flag and rerun, so app.py routes the same URL."""
-    from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-
 def runs_dir() -> Path:
     return default_runs_dir().resolve()
 
