@@ -73,3 +73,43 @@ def test_freezing_the_backbone_leaves_only_the_head_trainable():
     assert not model.bn1.training and not model.layer4[1].bn2.training    # BN statistics kept too
     set_backbone_frozen(model, "imagenet-resnet18", False)
     assert parameter_counts(model)["trainable"] == parameter_counts(model)["total"]
+
+
+# --- a fresh model's first loss ---------------------------------------------------------------------
+def _batch(dataset: str, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """64 images as the training loop feeds them (uint8): digits' own, else random pixels of the
+    shape of the set (MNIST, Fashion-MNIST, CIFAR-10 are files the tests do not have)."""
+    if dataset == "digits":
+        from conftest import tiny_digits
+        from core.data.datasets import load_dataset
+        split = load_dataset(tiny_digits(image_size=size)).splits["train"]
+        return split.images[:64], split.labels[:64]
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (64, channels, size, size), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 10, (64,), generator=generator))
+
+
+@pytest.mark.parametrize("name", ["mlp", "simple-cnn", "resnet18", "resnet34", "imagenet-resnet18",
+                                  "imagenet-resnet50", "imagenet-mobilenet_v3_large", "imagenet-efficientnet_b0",
+                                  "imagenet-convnext_tiny"])
+@pytest.mark.parametrize("dataset, channels, size", [("digits", 1, 16), ("mnist", 1, 28), ("fashion-mnist", 1, 28),
+                                                     ("cifar10", 3, 32)])
+def test_a_fresh_models_first_loss_is_a_uniform_guesss(name, dataset, channels, size):
+    """Within 15% of ln(classes) on each built-in dataset: the first steps learn instead of undoing
+    large initial outputs (simple-cnn's first loss on digits was ~7, ln 10 = 2.3)."""
+    import math
+
+    import torch.nn.functional as F
+
+    from core.data.augment import BatchPreprocessor
+    from core.models.registry import input_normalisation, model_spec
+    size = max(size, model_spec(name).min_input_size)           # the imagenet-* models: 32 and up
+    images, labels = _batch(dataset, channels, size)
+    scaled = images.float() / 255
+    mean = scaled.mean(dim=(0, 2, 3)).tolist()
+    std = scaled.std(dim=(0, 2, 3)).tolist()
+    mean, std = input_normalisation(name, False, mean, std)       # the data's own statistics, as a run uses
+    torch.manual_seed(0)
+    model = build_model(name, model_spec(name).input_channels or channels, size, size, 10).train()
+    loss = F.cross_entropy(model(BatchPreprocessor(mean, std)(images, train=False)), labels)
+    assert abs(loss.item() - math.log(10)) < 0.15 * math.log(10), loss.item()
