@@ -5,7 +5,6 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.analysis import plots
 from core.analysis.diagnosis import diagnose
 from core.config import SETTINGS, RunConfig, read_config_values
 from core.data.datasets import validate_run_config
@@ -13,7 +12,7 @@ from core.runs.live import LiveMetrics
 from core.runs.states import ACTIVE_STATES, RESUMABLE_STATES, UNREADABLE
 from core.runs.status import UnreadableRun
 from core.runs.summaries import clone_name
-from pages.common import compare, curves, forms, shared
+from pages.common import compare, curves, forms, prelaunch, shared
 
 # How often each part of the live view refreshes while a run is active. Each refresh costs a watching
 # browser a redraw of what it re-sends, unchanged or not, and CPU the browser takes on a small machine
@@ -46,6 +45,7 @@ def launch_form() -> None:
             if st.session_state.get("clone_caution"):
                 st.warning(st.session_state["clone_caution"])
         forms.recipe_buttons()
+        prelaunch.settings_upload()
         data = forms.dataset_picker(st.container(border=True), pick_model=True)
         # A clone's settings apply to its own dataset; another dataset starts from its own defaults.
         prefill = draft or clone
@@ -53,20 +53,31 @@ def launch_form() -> None:
         base = dataclasses.replace(base, **{name: getattr(data, name) for name in forms.DATA_FIELDS})
         with st.form("launch", enter_to_submit=False):      # Enter in "Run name" never launches a run
             values = forms.settings_form(base, key_prefix=f"tf_{data.dataset}_{version}")
-            cols = st.columns([1, 2, 5])
+            cols = st.columns([1, 1, 2, 2, 3])
             launched = cols[0].form_submit_button("Launch", type="primary")
-            find_lr = cols[1].form_submit_button("Find a learning rate",
+            check = cols[1].form_submit_button(
+                "Check", help="one batch through the model before you launch: the data as the model reads it, the "
+                              "first loss against chance, the gradients, one update, a step's time and memory, the "
+                              "run's length; problems said as the diagnosis would say them. Nothing is written")
+            find_lr = cols[2].form_submit_button("Find a learning rate",
                                                  help="a learning-rate range test on these settings (a short run "
                                                       "of a fresh model); its suggestion goes into the form")
-        if "lr_find" in st.session_state:
-            lr_find_progress()
-        lr_find_outcome()
-        if launched or find_lr:
-            config = dataclasses.replace(base, **values)
+            save = cols[3].form_submit_button("Download settings",
+                                              help="these settings as a YAML file: `python -m core train --config "
+                                                   "FILE` trains with them, Load settings brings them back")
+        prelaunch.follow_jobs()
+        prelaunch.lr_find_outcome()
+        prelaunch.check_outcome()
+        config = dataclasses.replace(base, **values)
+        if save:
+            prelaunch.settings_download(config)
+        prelaunch.settings_file_button()
+        if launched or find_lr or check:
             problems = validate_run_config(config)
             # Kept until the user acts again: a run finishing elsewhere reruns the page.
-            st.session_state["launch_problems"] = (
-                "Nothing was launched" if launched else "The LR finder did not start", problems)
+            what = "Nothing was launched" if launched else "The LR finder did not start" if find_lr else \
+                "The check did not start"
+            st.session_state["launch_problems"] = (what, problems)
         if st.session_state.get("launch_problems", (None, []))[1]:
             what, problems = st.session_state["launch_problems"]
             st.error(f"{what}. Please fix:\n" + "\n".join(f"- {p}" for p in problems))
@@ -74,49 +85,20 @@ def launch_form() -> None:
                 del st.session_state["launch_problems"]
                 st.rerun()
             return
-        if not (launched or find_lr):
-            return
-        if find_lr:
-            st.session_state.pop("lr_find_result", None)
-            st.session_state["lr_find"] = (jobs.find_lr(config), config.to_dict())
+        if find_lr or check:
+            prelaunch.start("lr_find" if find_lr else "check", jobs.find_lr(config) if find_lr else jobs.check(config),
+                            config)
             st.rerun()
+        if not launched:
+            return
         run_id = store.create_run(config)
         jobs.submit(run_id)
-        for key in ("clone_config", "form_draft", "lr_find_result"):
+        for key in ("clone_config", "form_draft", "lr_find_result", "check_result"):
             st.session_state.pop(key, None)
         st.session_state["form_version"] = version + 1
         shared.select_run(run_id)
         st.toast(f"Launched {run_id}")
         st.rerun()
-
-
-@st.fragment(run_every=1.0)
-def lr_find_progress() -> None:
-    """While the LR finder's child runs: its progress. Then its suggestion goes into the form."""
-    job, values = st.session_state["lr_find"]
-    if not job.done():
-        done, total = job.progress()
-        st.progress(done / total, text=f"Finding a learning rate… step {done} of {total}")
-        return
-    result = job.result()
-    del st.session_state["lr_find"]
-    st.session_state["lr_find_result"] = result
-    if "error" not in result:
-        st.session_state["form_draft"] = {**values, "lr": float(f"{result['suggested_lr']:.2g}")}
-        st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
-    st.rerun(scope="app")
-
-
-def lr_find_outcome() -> None:
-    result = st.session_state.get("lr_find_result")
-    if not result:
-        return
-    if "error" in result:
-        st.error(f"The LR finder failed: {result['error']}")
-        return
-    st.success(f"Suggested learning rate: **{result['suggested_lr']:.2g}** (a tenth of where the loss was "
-               "lowest), now in the form.")
-    st.plotly_chart(plots.lr_finder_curve(result["curve"], result["suggested_lr"]), key="lr_find_curve")
 
 
 # --- the runs table --------------------------------------------------------------------------------
@@ -213,9 +195,6 @@ def draw_rates(run_id: str, options: curves.ChartOptions) -> None:
         curves.draw_rates(run_id, live, options)
 
 
-SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
-
-
 def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConfig) -> None:
     """The run's findings in plain words, recomputed once per epoch (or when the run's state changes),
     not at every refresh: rebuilding rows from a long run's series is the costly part of a tick."""
@@ -231,9 +210,7 @@ def draw_diagnosis(run_id: str, live: LiveMetrics, status: dict, config: RunConf
     if not findings:
         st.caption("Nothing to report so far: no sign of divergence, stalled learning, a bad learning rate, "
                    "overfitting or odd data.")
-    for finding in findings:
-        SEVERITY_BOX[finding.severity](f"**{finding.code.replace('_', ' ')}**: {finding.message}  \n"
-                                       f"*What to try:* {finding.advice}")
+    prelaunch.show_findings([finding.to_dict() for finding in findings])
 
 
 def clone_into_form(config: RunConfig, run_id: str) -> None:

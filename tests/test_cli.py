@@ -81,12 +81,13 @@ def test_train_help_lists_every_setting(capsys):
 
 # What each command's --help lists (positionals, then options), in the order `python -m core --help` lists them.
 HELP = {
-    "train": "-h --runs --dataset --model --epochs --batch-size --lr --data --set --name",
-    "lr-find": "-h --runs --dataset --model --epochs --batch-size --lr --data --set --min-lr --max-lr --steps",
+    "train": "-h --runs --config --dataset --model --epochs --batch-size --lr --data --set --name",
+    "check": "-h --runs --config --dataset --model --epochs --batch-size --lr --data --set --json",
+    "lr-find": "-h --runs --config --dataset --model --epochs --batch-size --lr --data --set --min-lr --max-lr --steps",
     "runs": "-h --runs",
     "stop": "run_id -h --runs",
     "delete": "run_id -h --runs --yes",
-    "show": "run_id -h --runs",
+    "show": "run_id -h --runs --config --yaml",
     "resume": "run_id -h --runs",
     "diagnose": "run_id -h --runs",
     "eval": "run_id -h --runs --checkpoint --split --report",

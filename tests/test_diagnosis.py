@@ -49,6 +49,15 @@ def test_a_healthy_run_has_no_finding():
     assert codes(HEALTHY) == []
 
 
+def test_a_first_loss_far_above_chance_is_initial_loss_as_the_preflight_says():
+    from core.analysis.diagnosis import ADVICE
+    rows = run_rows([1.2, 0.5, 0.3], [0.9, 0.45, 0.3], step_losses=[7.1, 2.0, 1.2, 0.9] * 3)
+    [finding] = diagnose(rows, STATUS, CONFIG)
+    assert finding.code == "initial_loss" and finding.advice == ADVICE["initial_loss"]
+    assert "7.1 at step 1, is 3.1x the 2.3" in finding.message
+    assert codes(rows, status={}) == []            # the classes unknown: chance is unknown too
+
+
 def test_a_nan_loss_is_diverged_and_masks_what_only_repeats_it():
     rows = run_rows([2.3, 2.0], [2.2, 2.1], train_accs=[0.1, 0.1], step_losses=[2.3, 5.0, 40.0, math.nan] * 2)
     [finding] = diagnose(rows, STATUS, CONFIG)
@@ -147,9 +156,11 @@ def test_no_underfitting_after_one_epoch_or_when_the_val_accuracy_is_high():
 
 def test_class_imbalance_unless_the_loss_is_weighted():
     status = {**STATUS, "classes": ["cat", "dog"], "class_counts": [900, 60]}
-    [finding] = diagnose(HEALTHY, status, CONFIG)
+    # HEALTHY's losses scaled to two classes (a uniform guess's loss is ln 2, not ln 10)
+    rows = [{**row, "loss": row["loss"] * math.log(2) / math.log(10)} for row in HEALTHY]
+    [finding] = diagnose(rows, status, CONFIG)
     assert finding.code == "class_imbalance" and finding.evidence["counts"] == {"cat": 900, "dog": 60}
-    assert diagnose(HEALTHY, status, {**CONFIG, "class_weighted_loss": True}) == []
+    assert diagnose(rows, status, {**CONFIG, "class_weighted_loss": True}) == []
 
 
 def test_nearly_uniform_images():

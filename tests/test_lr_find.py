@@ -38,12 +38,12 @@ def test_lr_find_rejects_a_bad_config_with_every_reason(cli, store):
 def test_the_train_form_finds_a_learning_rate_and_fills_it_in(app):
     import time
 
-    from test_pages import no_errors
+    from conftest import no_errors
     app.run().switch_page(page_path("train")).run()
     [find] = [button for button in app.button if button.label == "Find a learning rate"]
     find.click().run()
     deadline = time.time() + 240
-    while "lr_find" in app.session_state and time.time() < deadline:
+    while "lr_find_job" in app.session_state and time.time() < deadline:
         time.sleep(1)
         app.run()
     no_errors(app)

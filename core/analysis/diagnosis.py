@@ -34,7 +34,37 @@ UNDERFIT_MIN_EPOCHS = 3         # ...after this many epochs (epoch 1's train acc
 DEAD_UNITS_SHARE = 0.50         # a layer with more than half its ReLU units never active
 VANISHING_LAYER_RATIO = 1e-4    # a layer's gradient norm under this share of the largest layer's
 IMBALANCE_RATIO = 5.0           # largest class over smallest in the training split
+INITIAL_LOSS_RATIO = 2.0        # a first loss this many times chance (ln of the classes): "the preprocessing is wrong"
 UNIFORM_INPUT_STD = 0.02        # pixel std (0-1 scale) below which images are nearly uniform
+
+
+# What to try, per finding code: one text for the diagnosis after a run and the pre-flight check
+# before it ({lr}: the run's learning rate).
+ADVICE = {
+    "diverged": "Lower the learning rate (now {lr:g}) by 10x, or turn on gradient clipping; check the inputs for NaN.",
+    "exploding_gradients": "Turn on gradient clipping (e.g. 1.0), lower the learning rate, or add normalisation "
+                           "layers.",
+    "vanishing_gradients": "Use ReLU-family activations, normalisation layers or a residual model (resnet18); check "
+                           "the learning rate and the loss.",
+    "dead_units": "Lower the learning rate, use LeakyReLU/GELU, add normalisation before the ReLU, or check the "
+                  "weight initialisation.",
+    "not_learning": "Raise the learning rate (now {lr:g}); if it is already usual (1e-3 for adam), check that labels "
+                    "match the images.",
+    "lr_too_high": "Lower the learning rate (now {lr:g}) by 3-10x, or add warm-up (onecycle schedule).",
+    "lr_too_low": "Raise the learning rate (now {lr:g}) 3-10x, or use the LR finder.",
+    "plateau": "Lower the learning rate when it stalls (plateau or cosine schedule), or try a larger model.",
+    "underfitting": "Train longer, use a larger model, raise the learning rate, or reduce augmentation and weight "
+                    "decay.",
+    "class_imbalance": "Turn on the class-weighted loss, collect more of the rare classes, and read per-class recall "
+                       "on the Evaluate page rather than accuracy.",
+    "data_range": "Check the data: images that failed to load as black tiles, a wrong folder, or a constant channel.",
+    "initial_loss": "Check the preprocessing (normalisation, channels, image size) and that the labels match the "
+                    "images; a model whose first outputs are large spends its first steps undoing them.",
+}
+
+
+def advice(code: str, config: dict, **facts) -> str:
+    return ADVICE[code].format(lr=config.get("lr") or 0.0, **facts)
 
 
 @dataclass
@@ -86,8 +116,7 @@ def diverged(rows, status, config, probes=()) -> Finding | None:
                    f"from {start:.3g} at the start.")
         evidence = {"step": exploded["step"], "loss": exploded["loss"], "start_loss": start, "lr": config.get("lr")}
     return Finding("diverged", ERROR, message,
-                   f"Lower the learning rate (now {config.get('lr'):g}) by 10x, or turn on gradient clipping; "
-                   "check the inputs for NaN.", evidence)
+                   advice("diverged", config), evidence)
 
 
 def exploding_gradients(rows, status, config, probes=()) -> Finding | None:
@@ -104,26 +133,25 @@ def exploding_gradients(rows, status, config, probes=()) -> Finding | None:
     return Finding("exploding_gradients", WARNING,
                    f"The gradient norm reached {peak:.3g} at step {step}, {peak / max(baseline, 1e-12):.0f}x its early "
                    f"median of {baseline:.3g}.",
-                   "Turn on gradient clipping (e.g. 1.0), lower the learning rate, or add normalisation layers.",
+                   advice("exploding_gradients", config),
                    {"step": step, "grad_norm": peak, "early_median": baseline})
 
 
 def vanishing_gradients(rows, status, config, probes=()) -> Finding | None:
-    advice = ("Use ReLU-family activations, normalisation layers or a residual model (resnet18); check the "
-              "learning rate and the loss.")
+    what_to_try = advice("vanishing_gradients", config)
     faint = _faint_layers(probes)
     if faint:
         first = faint[0]
         return Finding("vanishing_gradients", WARNING,
                        f"The gradients fade towards the input: {len(faint)} layer(s) get a gradient under "
                        f"{VANISHING_LAYER_RATIO:g} of the largest layer's (first: {first['layer']}, "
-                       f"{first['grad_norm']:.2g} against {first['largest']:.2g}).", advice,
+                       f"{first['grad_norm']:.2g} against {first['largest']:.2g}).", what_to_try,
                        {"layers": faint, "step": probes[-1]["step"]})
     norms = [r["grad_norm"] for r in _step_rows(rows) if _finite(r.get("grad_norm"))]
     if len(norms) < 3 or max(norms) >= VANISHING_GRAD_NORM:
         return None
     return Finding("vanishing_gradients", WARNING,
-                   f"The gradient norm never exceeded {max(norms):.2g}: the weights barely move.", advice,
+                   f"The gradient norm never exceeded {max(norms):.2g}: the weights barely move.", what_to_try,
                    {"max_grad_norm": max(norms)})
 
 
@@ -152,8 +180,7 @@ def dead_units(rows, status, config, probes=()) -> Finding | None:
     return Finding("dead_units", WARNING,
                    f"{len(dead)} ReLU layer(s) have most of their units silent for a whole batch: {worst} "
                    f"{dead[worst]:.0%} dead at step {probes[-1]['step']}.",
-                   "Lower the learning rate, use LeakyReLU/GELU, add normalisation before the ReLU, or check "
-                   "the weight initialisation.", {"dead_fraction": dead, "step": probes[-1]["step"]})
+                   advice("dead_units", config), {"dead_fraction": dead, "step": probes[-1]["step"]})
 
 
 def not_learning(rows, status, config, probes=()) -> Finding | None:
@@ -171,8 +198,7 @@ def not_learning(rows, status, config, probes=()) -> Finding | None:
     return Finding("not_learning", WARNING,
                    f"The train loss is still near its starting value: {end:.4g} after {len(train)} epoch(s), "
                    f"from {start:.4g}; train accuracy {train[-1].get('acc', float('nan')):.3f}{chance}.",
-                   f"Raise the learning rate (now {config.get('lr'):g}); if it is already usual (1e-3 for adam), "
-                   "check that labels match the images.",
+                   advice("not_learning", config),
                    {"start_loss": start, "end_loss": end, "epochs": len(train), "lr": config.get("lr")})
 
 
@@ -193,7 +219,7 @@ def lr_too_high(rows, status, config, probes=()) -> Finding | None:
     what = (f"rose from {early[0]:.4g} to {early[-1]:.4g} over the first {len(early)} logged steps" if rising else
             f"oscillated (swings of {amplitude:.0%} of its mean, {reversals:.0%} of changes reversing)")
     return Finding("lr_too_high", WARNING, f"Early in training the loss {what}.",
-                   f"Lower the learning rate (now {config.get('lr'):g}) by 3-10x, or add warm-up (onecycle schedule).",
+                   advice("lr_too_high", config),
                    {"early_losses": [round(v, 6) for v in early], "lr": config.get("lr")})
 
 
@@ -209,7 +235,7 @@ def lr_too_low(rows, status, config, probes=()) -> Finding | None:
     return Finding("lr_too_low", WARNING,
                    f"The train loss falls steadily but slowly: {per_epoch:.1%} per epoch on average, "
                    f"{losses[0]:.4g} to {losses[-1]:.4g} over {len(losses)} epochs.",
-                   f"Raise the learning rate (now {config.get('lr'):g}) 3-10x, or use the LR finder.",
+                   advice("lr_too_low", config),
                    {"loss_per_epoch": [round(v, 6) for v in losses], "mean_drop_per_epoch": per_epoch,
                     "lr": config.get("lr")})
 
@@ -251,7 +277,7 @@ def plateau(rows, status, config, probes=()) -> Finding | None:
     return Finding("plateau", WARNING,
                    f"The val loss has not improved by {PLATEAU_GAIN:.0%} in the last {PLATEAU_EPOCHS} epochs "
                    f"(best {before:.4g} before, {recent:.4g} since), with train accuracy {train[-1]['acc']:.3f}.",
-                   "Lower the learning rate when it stalls (plateau or cosine schedule), or try a larger model.",
+                   advice("plateau", config),
                    {"best_before": before, "best_recent": recent, "epochs": PLATEAU_EPOCHS})
 
 
@@ -265,8 +291,21 @@ def underfitting(rows, status, config, probes=()) -> Finding | None:
     return Finding("underfitting", WARNING,
                    f"Train accuracy is {train[-1]['acc']:.3f} after {len(train)} epochs: the model does not fit "
                    "even the data it trains on.",
-                   "Train longer, use a larger model, raise the learning rate, or reduce augmentation and "
-                   "weight decay.", {"train_acc": train[-1]["acc"], "epochs": len(train)})
+                   advice("underfitting", config), {"train_acc": train[-1]["acc"], "epochs": len(train)})
+
+
+def initial_loss(rows, status, config, probes=()) -> Finding | None:
+    """The first logged loss far above a uniform guess's: the reference document's sign of broken
+    preprocessing (or of initial outputs so large that the first steps go to undoing them)."""
+    classes = len(status.get("classes") or [])
+    first = next((r for r in _step_rows(rows) if _finite(r.get("loss"))), None)
+    if classes < 2 or first is None or first["loss"] <= INITIAL_LOSS_RATIO * math.log(classes):
+        return None
+    chance = math.log(classes)
+    return Finding("initial_loss", WARNING,
+                   f"The first logged loss, {first['loss']:.3g} at step {first['step']}, is "
+                   f"{first['loss'] / chance:.1f}x the {chance:.3g} of a model that guesses uniformly (ln {classes}).",
+                   advice("initial_loss", config), {"step": first["step"], "loss": first["loss"], "chance": chance})
 
 
 def class_imbalance(rows, status, config, probes=()) -> Finding | None:
@@ -280,8 +319,7 @@ def class_imbalance(rows, status, config, probes=()) -> Finding | None:
     return Finding("class_imbalance", WARNING,
                    f"The training split is imbalanced: {counts[large]:,} images of '{classes[large]}' and "
                    f"{counts[small]:,} of '{classes[small]}'.",
-                   "Turn on the class-weighted loss, collect more of the rare classes, and read per-class recall "
-                   "on the Evaluate page rather than accuracy.",
+                   advice("class_imbalance", config),
                    {"counts": dict(zip(map(str, classes), counts))})
 
 
@@ -291,12 +329,11 @@ def data_range(rows, status, config, probes=()) -> Finding | None:
         return None
     return Finding("data_range", WARNING,
                    f"The images are nearly uniform: pixel std {min(std):.4f} (mean {mean}) on a 0-1 scale.",
-                   "Check the data: images that failed to load as black tiles, a wrong folder, or a constant "
-                   "channel.", {"mean": mean, "std": std})
+                   advice("data_range", config), {"mean": mean, "std": std})
 
 
 RULES = (diverged, exploding_gradients, vanishing_gradients, not_learning, lr_too_high, lr_too_low,
-         overfitting, plateau, underfitting, class_imbalance, data_range, dead_units)
+         overfitting, plateau, underfitting, initial_loss, class_imbalance, data_range, dead_units)
 # When the loss diverged, the loss-shape rules only repeat it; when it is not learning, so do these.
 # Exploding gradients explain a poor fit, and the advice to raise the lr would be the wrong one.
 MASKED_BY = {"diverged": {"lr_too_high", "not_learning", "lr_too_low", "plateau", "underfitting", "exploding_gradients",

@@ -35,7 +35,10 @@ def launch_parent() -> argparse.ArgumentParser:
     """The options that describe a run's config (train, lr-find): a parent parser; launch_config in
     core.cli.runs reads them."""
     launch = argparse.ArgumentParser(add_help=False)
-    launch.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    launch.add_argument("--config", metavar="FILE",
+                        help="a settings file, YAML or JSON (a run's config.json works as it is); the other "
+                             "options and --set override it")
+    launch.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}")
     launch.add_argument("--model", help=SETTINGS["model"].rule())
     launch.add_argument("--epochs", type=int)
     launch.add_argument("--batch-size", help=SETTINGS["batch_size"].rule())

@@ -19,17 +19,21 @@ from core.runs.store import RunStore
 
 
 def launch_config(args) -> RunConfig:
-    """The RunConfig that --dataset, the shortcuts and --set describe, checked as a launch is
+    """The RunConfig that --config, --dataset, the shortcuts and --set describe, checked as a launch is
     (settings and data); Rejected with every problem."""
     from core.data.datasets import validate_run_config
     from core.data.folders import proposed_config
-    overrides = {k: v for k, v in (("model", args.model), ("epochs", args.epochs), ("lr", args.lr),
-                                   ("data_path", args.data), ("name", getattr(args, "name", None)))
+    from core.settings_file import config_from_settings, read_settings_file
+    overrides = {k: v for k, v in (("dataset", args.dataset), ("model", args.model), ("epochs", args.epochs),
+                                   ("lr", args.lr), ("data_path", args.data), ("name", getattr(args, "name", None)))
                  if v is not None}
     # --batch-size takes what --set batch_size= takes: a number or "auto".
     updates = ([f"batch_size={args.batch_size}"] if args.batch_size is not None else []) + (args.set or [])
     try:
-        config = proposed_config(args.dataset, **overrides).with_updates(updates)
+        if args.config:
+            config = config_from_settings(read_settings_file(args.config), args.config, overrides, updates)
+        else:
+            config = proposed_config(overrides.pop("dataset", "digits"), **overrides).with_updates(updates)
     except (ConfigError, TypeError) as error:
         raise Rejected(getattr(error, "problems", [str(error)]))
     problems = validate_run_config(config)
@@ -146,6 +150,29 @@ def cmd_train(args, store: RunStore) -> int:
     return _train_and_report(store, run_id)
 
 
+def add_check(sub, parents) -> None:
+    check = _add_launch_command(sub, parents, "check",
+                                "pre-flight check: one batch through the model before a run (data range, outputs, "
+                                "first loss, gradients, one update, a step's time and memory, the run's length)")
+    check.add_argument("--json", action="store_true", help="print the figures and findings as JSON")
+    check.set_defaults(func=cmd_check)
+
+
+def cmd_check(args, store: RunStore) -> int:
+    """Exit 1 when a finding is an error (the run would fail or learn nothing), else 0."""
+    from core.training.preflight import check_config
+    report = check_config(launch_config(args))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print("\n".join(report["lines"]))
+        for finding in report["findings"]:
+            print(f"{finding['severity']}: {finding['code']}: {finding['message']}\n  what to try: {finding['advice']}")
+        if not report["findings"]:
+            print("no problem found")
+    return EXIT_FAILED if any(f["severity"] == "error" for f in report["findings"]) else EXIT_OK
+
+
 def add_lr_find(sub, parents) -> None:
     lr_find = _add_launch_command(sub, parents, "lr-find",
                                   "learning-rate range test: JSON with suggested_lr and the curve")
@@ -251,10 +278,19 @@ def cmd_delete(args, store: RunStore) -> int:
 def add_show(sub, parents) -> None:
     show = sub.add_parser("show", parents=parents, help="config, status and last metrics of a run")
     show.add_argument("run_id")
+    show.add_argument("--config", action="store_true",
+                      help="print only the run's settings, as a settings file for train --config")
+    show.add_argument("--yaml", action="store_true", help="with --config: as YAML instead of JSON")
     show.set_defaults(func=cmd_show)
 
 
 def cmd_show(args, store: RunStore) -> int:
+    if args.yaml and not args.config:
+        raise Rejected("--yaml goes with --config: show RUN_ID --config --yaml")
+    if args.config:
+        from core.settings_file import settings_text
+        sys.stdout.write(settings_text(store.read_config(args.run_id), as_yaml=args.yaml))
+        return EXIT_OK
     summary = store.summary(args.run_id)
     try:
         config, unknown = store.read_config_with_unknown(args.run_id)

@@ -20,6 +20,7 @@ EXIT_FILE_ENV = "TRAINBOARD_EXIT_FILE"
 SUPERVISOR_ENV = "TRAINBOARD_SUPERVISOR"   # the pid of the server that started a run's process
 WORKER = "core.training.worker"          # trains one run: WORKER RUN_DIR
 LR_FINDER = "core.training.lr_find"      # the LR range test behind the Train form: LR_FINDER FOLDER
+PREFLIGHT = "core.training.preflight"    # the one-batch check behind the Train form: PREFLIGHT FOLDER
 
 
 def command(module: str, args: list[str], processes: int = 1) -> list[str]:

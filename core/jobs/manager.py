@@ -12,18 +12,15 @@ folder; they never touch the UI.
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import secrets
-import shutil
 import signal
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from core.jobs.launcher import LR_FINDER, SUPERVISOR_ENV, WORKER, Launched, launch
+from core.jobs.folder_job import FolderJob
+from core.jobs.launcher import LR_FINDER, PREFLIGHT, SUPERVISOR_ENV, WORKER, Launched, launch
 from core.runs.lease import ALREADY_RUNNING_EXIT, check_not_running
 from core.runs.states import (
     ACTIVE_STATES,
@@ -43,39 +40,6 @@ from core.runs.store import RunStore
 
 def default_concurrency() -> int:
     return max(1, int(os.environ.get("TRAINBOARD_MAX_CONCURRENT", "1")))
-
-
-# The files of an LR finder child's folder (written by core.training.lr_find.main).
-LR_FIND_CONFIG, LR_FIND_PROGRESS, LR_FIND_RESULT = "config.json", "progress.json", "result.json"
-
-
-class LrFindJob:
-    """A learning-rate range test running in a child process (core.training.lr_find): progress while it
-    runs, then its result. The files live in a temp folder removed once the result is read."""
-
-    def __init__(self, folder: Path, child: Launched):
-        self.folder, self.child = folder, child
-
-    def progress(self) -> tuple[int, int]:
-        try:
-            progress = json.loads((self.folder / LR_FIND_PROGRESS).read_text())
-            return progress["done"], progress["total"]
-        except (OSError, ValueError, KeyError):
-            return 0, 1
-
-    def done(self) -> bool:
-        return self.child.poll() is not None
-
-    def result(self) -> dict:
-        """The test's result or {"error": ...}; call once done()."""
-        try:
-            result = json.loads((self.folder / LR_FIND_RESULT).read_text())
-        except (OSError, ValueError):
-            tail = (self.folder / "log").read_text(errors="replace").strip().splitlines()[-3:] \
-                if (self.folder / "log").exists() else []
-            result = {"error": f"the LR finder ended with code {self.child.returncode}: {' | '.join(tail)}"}
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return result
 
 
 def _signal_name(number: int) -> str:
@@ -134,12 +98,14 @@ class JobManager:
         return (status["state"] == RUNNING and status.get("host") == HOST and isinstance(supervisor, int)
                 and supervisor != os.getpid() and not pid_alive(supervisor))
 
-    def find_lr(self, config) -> "LrFindJob":
+    def find_lr(self, config) -> FolderJob:
         """Start the learning-rate range test for a (valid) config in a child process: the server
         never imports torch or trains in its own process."""
-        folder = Path(tempfile.mkdtemp(prefix="trainboard-lr-find-"))
-        (folder / LR_FIND_CONFIG).write_text(config.to_json())
-        return LrFindJob(folder, launch(LR_FINDER, [folder], folder / "log"))
+        return FolderJob(LR_FINDER, config, "LR finder")
+
+    def check(self, config) -> FolderJob:
+        """Start the pre-flight check of a (valid) config (one batch through its model) in a child process."""
+        return FolderJob(PREFLIGHT, config, "pre-flight check")
 
     # --- public API (thread-safe) ---------------------------------------------------------------
     def submit(self, run_id: str) -> None:

@@ -5,10 +5,8 @@ exactly those of the run the user is about to launch.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -77,24 +75,6 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
             "steps": len(losses), "stopped_early": len(losses) < steps}
 
 
-# --- the child process behind the Train form's button (core.jobs.manager.LrFindJob) ---------------
-def main(argv: list[str]) -> int:
-    """python -m core.training.lr_find FOLDER: reads FOLDER/config.json, keeps FOLDER/progress.json current
-    and writes FOLDER/result.json (the result, or {"error"})."""
-    from core.config import read_config_values
-    from core.jobs.manager import LR_FIND_CONFIG, LR_FIND_PROGRESS, LR_FIND_RESULT
-    from core.runs.files import atomic_write_json
-    folder = Path(argv[0])
-    try:
-        config = read_config_values(json.loads((folder / LR_FIND_CONFIG).read_text()))[0]
-        result = find_lr(config, on_step=lambda done, total: atomic_write_json(
-            folder / LR_FIND_PROGRESS, {"done": done, "total": total}, fsync=False))
-    except Exception as error:       # the page shows it; the server is never affected
-        result = {"error": f"{type(error).__name__}: {error}"}
-    atomic_write_json(folder / LR_FIND_RESULT, result)
-    return 0 if "error" not in result else 1
-
-
-if __name__ == "__main__":
-    from core.jobs.launcher import report_exit
-    sys.exit(report_exit(main(sys.argv[1:])))
+if __name__ == "__main__":       # the child behind the Train form's button (core.jobs.folder_job)
+    from core.jobs.folder_job import run_folder_job
+    run_folder_job(sys.argv[1:], lambda config, on_progress: find_lr(config, on_step=on_progress))
