@@ -5,18 +5,21 @@ import streamlit as st
 from core.analysis import plots
 from core.data.images import ImageRefused, preview
 from core.runs.derived import SERVING_BACKENDS
-from pages.common import shared
+from pages.common import gradcam, shared
 
 st.title("Predict")
 run_id = shared.run_with_best_checkpoint()
 store = shared.store()
 best = store.checkpoint_path(run_id, "best")
 
-cols = st.columns([2, 2, 3])
+cols = st.columns([2, 2, 1, 2])
 backend = cols[0].radio("Backend", tuple(SERVING_BACKENDS), horizontal=True, key="pr_backend",
                         format_func={"torch": "PyTorch", "onnx": "ONNX Runtime",
                                      "onnx-int8": "ONNX Runtime int8"}.get)
 top_k = cols[1].slider("Top k", 1, 10, 3, key="pr_topk")
+explain = cols[2].toggle("Grad-CAM", key="pr_gradcam",
+                         help="where the model looks for a class: a heat map over the image (best.pt's torch model, "
+                              "whatever the backend)")
 
 
 @st.cache_resource(show_spinner="Loading the model (exporting to ONNX if needed)…", max_entries=4)
@@ -25,12 +28,19 @@ def predictor(run_id: str, backend: str, mtime: float):
     return Predictor(store, run_id, backend=backend)
 
 
+@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=4)
+def explainer(run_id: str, mtime: float):
+    from core.serving.explain import Explainer
+    return Explainer(best)
+
+
 try:
     model = predictor(run_id, backend, best.stat().st_mtime)
 except Exception as error:     # an export that fails its parity check, a broken checkpoint
     st.error(f"Cannot load the {backend} model of {run_id}: {error}")
     st.stop()
-cols[2].caption(f"{shared.run_name(run_id)}: {len(model.classes)} classes, input {model.channels} x {model.size} x "
+explained = gradcam.explanation_source(explainer(run_id, best.stat().st_mtime), model.classes) if explain else None
+cols[3].caption(f"{shared.run_name(run_id)}: {len(model.classes)} classes, input {model.channels} x {model.size} x "
                 f"{model.size}. Files are resized and normalised as in training.")
 
 uploads = st.file_uploader("Drop images here (PNG, JPEG, BMP, WebP, GIF)", accept_multiple_files=True, key="pr_files")
@@ -50,7 +60,10 @@ for upload in uploads:
     rows.append({"file": upload.name, "predicted": top["class"], "probability": top["prob"],
                  "latency ms": result["latency_ms"], "error": None})
     with st.container(border=True):
-        left, middle, right = st.columns([1, 1, 3])
+        if explained:
+            left, middle, heat, right = st.columns([1, 1, 1, 3])
+        else:
+            left, middle, right = st.columns([1, 1, 3])
         try:        # our own rendering: st.image would re-decode the raw bytes, and TIFF, PSD... fail there
             left.image(preview(data, 280), caption=upload.name, width=140)
         except ImageRefused as refused:
@@ -58,6 +71,8 @@ for upload in uploads:
         pixels = model.preprocess(data)
         middle.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), width=140,
                      caption="as the model sees it")
+        if explained:
+            gradcam.draw(heat, explained, data)
         right.markdown(f"Predicted **{top['class']}** ({top['prob']:.1%}) · {result['latency_ms']:.1f} ms")
         right.plotly_chart(plots.topk_bars(result["top_k"]), key=f"topk_{upload.file_id}")
 

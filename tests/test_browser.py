@@ -178,3 +178,11 @@ def test_drop_an_image_on_predict(page, server, finished, tmp_path):
     expect(page.get_by_text(re.compile(rf"Predicted {expected} \("))).to_be_visible(timeout=60_000)
     expect(page.get_by_text("as the model sees it")).to_be_visible()
     no_exception(page)
+    # Grad-CAM beside the prediction: for the predicted class, then for a class picked
+    page.get_by_text("Grad-CAM", exact=True).click()
+    expect(page.get_by_text(re.compile(rf"where it looks for {expected} \(\d+%\), features\.7"))).to_be_visible(
+        timeout=60_000)
+    page.get_by_role("combobox", name="Explain").click()
+    page.get_by_role("option", name="3", exact=True).click()
+    expect(page.get_by_text(re.compile(r"where it looks for 3 \(\d+%\)"))).to_be_visible(timeout=60_000)
+    no_exception(page)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from core.cli.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED_FILES, Rejected
 from core.runs.derived import QUANTIZE_KINDS, SERVING_BACKENDS
@@ -55,6 +56,9 @@ def add_predict(sub, parents) -> None:
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--backend", choices=tuple(SERVING_BACKENDS), default="torch")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="also write each file's Grad-CAM over the image as DIR/NAME.gradcam.png (where the "
+                              "model looks for the class it predicts), named in its JSON line")
     predict.set_defaults(func=cmd_predict)
 
 
@@ -62,15 +66,49 @@ def cmd_predict(args, store: RunStore) -> int:
     """One JSON object per line per file, a refused file's included; exit 3 when some were refused."""
     from core.data.images import ImageRefused, read_image_file
     predictor = _predictor(args, store)
-    refused = 0
+    explainer = _explainer(args, store) if args.explain else None
+    refused, written = 0, set()
     for name in args.files:
         try:
-            result = predictor.predict(read_image_file(name), top_k=args.top_k)
+            data = read_image_file(name)
+            result = predictor.predict(data, top_k=args.top_k)
         except ImageRefused as error:       # missing, unreadable or too large a file
             result = {"error": str(error)}
         refused += "error" in result
+        if explainer is not None and "error" not in result:
+            result.update(_explain(explainer, data, Path(name), Path(args.explain), written))
         print(json.dumps({"file": name, **result}), flush=True)
     return EXIT_REFUSED_FILES if refused else EXIT_OK
+
+
+def _explainer(args, store: RunStore):
+    """The run's Grad-CAM and the folder its maps go to, checked before any prediction."""
+    from core.serving.explain import Explainer
+    folder = Path(args.explain)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Rejected(f"cannot write the Grad-CAM maps to {folder}: {error.strerror or error}")
+    return Explainer(store.checkpoint_path(args.run_id, "best"))
+
+
+def _explain(explainer, data: bytes, source: Path, folder: Path, written: set) -> dict:
+    """{"explanation": PNG path, "explained_class"} or {"explanation_error"} (a model without
+    convolutions has no map)."""
+    from core.models.gradcam import CannotExplain
+    from core.serving.explain import save_png
+    try:
+        pixels = explainer.pixels(data)
+        explanation = explainer.explain(pixels)
+    except CannotExplain as error:
+        return {"explanation_error": str(error)}
+    stem, n = source.stem, 2
+    while stem in written:           # two files called the same in different folders
+        stem, n = f"{source.stem}-{n}", n + 1
+    written.add(stem)
+    target = folder / f"{stem}.gradcam.png"
+    save_png(explainer.overlay(pixels, explanation), target)
+    return {"explanation": str(target), "explained_class": explainer.classes[explanation.target]}
 
 
 def add_serve(sub, parents) -> None:
