@@ -3,11 +3,12 @@ import pandas as pd
 import streamlit as st
 
 from core.analysis import plots
-from core.config import SETTINGS
+from core.config import SETTINGS, read_config_values
 from core.data.datasets import DatasetError, class_count
 from core.models.registry import MODEL_SPECS, model_input_shape, set_backbone_frozen
 from core.runs.layout import CHECKPOINTS
 from pages.common import forms, selection, shared
+from pages.common.feature_view import feature_maps_section
 
 st.title("Model")
 
@@ -39,7 +40,7 @@ def from_checkpoint(path: str, mtime: float):
     # As the run left it: a backbone frozen throughout shows as frozen.
     set_backbone_frozen(model, config["model"], bool(config.get("freeze_backbone")))
     return (model, config["model"], tuple(checkpoint["input_shape"]), len(checkpoint["classes"]),
-            checkpoint["loop"])
+            checkpoint["loop"], config, (tuple(checkpoint["mean"]), tuple(checkpoint["std"])))
 
 
 DEEPEST = 5     # the depth slider's top: the table is made once at it, a shallower one is its top rows
@@ -75,7 +76,7 @@ if source == "Fresh model":
     with st.sidebar.expander("Input data", expanded=False):
         data_config = forms.dataset_picker(model=name)      # an ImageNet network proposes its 224
     shape = (data_config.channels, data_config.image_size, data_config.image_size)
-    frozen = False
+    frozen, normalisation = False, None       # a fresh model reads its data normalised by the data's own
     if MODEL_SPECS[name].pretrainable:
         freeze = SETTINGS["freeze_backbone"]
         frozen = cols[2].checkbox(freeze.label, key="m_freeze", help=freeze.help)
@@ -105,7 +106,8 @@ else:
         st.stop()
     try:
         made_of = ("checkpoint", str(path), path.stat().st_mtime)
-        model, name, shape, classes, loop = from_checkpoint(*made_of[1:])
+        model, name, shape, classes, loop, config, normalisation = from_checkpoint(*made_of[1:])
+        data_config = read_config_values(config)[0]
     except (ValueError, KeyError, RuntimeError) as error:
         st.error(f"Cannot read {which}.pt: {error}")
         st.stop()
@@ -142,3 +144,6 @@ hist_cols = st.columns(2)
 for i, layer in enumerate(chosen):
     edges, counts = weight_histogram(state[layer])
     hist_cols[i % 2].plotly_chart(plots.histogram_bars(edges, counts, layer), key=f"hist_{layer}")
+
+st.subheader("Feature maps")
+feature_maps_section(model, name, made_of, shape, data_config, normalisation)
