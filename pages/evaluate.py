@@ -1,6 +1,8 @@
-"""Evaluate: a checkpoint on a split; confusion matrix with the samples of any cell, per-class report,
-ROC/PR, calibration, the misclassified samples (paged tiles), and the downloads: the HTML report,
-best.pt and its ONNX export."""
+"""Evaluate: a checkpoint on a split; confusion matrix whose cells show their samples (clicked or
+picked), per-class report, ROC/PR, calibration, the misclassified samples (paged tiles), and the
+downloads: the HTML report, best.pt and its ONNX export."""
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -67,24 +69,42 @@ def tiles(with_true_class: bool):
                                          with_true_class=with_true_class)
 
 
+def show_clicked_cell(chart_key: str, cell_keys: tuple[str, str], n: int) -> None:
+    """A click on the matrix sets the cell pickers, in a callback: before they are drawn (DESIGN.md,
+    Live views). Point k of the chart's marker layer is cell (k // n, k % n)."""
+    points = [p for p in st.session_state[chart_key].selection.points if "point_index" in p]
+    if points:
+        st.session_state[cell_keys[0]], st.session_state[cell_keys[1]] = divmod(points[0]["point_index"], n)
+
+
 left, right = st.columns([3, 2])
 normalise = left.toggle("Row-normalised", key="ev_norm")
-left.plotly_chart(plots.confusion_heatmap(report["confusion_matrix"], classes, normalise), key="ev_confusion")
+# Keyed by what is evaluated: another run (other classes) or checkpoint opens on its own worst cell.
+evaluated = f"{run_id}_{checkpoint}_{split}"
+cell_keys = (f"ev_true_{evaluated}", f"ev_pred_{evaluated}")
+for key, worst in zip(cell_keys, most_confused_cell(report["confusion_matrix"])):
+    st.session_state.setdefault(key, worst)
 with right:
-    st.markdown("**Samples of one cell**")
-    worst_true, worst_predicted = most_confused_cell(report["confusion_matrix"])
-    # Keyed by what is evaluated: another run (other classes) or checkpoint opens on its own worst cell.
-    evaluated = f"{run_id}_{checkpoint}_{split}"
-    true_class = st.selectbox("True class", range(len(classes)), format_func=classes.__getitem__,
-                              index=worst_true, key=f"ev_true_{evaluated}")
+    clickable = len(classes) <= plots.MAX_CLICKABLE_CLASSES
+    st.markdown("**Samples of one cell**" + (": click it in the matrix" if clickable else ""))
+    true_class = st.selectbox("True class", range(len(classes)), format_func=classes.__getitem__, key=cell_keys[0])
     predicted_class = st.selectbox("Predicted as", range(len(classes)), format_func=classes.__getitem__,
-                                   index=worst_predicted, key=f"ev_pred_{evaluated}")
+                                   key=cell_keys[1])
     cell = cell_rows(arrays, true_class, predicted_class)
     st.caption(f"{len(cell):,} sample(s) of class {classes[true_class]} predicted as {classes[predicted_class]}, "
                "most confident first; captions: confidence in the predicted class")
     if len(cell):
         gallery.paged_tiles(cell, tiles(with_true_class=False),
                             key=f"ev_cell_page_{evaluated}_{true_class}_{predicted_class}")
+# Keyed by the cell shown too: a new chart after each pick, so a click on the cell it last selected (or
+# on any cell after the pickers moved) is a new selection, never plotly's toggle back to none.
+chart_key = f"ev_confusion_{evaluated}_{true_class}_{predicted_class}"
+# A matrix too large for the marker layer keeps plotly's drag to zoom (on_select turns drag into pan).
+on_click = functools.partial(show_clicked_cell, chart_key, cell_keys, len(classes)) if clickable else "ignore"
+# The container's key is the chart's stable name (.st-key-ev_confusion: docs/screenshots.py).
+left.container(key="ev_confusion").plotly_chart(
+    plots.confusion_heatmap(report["confusion_matrix"], classes, normalise, clickable), key=chart_key,
+    on_select=on_click, selection_mode="points")
 
 st.subheader("Per class")
 table = pd.DataFrame([{"class": r["class"], "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],

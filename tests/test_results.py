@@ -1,6 +1,6 @@
 """Results that leave the browser: paged tiles ("24 of 139"), file names under tiles, the HTML report
 (settings, dataset, model, curves, thumbnails; plotly.js once), the ONNX export's freshness, and
-`eval --report`; the Evaluate page through AppTest."""
+`eval --report`; the Evaluate page through AppTest, a click on its confusion matrix included."""
 import base64
 import io
 import re
@@ -203,6 +203,47 @@ def test_evaluate_page_pages_through_a_cell_and_the_mistakes(app, weak_app_run):
     names = re.findall(r'<span class="tb-name">([^<]+)</span>', app.html[1].value)
     last = misclassified_rows(arrays)[48 * (wrong_pages - 1):]
     assert names == [f"#{arrays['index'][row]}" for row in last]          # digits: the index in the split
+
+
+def click_chart(app, key_prefix: str, point_index: int):
+    """What the browser sends when a point of a plotly chart with on_select is clicked. AppTest has no
+    plotly chart widget (it never sends one's state), so the selection joins the other widgets' states
+    by hand, through AppTest's private run."""
+    import json
+
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    chart = next(c for c in app.get("plotly_chart") if (c.key or "").startswith(key_prefix))
+    states = app._tree.get_widget_states()
+    selection = {"points": [{"curve_number": 1, "point_number": point_index, "point_index": point_index}],
+                 "point_indices": [point_index], "box": [], "lasso": []}
+    states.widgets.append(WidgetState(id=chart.proto.id, string_value=json.dumps({"selection": selection})))
+    return app._run(states)
+
+
+def test_a_click_on_the_confusion_matrix_picks_its_cell(app, weak_app_run):  # noqa: F811
+    from core.analysis.evaluate import cell_rows, evaluate_run, most_confused_cell
+    store, run_id = weak_app_run
+    app.run().switch_page(page_path("evaluate")).run()
+    report, arrays = evaluate_run(store, run_id)
+    n, matrix = len(report["classes"]), np.array(report["confusion_matrix"])
+    worst = most_confused_cell(matrix)
+    true, predicted = next((t, p) for t in range(n) for p in range(n) if t != p and matrix[t, p] and (t, p) != worst)
+    pickers = (app.selectbox(key=f"ev_true_{run_id}_best_val"), app.selectbox(key=f"ev_pred_{run_id}_best_val"))
+    assert tuple(p.value for p in pickers) == worst
+
+    click_chart(app, f"ev_confusion_{run_id}_best_val_", true * n + predicted)
+    no_errors(app)
+    pickers = (app.selectbox(key=f"ev_true_{run_id}_best_val"), app.selectbox(key=f"ev_pred_{run_id}_best_val"))
+    assert tuple(p.value for p in pickers) == (true, predicted)
+    total = len(cell_rows(arrays, true, predicted))
+    assert summaries(app)[0].startswith(f"Showing {min(24, total)} of {total} ")
+    app.run()                         # the next rerun without the click keeps the cell
+    assert app.selectbox(key=f"ev_pred_{run_id}_best_val").value == predicted
+
+    click_chart(app, f"ev_confusion_{run_id}_best_val_", 2 * n + 2)      # the diagonal: class 2 right
+    assert (app.selectbox(key=f"ev_true_{run_id}_best_val").value,
+            app.selectbox(key=f"ev_pred_{run_id}_best_val").value) == (2, 2)
+    no_errors(app)
 
 
 def test_evaluate_page_offers_best_pt_and_exports_onnx_on_a_click(app, finished_run, tmp_path):  # noqa: F811
