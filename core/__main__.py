@@ -19,9 +19,9 @@ from core.runs.store import RunStore
 
 # The order --help lists the commands in: making runs, judging them, using their models, data, notes.
 COMMANDS = (runs.add_train, runs.add_check, runs.add_lr_find, runs.add_runs, runs.add_stop, runs.add_delete,
-            runs.add_show, runs.add_resume, results.add_diagnose, results.add_eval, serving.add_export,
-            serving.add_predict, serving.add_serve, results.add_tensorboard, data.add_import_data,
-            data.add_delete_data, runs.add_tag, runs.add_note)
+            runs.add_show, runs.add_resume, results.add_diagnose, results.add_eval, results.add_embed,
+            serving.add_export, serving.add_predict, serving.add_serve, results.add_tensorboard,
+            data.add_import_data, data.add_delete_data, runs.add_tag, runs.add_note)
 
 
 def build_parser() -> argparse.ArgumentParser:

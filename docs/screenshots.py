@@ -274,6 +274,21 @@ def predict(page: Page, demo: Demo) -> None:
     whole_page(page, "predict")
 
 
+def projector(page: Page, demo: Demo) -> None:
+    """The t-SNE map of the baseline's test split (made in the page's background job), a point clicked:
+    its neighbours and Grad-CAM."""
+    open_page(page, demo.path("projector"))
+    page.get_by_text("test", exact=True).click()
+    page.get_by_text("t-SNE", exact=True).click()
+    expect(page.get_by_text("samples of test")).to_be_visible(timeout=FIRST_RENDER_MS)
+    settle(page)
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.click(area["x"] + area["width"] * 0.45, area["y"] + area["height"] * 0.45)
+    wait_for(page, page.get_by_text("nearest neighbours in feature space"),
+             page.get_by_text("Grad-CAM: where it looks"))
+    whole_page(page, "projector")
+
+
 def train_recipe(page: Page, demo: Demo) -> None:
     """The form as "Recipe: Fast Fashion-MNIST" fills it (without a GPU, with its warning)."""
     open_page(page, demo.path("train"))
@@ -286,7 +301,8 @@ def train_recipe(page: Page, demo: Demo) -> None:
 SHOTS = {"train": train, "train-form": train_form, "train-lr-finder": train_lr_finder,
          "train-diagnosis": train_diagnosis, "train-charts": train_charts, "compare": compare,
          "insight": insight, "datasets": datasets, "datasets-upload": datasets_upload, "model": model,
-         "runs": runs, "evaluate": evaluate, "predict": predict, "train-recipe": train_recipe}
+         "runs": runs, "evaluate": evaluate, "projector": projector, "predict": predict,
+         "train-recipe": train_recipe}
 
 
 def main() -> None:

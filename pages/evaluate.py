@@ -12,18 +12,21 @@ from core.analysis.report import REPORT_MISTAKES
 from core.runs.derived import EVAL_SPLITS, export_files
 from core.runs.layout import CHECKPOINTS
 from core.serving.export import export_is_current, read_export_report
-from pages.common import gallery, shared
+from pages.common import gallery, gradcam, shared
 
 st.title("Evaluate")
 run_id = shared.run_with_best_checkpoint()
 store = shared.store()
 
-cols = st.columns([1, 1, 3])
+cols = st.columns([1, 1, 2, 2])
 checkpoint = cols[0].radio("Checkpoint", CHECKPOINTS, horizontal=True, key="ev_ckpt")
 split = cols[1].radio("Split", EVAL_SPLITS, horizontal=True, key="ev_split")
 show_names = cols[2].toggle("File names under the tiles", key="ev_names",
                             help="Folder datasets show each sample's file; digits and the standard sets have no "
                                  "files, so the sample's index in the split (#17) is shown.")
+show_gradcam = cols[3].toggle("Grad-CAM on the tiles", key="ev_gradcam",
+                              help="each tile shows where the model looks for the class it predicted (a heat map "
+                                   "over the sample)")
 
 
 @st.cache_data(show_spinner="Evaluating…", max_entries=8)
@@ -64,9 +67,12 @@ config = store.read_config(run_id)
 split_data = split_images(config.to_json(), split)
 
 
+picture = gradcam.tile_pictures(path, split_data) if show_gradcam else None
+
+
 def tiles(with_true_class: bool):
     return lambda rows: prediction_tiles(rows, arrays, classes, split_data, names=show_names, root=config.data_path,
-                                         with_true_class=with_true_class)
+                                         with_true_class=with_true_class, picture=picture)
 
 
 def show_clicked_cell(chart_key: str, cell_keys: tuple[str, str], n: int) -> None:

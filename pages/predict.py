@@ -28,18 +28,13 @@ def predictor(run_id: str, backend: str, mtime: float):
     return Predictor(store, run_id, backend=backend)
 
 
-@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=4)
-def explainer(run_id: str, mtime: float):
-    from core.serving.explain import Explainer
-    return Explainer(best)
-
-
 try:
     model = predictor(run_id, backend, best.stat().st_mtime)
 except Exception as error:     # an export that fails its parity check, a broken checkpoint
     st.error(f"Cannot load the {backend} model of {run_id}: {error}")
     st.stop()
-explained = gradcam.explanation_source(explainer(run_id, best.stat().st_mtime), model.classes) if explain else None
+explained = gradcam.explanation_source(gradcam.checkpoint_explainer(str(best), best.stat().st_mtime),
+                                      model.classes) if explain else None
 cols[3].caption(f"{shared.run_name(run_id)}: {len(model.classes)} classes, input {model.channels} x {model.size} x "
                 f"{model.size}. Files are resized and normalised as in training.")
 

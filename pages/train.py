@@ -93,7 +93,7 @@ def launch_form() -> None:
             return
         run_id = store.create_run(config)
         jobs.submit(run_id)
-        for key in ("clone_config", "form_draft", "lr_find_result", "check_result"):
+        for key in ("clone_config", "form_draft", "lr_find_job_result", "check_job_result"):
             st.session_state.pop(key, None)
         st.session_state["form_version"] = version + 1
         shared.select_run(run_id)

@@ -92,8 +92,8 @@ def test_the_train_forms_check_button_reports_before_anything_is_launched(app):
         time.sleep(1)
         app.run()
     no_errors(app)
-    assert "check_result" in app.session_state and "error" not in app.session_state["check_result"]
+    assert "check_job_result" in app.session_state and "error" not in app.session_state["check_job_result"]
     shown = [m.value for m in app.markdown]
     assert "**Check: no problem found**" in shown
     assert any(text.startswith("- data: a batch of") and "- first loss: " in text for text in shown)
-    assert app.session_state["check_result"]["loss"]["chance"] == pytest.approx(math.log(10))
+    assert app.session_state["check_job_result"]["loss"]["chance"] == pytest.approx(math.log(10))

@@ -274,3 +274,21 @@ def test_a_failed_export_says_why_and_offers_nothing(app, finished_run, tmp_path
     assert not any(b.proto.label.startswith("model.onnx") for b in app.get("download_button"))
     app.run()                                   # the reason stays until the next try
     assert any("ONNX export failed" in e.value for e in app.error)
+
+
+def test_the_evaluate_tiles_show_grad_cam_when_asked(app, weak_app_run):  # noqa: F811
+    """The toggle turns each tile into its sample with the heat map of the class it was predicted as."""
+    import base64
+    import io
+
+    from PIL import Image
+    app.run().switch_page(page_path("evaluate")).run()
+    plain = THUMBNAIL.findall(app.html[0].value)
+    app.toggle(key="ev_gradcam").set_value(True).run()
+    no_errors(app)
+    heated = THUMBNAIL.findall(app.html[0].value)
+    assert len(heated) == len(plain) == 24
+    assert heated != plain
+    first = Image.open(io.BytesIO(base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"',
+                                                             app.html[0].value)[1])))
+    assert first.mode == "RGB"          # a grayscale digit coloured by its heat map

@@ -129,10 +129,11 @@ def sample_name(split, position: int, root: str | None = None) -> str:
 
 
 def prediction_tiles(rows, arrays: dict, classes: list[str], split, *, names: bool = False,
-                     root: str | None = None, with_true_class: bool = True) -> list[Tile]:
+                     root: str | None = None, with_true_class: bool = True, picture=None) -> list[Tile]:
     """Tiles of predictions: 'true → predicted' (the arrow kept with the predicted class when the line
     wraps; left out for one confusion cell, whose classes are known) and the confidence in the
-    predicted class; a file name or index when asked."""
+    predicted class; a file name or index when asked. `picture(position, predicted)` draws a tile's
+    image instead of the sample itself (the Evaluate page's Grad-CAM)."""
     probs, labels, index = arrays["probs"], arrays["labels"], arrays["index"]
     tiles = []
     for row in rows:
@@ -141,7 +142,8 @@ def prediction_tiles(rows, arrays: dict, classes: list[str], split, *, names: bo
         name = sample_name(split, position, root)
         lines = (f"{classes[true]} →\u00a0{classes[predicted]}", confidence) if with_true_class else (confidence,)
         tooltip = f"{name}: true {classes[true]}, predicted {classes[predicted]} ({confidence})"
-        tiles.append(Tile(sample_image(split, position), lines, tooltip, name if names else None))
+        image = picture(position, predicted) if picture else sample_image(split, position)
+        tiles.append(Tile(image, lines, tooltip, name if names else None))
     return tiles
 
 

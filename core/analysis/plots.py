@@ -363,3 +363,43 @@ def topk_bars(rows: list[dict]) -> go.Figure:
              "orientation": "h", "marker": {"color": "#2F6FDE"}, "texttemplate": "%{x:.1%}", "textposition": "auto"}
     return _figure([trace], height=60 + 28 * len(rows), xaxis=_axis("probability", range=[0, 1]),
                    yaxis={"type": "category"}, showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+
+
+PROJECTOR_COLOURINGS = ("true class", "predicted class", "correct or not", "confidence")
+MAX_LEGEND_CLASSES = 24       # beyond this many classes a map is coloured by a scale, without a legend
+
+
+def projector_scatter(coords: np.ndarray, labels: np.ndarray, preds: np.ndarray, confidence: np.ndarray,
+                      classes: list[str], colour: str, height: int = 620) -> go.Figure:
+    """The projector's map, one WebGL marker per sample (thousands stay fluid): each point's
+    customdata is its row in the embedding arrays, so a hover, a click or a lasso names the sample
+    whatever trace it is in; the hover label says "true → predicted (confidence)", kept short: 50,000
+    labels are most of what the browser is sent."""
+    rows = np.arange(len(coords))
+    names = [str(name) for name in classes]
+    text = np.array([f"{names[t]} → {names[p]} ({c:.2f})"
+                     for t, p, c in zip(labels.tolist(), preds.tolist(), confidence.tolist())], dtype=object)
+
+    def points(mask, name: str, **marker) -> dict:
+        return {"type": "scattergl", "mode": "markers", "name": name, "x": coords[mask, 0], "y": coords[mask, 1],
+                "customdata": rows[mask], "text": text[mask], "hovertemplate": "#%{customdata}: %{text}<extra></extra>",
+                "marker": {"size": 5, "opacity": 0.8, **marker}}
+
+    every = np.ones(len(coords), dtype=bool)
+    if colour == "correct or not":
+        traces = [points(labels == preds, "correct", color="#9AA5B1"),
+                  points(labels != preds, "wrong", color="#E45756")]
+    elif colour == "confidence":
+        traces = [points(every, "confidence", color=confidence, colorscale="Viridis", cmin=0, cmax=1,
+                         colorbar={"title": {"text": "confidence"}, "thickness": 12})]
+    else:
+        values = labels if colour == "true class" else preds
+        if len(classes) > MAX_LEGEND_CLASSES:
+            traces = [points(every, colour, color=values, colorscale="Turbo", cmin=0, cmax=len(classes) - 1)]
+        else:
+            import plotly.colors
+            palette = plotly.colors.qualitative.Dark24 if len(classes) > 10 else plotly.colors.qualitative.Plotly
+            traces = [points(values == k, name, color=palette[k % len(palette)]) for k, name in enumerate(classes)]
+    return _figure(traces, height=height, hoverdistance=-1, xaxis={"visible": False}, yaxis={"visible": False},
+                   legend={"itemsizing": "constant", "title": {"text": colour}},
+                   margin={"l": 10, "r": 10, "t": 40, "b": 10})        # the mode bar above the legend

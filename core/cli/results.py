@@ -1,4 +1,4 @@
-"""Commands that judge a finished run: diagnose, eval, tensorboard.
+"""Commands that judge a finished run: diagnose, eval, embed, tensorboard.
 
 Each add_NAME(sub, parents) registers its command's parser right above the cmd_NAME(args, store) it runs.
 """
@@ -8,7 +8,7 @@ import json
 import os
 
 from core.cli.common import EXIT_OK, Rejected
-from core.runs.derived import EVAL_SPLITS, evaluation_files
+from core.runs.derived import EMBEDDING_SPLITS, EVAL_SPLITS, PROJECTIONS, evaluation_files
 from core.runs.layout import CHECKPOINTS
 from core.runs.store import RunStore
 
@@ -64,6 +64,50 @@ def cmd_eval(args, store: RunStore) -> int:
         except OSError as error:
             raise Rejected(f"cannot write the HTML report to {args.report}: {error.strerror or error}")
         print(f"HTML report: {args.report} ({os.path.getsize(args.report) / 1024**2:.1f} MB)")
+    return EXIT_OK
+
+
+def add_embed(sub, parents) -> None:
+    embed = sub.add_parser("embed", parents=parents,
+                           help="a checkpoint's features on a split and their 2-D map (the projector's): an npz "
+                                "with features, coords, labels, preds, probs, index and classes")
+    embed.add_argument("run_id")
+    embed.add_argument("--split", choices=EMBEDDING_SPLITS, default="val")
+    embed.add_argument("--method", choices=PROJECTIONS, default="pca",
+                       help="pca (instant), tsne (openTSNE) or umap (umap-learn, when installed)")
+    embed.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
+    embed.add_argument("--out", metavar="FILE", help="default: RUN_ID-CHECKPOINT-SPLIT-METHOD.npz here")
+    embed.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args, store: RunStore) -> int:
+    """Computed once per checkpoint, split and method (kept in the run folder), then written as an npz."""
+    import sys
+    import time
+
+    import numpy as np
+
+    from core.analysis.projection import METHOD_LABELS, embedding_map, missing
+    from core.data.folders import DatasetError
+    store.existing_run_dir(args.run_id)          # RunNotFound / InvalidRunId -> exit 2
+    if missing(args.method):
+        raise Rejected(f"{METHOD_LABELS[args.method]} needs a library that is not installed: {missing(args.method)}")
+    out = args.out or f"{args.run_id}-{args.checkpoint}-{args.split}-{args.method}.npz"
+    started = time.perf_counter()
+    print(f"mapping {args.split} of {args.run_id} ({args.checkpoint}.pt) by {METHOD_LABELS[args.method]}…",
+          file=sys.stderr, flush=True)
+    try:
+        coords, arrays, record = embedding_map(store, args.run_id, args.checkpoint, args.split, args.method)
+    except (FileNotFoundError, ValueError, DatasetError) as error:     # ValueError: NoEmbedding, too few points
+        raise Rejected(str(error))
+    try:
+        np.savez(out, features=arrays["features"], coords=coords, labels=arrays["labels"],
+                 preds=arrays["probs"].argmax(1), probs=arrays["probs"], index=arrays["index"],
+                 classes=np.array(record["classes"]))
+    except OSError as error:
+        raise Rejected(f"cannot write {out}: {error.strerror or error}")
+    print(f"{len(coords):,} points, {arrays['features'].shape[1]} features, {METHOD_LABELS[args.method]} map "
+          f"({time.perf_counter() - started:.1f} s, kept in the run folder for next time); wrote {out}")
     return EXIT_OK
 
 

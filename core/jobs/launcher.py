@@ -21,6 +21,7 @@ SUPERVISOR_ENV = "TRAINBOARD_SUPERVISOR"   # the pid of the server that started 
 WORKER = "core.training.worker"          # trains one run: WORKER RUN_DIR
 LR_FINDER = "core.training.lr_find"      # the LR range test behind the Train form: LR_FINDER FOLDER
 PREFLIGHT = "core.training.preflight"    # the one-batch check behind the Train form: PREFLIGHT FOLDER
+PROJECTOR = "core.analysis.projection"   # a projector map behind the Projector page: PROJECTOR FOLDER
 
 
 def command(module: str, args: list[str], processes: int = 1) -> list[str]:

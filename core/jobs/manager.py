@@ -20,7 +20,7 @@ import threading
 import time
 
 from core.jobs.folder_job import FolderJob
-from core.jobs.launcher import LR_FINDER, PREFLIGHT, SUPERVISOR_ENV, WORKER, Launched, launch
+from core.jobs.launcher import LR_FINDER, PREFLIGHT, PROJECTOR, SUPERVISOR_ENV, WORKER, Launched, launch
 from core.runs.lease import ALREADY_RUNNING_EXIT, check_not_running
 from core.runs.states import (
     ACTIVE_STATES,
@@ -101,11 +101,17 @@ class JobManager:
     def find_lr(self, config) -> FolderJob:
         """Start the learning-rate range test for a (valid) config in a child process: the server
         never imports torch or trains in its own process."""
-        return FolderJob(LR_FINDER, config, "LR finder")
+        return FolderJob(LR_FINDER, config.to_dict(), "LR finder")
 
     def check(self, config) -> FolderJob:
         """Start the pre-flight check of a (valid) config (one batch through its model) in a child process."""
-        return FolderJob(PREFLIGHT, config, "pre-flight check")
+        return FolderJob(PREFLIGHT, config.to_dict(), "pre-flight check")
+
+    def project(self, run_id: str, checkpoint: str, split: str, method: str) -> FolderJob:
+        """Start making a run's projector map (its features first, when not cached) in a child process."""
+        payload = {"runs": str(self.store.root.resolve()), "run_id": run_id, "checkpoint": checkpoint,
+                   "split": split, "method": method}
+        return FolderJob(PROJECTOR, payload, "projector")
 
     # --- public API (thread-safe) ---------------------------------------------------------------
     def submit(self, run_id: str) -> None:

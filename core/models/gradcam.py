@@ -65,8 +65,8 @@ def grad_cam(model: torch.nn.Module, model_name: str, inputs: torch.Tensor, targ
     except AttributeError:
         layers = ", ".join(model_spec(model_name).feature_layers) or "none"
         raise CannotExplain(f"{model_name} has no layer {name!r} (its feature layers: {layers})") from None
-    was_training = model.training
-    model.eval()
+    modes = {module: module.training for module in model.modules()}    # a frozen backbone's BatchNorm
+    model.eval()                                                         # stays as it was, not train()
     try:
         with torch.inference_mode(False), torch.enable_grad(), _out_of_place(model):
             inputs = inputs.detach().clone()
@@ -82,7 +82,8 @@ def grad_cam(model: torch.nn.Module, model_name: str, inputs: torch.Tensor, targ
             upsampled = LayerAttribution.interpolate(attribution, tuple(inputs.shape[-2:]),
                                                      interpolate_mode="bilinear")
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     heat = upsampled[0].sum(0).detach().float().cpu().numpy()
     heat = np.clip(heat, 0, None)
     peak = float(heat.max())

@@ -42,6 +42,16 @@ EVALUATION = DerivedKind(
     "evaluation", {"predictions": "eval/{checkpoint}-{split}/predictions.npz",
                    "report": "eval/{checkpoint}-{split}/report.json"},
     parts={"checkpoint": CHECKPOINTS, "split": EVAL_SPLITS})
+EMBEDDING_SPLITS = ("train", "val", "test")   # the projector maps any split
+PROJECTIONS = ("pca", "tsne", "umap")
+EMBEDDINGS = DerivedKind(
+    "embeddings", {"arrays": "embeddings/{checkpoint}-{split}/features.npz",
+                   "report": "embeddings/{checkpoint}-{split}/embeddings.json"},
+    parts={"checkpoint": CHECKPOINTS, "split": EMBEDDING_SPLITS})
+PROJECTION = DerivedKind(
+    "projection", {"coords": "embeddings/{checkpoint}-{split}/{method}.npy",
+                   "report": "embeddings/{checkpoint}-{split}/{method}.json"},
+    parts={"checkpoint": CHECKPOINTS, "split": EMBEDDING_SPLITS, "method": PROJECTIONS})
 EXPORT = DerivedKind(
     "export", {"onnx": "model.onnx", "onnx-int8-dynamic": "model.int8.onnx",
                "onnx-int8-static": "model.int8-static.onnx", "torchscript": "model.ts.pt", "report": "export.json"},
@@ -134,3 +144,13 @@ def evaluation_files(layout: RunLayout, run_id: str, checkpoint: str, split: str
 def export_files(layout: RunLayout, run_id: str) -> DerivedFiles:
     """best.pt as ONNX, int8 ONNX, TorchScript, and the export's report (core.serving.export)."""
     return DerivedFiles(layout, run_id, EXPORT, "best")
+
+
+def embedding_files(layout: RunLayout, run_id: str, checkpoint: str, split: str) -> DerivedFiles:
+    """A checkpoint's features and predictions on a split (core.analysis.embeddings)."""
+    return DerivedFiles(layout, run_id, EMBEDDINGS, checkpoint, split=split)
+
+
+def projection_files(layout: RunLayout, run_id: str, checkpoint: str, split: str, method: str) -> DerivedFiles:
+    """Those features in 2-D by a method (core.analysis.projection)."""
+    return DerivedFiles(layout, run_id, PROJECTION, checkpoint, split=split, method=method)

@@ -76,5 +76,7 @@ def find_lr(config: RunConfig, min_lr: float = MIN_LR, max_lr: float = MAX_LR, s
 
 
 if __name__ == "__main__":       # the child behind the Train form's button (core.jobs.folder_job)
+    from core.config import read_config_values
     from core.jobs.folder_job import run_folder_job
-    run_folder_job(sys.argv[1:], lambda config, on_progress: find_lr(config, on_step=on_progress))
+    run_folder_job(sys.argv[1:], lambda payload, on_progress: find_lr(read_config_values(payload)[0],
+                                                                      on_step=on_progress))

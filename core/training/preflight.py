@@ -224,5 +224,7 @@ def _duration_text(seconds: float) -> str:
 
 
 if __name__ == "__main__":       # the child behind the Train form's Check button (core.jobs.folder_job)
+    from core.config import read_config_values
     from core.jobs.folder_job import run_folder_job
-    run_folder_job(sys.argv[1:], check_config)
+    run_folder_job(sys.argv[1:], lambda payload, on_progress: check_config(read_config_values(payload)[0],
+                                                                           on_progress))

@@ -14,6 +14,17 @@ OPEN = "m_fm_open"          # whether the "Feature maps" expander is open
 SOURCES = ("A sample of the data", "A file")
 
 
+def show_sample(checkpoint: str, split: str, index: int) -> None:
+    """Button callback (before the Model page's widgets exist): open its feature maps on the chosen
+    run's checkpoint and this sample (the Projector's click view sends one here)."""
+    st.session_state["m_src"] = "Checkpoint of the chosen run"
+    st.session_state["m_ckpt"] = checkpoint
+    st.session_state[OPEN] = True
+    st.session_state["fm_source"] = SOURCES[0]
+    st.session_state["fm_split"] = split
+    st.session_state[f"fm_sample_{split}"] = index
+
+
 @st.cache_resource(show_spinner="Loading the data…", max_entries=2)
 def dataset(config_json: str):
     from core.data.datasets import load_dataset

@@ -41,3 +41,28 @@ def draw(box, source: Source, data: bytes) -> None:
     name = source.explainer.classes[explanation.target]
     box.image(source.explainer.overlay(pixels, explanation), width=140,
               caption=f"where it looks for {name} ({explanation.probs[explanation.target]:.0%}), {explanation.layer}")
+
+
+@st.cache_resource(show_spinner="Loading the model for Grad-CAM…", max_entries=2)
+def checkpoint_explainer(path: str, mtime: float):
+    from core.serving.explain import Explainer
+    return Explainer(path)
+
+
+def tile_pictures(checkpoint_path, split):
+    """picture(position, predicted) for prediction tiles: the sample with its Grad-CAM for the class it
+    was predicted as; the plain sample (and one note) for a model without convolutions."""
+    import numpy as np
+
+    from core.models.gradcam import CannotExplain
+    explainer = checkpoint_explainer(str(checkpoint_path), checkpoint_path.stat().st_mtime)
+    try:
+        explainer.layer()
+    except CannotExplain as error:
+        st.info(str(error))
+        return None
+
+    def picture(position: int, predicted: int):
+        pixels = np.asarray(split.sample(position))
+        return explainer.overlay(pixels, explainer.explain(pixels, predicted))
+    return picture

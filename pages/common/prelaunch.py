@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.analysis import plots
 from core.config import ConfigError, RunConfig
-from pages.common import forms
+from pages.common import forms, jobs_view
 
 JOBS = {"lr_find": "Finding a learning rate…", "check": "Checking one batch…"}
 SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -15,35 +15,26 @@ SEVERITY_BOX = {"error": st.error, "warning": st.warning, "info": st.info}
 
 def start(kind: str, job, config: RunConfig) -> None:
     """Follow `job` (jobs.find_lr or jobs.check of `config`) until it reports."""
-    st.session_state.pop(f"{kind}_result", None)
-    st.session_state[f"{kind}_job"] = (job, config.to_dict())
+    st.session_state.pop(f"{kind}_job_result", None)
+    st.session_state[f"{kind}_job"] = job
+    st.session_state[f"{kind}_values"] = config.to_dict()
 
 
 def follow_jobs() -> None:
-    for kind in JOBS:
-        if f"{kind}_job" in st.session_state:
-            st.fragment(run_every=1.0)(_progress)(kind)
+    for kind, label in JOBS.items():
+        jobs_view.follow(f"{kind}_job", label, on_done=_lr_found if kind == "lr_find" else None)
 
 
-def _progress(kind: str) -> None:
-    """While a job's child runs: its progress. Then its result, for the page to show; the LR finder's
-    suggestion goes into the form."""
-    job, values = st.session_state[f"{kind}_job"]
-    if not job.done():
-        done, total = job.progress()
-        st.progress(done / total, text=f"{JOBS[kind]} step {done} of {total}")
-        return
-    result = job.result()
-    del st.session_state[f"{kind}_job"]
-    st.session_state[f"{kind}_result"] = result
-    if kind == "lr_find" and "error" not in result:
+def _lr_found(result: dict) -> None:
+    """The LR finder's suggestion goes into the form."""
+    if "error" not in result:
+        values = st.session_state.get("lr_find_values", {})
         st.session_state["form_draft"] = {**values, "lr": float(f"{result['suggested_lr']:.2g}")}
         st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
-    st.rerun(scope="app")
 
 
 def lr_find_outcome() -> None:
-    result = st.session_state.get("lr_find_result")
+    result = st.session_state.get("lr_find_job_result")
     if not result:
         return
     if "error" in result:
@@ -56,7 +47,7 @@ def lr_find_outcome() -> None:
 
 def check_outcome() -> None:
     """The pre-flight check's figures in plain words, and its findings as the diagnosis shows them."""
-    report = st.session_state.get("check_result")
+    report = st.session_state.get("check_job_result")
     if not report:
         return
     if "error" in report:
@@ -70,7 +61,7 @@ def check_outcome() -> None:
         show_findings(report["findings"])
         st.markdown("\n".join(f"- {line}" for line in report["lines"]))
         if st.button("Dismiss", key="dismiss_check"):
-            del st.session_state["check_result"]
+            del st.session_state["check_job_result"]
             st.rerun()
 
 

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 
@@ -48,4 +48,22 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(report, status_code=200 if report["ok"] else 503)
 
 
-ROUTES = [Route("/health", health, methods=["GET"])]
+async def thumbnail(request: Request) -> Response:
+    """GET /api/thumbnail?run=ID&checkpoint=best&split=val&row=N: the image of a projector point, for its
+    hover (pages/common/projector_view.py); 404 for a run, split or row the maps do not have."""
+    from core.runs.derived import EMBEDDING_SPLITS
+    from core.runs.layout import CHECKPOINTS, check_run_id
+    from pages.common import projector_view
+    query = request.query_params
+    try:
+        run_id, checkpoint, split = check_run_id(query.get("run", "")), query.get("checkpoint"), query.get("split")
+        if checkpoint not in CHECKPOINTS or split not in EMBEDDING_SPLITS:
+            raise ValueError("no such checkpoint or split")
+        png = await anyio.to_thread.run_sync(projector_view.thumbnail_png, run_id, checkpoint, split,
+                                             int(query.get("row", "")))
+    except (ValueError, KeyError, OSError) as error:
+        return PlainTextResponse(f"no such sample: {error}", status_code=404)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+ROUTES = [Route("/health", health, methods=["GET"]), Route("/api/thumbnail", thumbnail, methods=["GET"])]

@@ -26,6 +26,8 @@ PAGES = (
     Page("insight", "Insight", ":material/stacked_line_chart:", "Training",
          "gradient flow, weight histograms, dead units, live"),
     Page("evaluate", "Evaluate", ":material/insights:", "Results", "confusion matrix, ROC/PR, report"),
+    Page("projector", "Projector", ":material/scatter_plot:", "Results",
+         "what the model learned: its features in 2-D, neighbours, Grad-CAM"),
     Page("predict", "Predict", ":material/image_search:", "Results", "drop images, see the top classes"),
 )
 
