@@ -12,7 +12,7 @@ from core.analysis.report import REPORT_MISTAKES
 from core.runs.derived import EVAL_SPLITS, export_files
 from core.runs.layout import CHECKPOINTS
 from core.serving.export import export_is_current, read_export_report
-from pages.common import gallery, gradcam, shared
+from pages.common import feature_view, gallery, gradcam, shared
 
 st.title("Evaluate")
 run_id = shared.run_with_best_checkpoint()
@@ -102,6 +102,7 @@ with right:
     if len(cell):
         gallery.paged_tiles(cell, tiles(with_true_class=False),
                             key=f"ev_cell_page_{evaluated}_{true_class}_{predicted_class}")
+        feature_view.open_one_of(cell, arrays, split_data, checkpoint, split, key=f"ev_fm_{evaluated}")
 # Keyed by the cell shown too: a new chart after each pick, so a click on the cell it last selected (or
 # on any cell after the pickers moved) is a new selection, never plotly's toggle back to none.
 chart_key = f"ev_confusion_{evaluated}_{true_class}_{predicted_class}"

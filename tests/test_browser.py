@@ -185,4 +185,7 @@ def test_drop_an_image_on_predict(page, server, finished, tmp_path):
     page.get_by_role("combobox", name="Explain").click()
     page.get_by_role("option", name="3", exact=True).click()
     expect(page.get_by_text(re.compile(r"where it looks for 3 \(\d+%\)"))).to_be_visible(timeout=60_000)
+    page.get_by_role("combobox", name="From layer").click()
+    page.get_by_role("option", name="features.4", exact=True).click()
+    expect(page.get_by_text(re.compile(r"where it looks for 3 \(\d+%\), features\.4"))).to_be_visible(timeout=60_000)
     no_exception(page)

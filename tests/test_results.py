@@ -292,3 +292,19 @@ def test_the_evaluate_tiles_show_grad_cam_when_asked(app, weak_app_run):  # noqa
     first = Image.open(io.BytesIO(base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"',
                                                              app.html[0].value)[1])))
     assert first.mode == "RGB"          # a grayscale digit coloured by its heat map
+
+
+def test_a_confusion_cells_sample_opens_its_feature_maps_on_the_model_page(app, weak_app_run):  # noqa: F811
+    from core.analysis.evaluate import cell_rows, evaluate_run, most_confused_cell
+    store, run_id = weak_app_run
+    app.run().switch_page(page_path("evaluate")).run()
+    report, arrays = evaluate_run(store, run_id)
+    true, predicted = most_confused_cell(report["confusion_matrix"])
+    first = int(arrays["index"][cell_rows(arrays, true, predicted)[0]])
+    [button] = [b for b in app.button if b.label == "Its feature maps"]
+    button.click().run()
+    no_errors(app)
+    [section] = [e for e in app.expander if e.label == "A layer's channels for one image"]
+    [seen, grid] = [image.captions[0] for image in section.get("image")]
+    assert seen.startswith(f"Sample {first} of val (class "), seen
+    assert "strongest first" in grid and app.radio(key="m_src").value == "Checkpoint of the chosen run"

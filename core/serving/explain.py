@@ -11,6 +11,7 @@ import torch
 from core.data.augment import BatchPreprocessor
 from core.data.images import decode
 from core.models.gradcam import Explanation, explained_layer, grad_cam, overlay
+from core.models.registry import model_spec
 from core.runs.checkpoint import load_model
 
 
@@ -30,10 +31,14 @@ class Explainer:
         """Image bytes -> uint8 [C, H, W] as the model sees them (ImageRefused for a bad file)."""
         return decode(data, self.size, self.channels)
 
-    def explain(self, pixels: np.ndarray, target: int | None = None) -> Explanation:
-        """Grad-CAM of the image for class `target` (None: the one predicted)."""
+    def layers(self) -> tuple[str, ...]:
+        """The layers a map can come from, shallow to deep (the registry's feature layers)."""
+        return model_spec(self.model_name).feature_layers
+
+    def explain(self, pixels: np.ndarray, target: int | None = None, layer: str | None = None) -> Explanation:
+        """Grad-CAM of the image for class `target` (None: the one predicted) at `layer` (None: the deepest)."""
         inputs = self.prep(torch.from_numpy(pixels)[None], train=False)
-        return grad_cam(self.model, self.model_name, inputs, target)
+        return grad_cam(self.model, self.model_name, inputs, target, layer)
 
     def overlay(self, pixels: np.ndarray, explanation: Explanation) -> np.ndarray:
         return overlay(pixels, explanation.heatmap)

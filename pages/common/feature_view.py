@@ -25,6 +25,20 @@ def show_sample(checkpoint: str, split: str, index: int) -> None:
     st.session_state[f"fm_sample_{split}"] = index
 
 
+def open_one_of(rows, arrays: dict, split_data, checkpoint: str, split: str, key: str) -> None:
+    """A picker of the samples behind `rows` (of an evaluation's arrays) and a button that opens the
+    picked one's feature maps on the Model page (a confusion cell's samples, on the Evaluate page)."""
+    from core.analysis.evaluate import sample_name
+    from pages.common import site
+    positions = [int(arrays["index"][row]) for row in rows]
+    cols = st.columns([3, 2])
+    position = cols[0].selectbox("A sample's feature maps", positions, key=key,
+                                 format_func=lambda p: sample_name(split_data, p), label_visibility="collapsed")
+    if cols[1].button("Its feature maps", key=f"{key}_go", on_click=show_sample, args=(checkpoint, split, position),
+                      help="this sample's feature maps on the Model page, for the chosen run's checkpoint"):
+        st.switch_page(site.page_path("model"))
+
+
 @st.cache_resource(show_spinner="Loading the data…", max_entries=2)
 def dataset(config_json: str):
     from core.data.datasets import load_dataset
@@ -68,7 +82,8 @@ def feature_maps_section(model, name: str, made_of: tuple, shape: tuple, data_co
         if source == SOURCES[0]:
             split = cols[2].selectbox("Split", [s for s in SPLITS if len(data.splits[s])], key="fm_split")
             samples = data.splits[split]
-            index = cols[3].number_input("Sample", 0, len(samples) - 1, 0, key=f"fm_sample_{split}")
+            st.session_state.setdefault(f"fm_sample_{split}", 0)      # a link may have set it (show_sample)
+            index = cols[3].number_input("Sample", 0, len(samples) - 1, key=f"fm_sample_{split}")
             image = samples.sample(index).cpu().numpy()
             label = f"Sample {index} of {split} (class {data.classes[int(samples.labels[index])]})"
         else:

@@ -13,6 +13,7 @@ PREDICTED = "the predicted class"
 class Source:
     explainer: object          # core.serving.explain.Explainer
     target: int | None         # None: each image's predicted class
+    layer: str | None = None   # None: the deepest feature layer
 
 
 def explanation_source(explainer, classes: list[str]) -> Source | None:
@@ -23,9 +24,13 @@ def explanation_source(explainer, classes: list[str]) -> Source | None:
     except CannotExplain as error:
         st.info(str(error))
         return None
-    choice = st.columns([2, 5])[0].selectbox("Explain", [PREDICTED, *classes], key="gc_class",
-                                             help="the class whose evidence the heat map shows")
-    return Source(explainer, None if choice == PREDICTED else classes.index(choice))
+    cols = st.columns([2, 2, 3])
+    choice = cols[0].selectbox("Explain", [PREDICTED, *classes], key="gc_class",
+                               help="the class whose evidence the heat map shows")
+    layers = explainer.layers()
+    layer = cols[1].selectbox("From layer", layers, index=len(layers) - 1, key="gc_layer",
+                              help="the deepest sees whole parts of the object; shallower layers, finer detail")
+    return Source(explainer, None if choice == PREDICTED else classes.index(choice), layer)
 
 
 def draw(box, source: Source, data: bytes) -> None:
@@ -34,7 +39,7 @@ def draw(box, source: Source, data: bytes) -> None:
     from core.models.gradcam import CannotExplain
     try:
         pixels = source.explainer.pixels(data)
-        explanation = source.explainer.explain(pixels, source.target)
+        explanation = source.explainer.explain(pixels, source.target, source.layer)
     except (ImageRefused, CannotExplain) as error:
         box.caption(f"No Grad-CAM: {error}")
         return
