@@ -1,5 +1,6 @@
 """The embedding projector's engine: a checkpoint's features and predictions kept as derived files,
 their 2-D maps by PCA, t-SNE (openTSNE) and UMAP, nearest neighbours, and `python -m core embed`."""
+import importlib.machinery
 import os
 
 import numpy as np
@@ -72,6 +73,14 @@ def test_a_method_that_is_not_installed_says_how_to_install_it(monkeypatch):
     assert projection.missing("pca") is None
     with pytest.raises(ValueError, match="UMAP needs a library that is not installed here: pip install umap-learn"):
         project(np.zeros((10, 4), np.float32), "umap")
+
+
+def test_a_leftover_folder_of_an_uninstalled_library_counts_as_missing(monkeypatch):
+    # `pip uninstall` can leave an empty umap/ folder, which Python finds as a namespace package.
+    leftover = importlib.machinery.ModuleSpec("umap", None, is_package=True)
+    monkeypatch.setattr(projection.importlib.util, "find_spec", lambda name: leftover)
+    assert leftover.origin is None
+    assert projection.missing("umap") == "pip install umap-learn"
 
 
 def test_nearest_neighbours_are_by_cosine_similarity_nearest_first():

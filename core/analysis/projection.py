@@ -25,7 +25,11 @@ SEED = 0
 def missing(method: str) -> str | None:
     """The pip command that installs what `method` needs, or None when it can run here."""
     module = {"tsne": "openTSNE", "umap": "umap"}.get(method)
-    return INSTALL[method] if module and importlib.util.find_spec(module) is None else None
+    if module is None:
+        return None
+    spec = importlib.util.find_spec(module)
+    # A leftover folder of an uninstalled package is found as a namespace package with no origin.
+    return INSTALL[method] if spec is None or spec.origin is None else None
 
 
 def _reduced(features: np.ndarray) -> np.ndarray:
